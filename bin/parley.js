@@ -1,0 +1,34 @@
+#!/usr/bin/env node
+// The `parley` command: routes a subcommand to the area that owns it. Plain JS so it runs
+// before anything is compiled; the areas live in dist/ (built by `npm install`/`npm run build`).
+import { existsSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+
+const dist = fileURLToPath(new URL('../dist/', import.meta.url))
+const commands = {
+  node: 'core/cli/node.js'
+}
+const usage = `usage: parley <command> [options]
+
+commands:
+  node     headless node speaking JSON lines on stdin/stdout (docs/cli.md)
+
+Run "parley <command> --help" for a command's options.`
+
+const [cmd, ...rest] = process.argv.slice(2)
+if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+  console.log(usage)
+  process.exit(cmd === undefined ? 2 : 0)
+}
+const target = commands[cmd]
+if (target === undefined) {
+  console.error(`parley: unknown command "${cmd}"\n${usage}`)
+  process.exit(2)
+}
+if (!existsSync(dist + target)) {
+  console.error('parley: not built yet; run "npm install" (or "npm run build") first')
+  process.exit(1)
+}
+await import(dist + 'core/polyfill.js')
+const mod = await import(dist + target)
+process.exitCode = await mod.main(rest)

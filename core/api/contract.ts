@@ -1,0 +1,86 @@
+/**
+ * MessengerApi: the one contract of commands, results and events that the Electron IPC
+ * bridge, the web shell's WebSocket and the headless node's JSON lines all carry. Adding a
+ * command means adding it here, in the dispatcher, and in docs/cli.md.
+ *
+ * Wire form (JSON lines / WebSocket / IPC):
+ *   request   {"id":1,"cmd":"dm.send","to":"12D3...","text":"hi"}
+ *   response  {"id":1,"ok":true,"result":{...}}  or  {"id":1,"ok":false,"error":{"name":"...","message":"..."}}
+ *   event     {"event":"message",...}
+ */
+import type { MessageStatus } from '../store/types.js'
+
+export interface WhoAmI {
+  peerId: string
+  name: string
+  addrs: string[]
+  invite: string
+}
+
+export interface ContactView {
+  peerId: string
+  name: string
+  addrs: string[]
+  origin: 'invite' | 'inbound'
+  addedAt: number
+  /** A live connection to this contact right now. */
+  connected: boolean
+}
+
+export interface MessageView {
+  id: string
+  conversation: string
+  from: string
+  direction: 'in' | 'out'
+  text: string
+  sentAt: number
+  lamport: number
+  status: MessageStatus
+}
+
+export interface ConversationView {
+  peerId: string
+  name: string
+  last?: MessageView
+}
+
+/** Each command: what it takes (besides `id` and `cmd`) and what it answers. */
+export interface Commands {
+  'whoami': { params: Record<string, never>, result: WhoAmI }
+  'name.set': { params: { name: string }, result: WhoAmI }
+  'contact.add': { params: { invite: string, name?: string }, result: ContactView }
+  'contacts.list': { params: Record<string, never>, result: { contacts: ContactView[] } }
+  'contact.rename': { params: { peerId: string, name: string }, result: ContactView }
+  'contact.remove': { params: { peerId: string }, result: { removed: boolean } }
+  'dm.send': { params: { to: string, text: string }, result: MessageView }
+  'dm.history': { params: { with: string, limit?: number, before?: string }, result: { messages: MessageView[] } }
+  'conversations.list': { params: Record<string, never>, result: { conversations: ConversationView[] } }
+}
+
+export type CommandName = keyof Commands
+export type CommandParams<C extends CommandName> = Commands[C]['params']
+export type CommandResult<C extends CommandName> = Commands[C]['result']
+
+export const COMMAND_NAMES: readonly CommandName[] = [
+  'whoami', 'name.set', 'contact.add', 'contacts.list', 'contact.rename', 'contact.remove',
+  'dm.send', 'dm.history', 'conversations.list'
+]
+
+/** Events pushed to every client. */
+export type MessengerEvent =
+  | { event: 'message', conversation: string, from: string, id: string, text: string, sentAt: number, lamport: number }
+  | { event: 'status', id: string, conversation: string, status: MessageStatus }
+  | { event: 'contact', contact: ContactView }
+  | { event: 'peer', peerId: string, connected: boolean }
+
+export interface ErrorShape { name: string, message: string }
+
+export type Response =
+  | { id: RequestId, ok: true, result: unknown }
+  | { id: RequestId, ok: false, error: ErrorShape }
+
+export type RequestId = string | number | null
+
+/** Default and maximum page size for history. */
+export const DEFAULT_HISTORY_LIMIT = 50
+export const MAX_HISTORY_LIMIT = 1000

@@ -1,0 +1,56 @@
+import { InvalidRequestError, UnknownCommandError } from '../errors.js'
+import type { Messenger } from '../messenger.js'
+import { COMMAND_NAMES, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, type CommandName, type CommandResult } from './contract.js'
+
+export type Params = Record<string, unknown>
+
+/**
+ * Dispatches a command by name to the Messenger, validating its parameters. Shared by every
+ * transport (stdio, WebSocket, Electron IPC): they only parse frames and call `dispatch`.
+ *
+ * @example
+ * const dispatch = createDispatcher(messenger)
+ * await dispatch('dm.send', { to: peerId, text: 'hi' }) // { id: '01J...', status: 'pending', ... }
+ */
+export function createDispatcher (m: Messenger): (cmd: unknown, params: Params) => Promise<unknown> {
+  const handlers: { [C in CommandName]: (p: Params) => Promise<CommandResult<C>> | CommandResult<C> } = {
+    'whoami': () => m.whoami(),
+    'name.set': async (p) => await m.setName(str(p, 'name')),
+    'contact.add': async (p) => await m.addContact(str(p, 'invite'), optStr(p, 'name')),
+    'contacts.list': () => ({ contacts: m.listContacts() }),
+    'contact.rename': async (p) => await m.renameContact(str(p, 'peerId'), str(p, 'name')),
+    'contact.remove': async (p) => ({ removed: await m.removeContact(str(p, 'peerId')) }),
+    'dm.send': async (p) => await m.sendText(str(p, 'to'), str(p, 'text')),
+    'dm.history': async (p) => ({
+      messages: await m.history(str(p, 'with'), limit(p), optStr(p, 'before'))
+    }),
+    'conversations.list': async () => ({ conversations: await m.conversations() })
+  }
+  return async (cmd, params) => {
+    if (typeof cmd !== 'string') throw new InvalidRequestError('"cmd" must be a string')
+    if (!(COMMAND_NAMES as readonly string[]).includes(cmd)) throw new UnknownCommandError(`unknown command "${cmd.slice(0, 64)}"`)
+    return await handlers[cmd as CommandName](params)
+  }
+}
+
+function str (p: Params, key: string): string {
+  const v = p[key]
+  if (typeof v !== 'string') throw new InvalidRequestError(`"${key}" must be a string`)
+  return v
+}
+
+function optStr (p: Params, key: string): string | undefined {
+  const v = p[key]
+  if (v === undefined || v === null) return undefined
+  if (typeof v !== 'string') throw new InvalidRequestError(`"${key}" must be a string`)
+  return v
+}
+
+function limit (p: Params): number {
+  const v = p.limit
+  if (v === undefined || v === null) return DEFAULT_HISTORY_LIMIT
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_HISTORY_LIMIT) {
+    throw new InvalidRequestError(`"limit" must be an integer from 1 to ${MAX_HISTORY_LIMIT}`)
+  }
+  return v
+}

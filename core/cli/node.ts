@@ -1,0 +1,115 @@
+import { homedir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { MessengerEvent } from '../api/contract.js'
+import { serveJsonLines } from '../api/stdio.js'
+import { describeError, InvalidRequestError } from '../errors.js'
+import { Messenger } from '../messenger.js'
+
+export const NODE_USAGE = `usage: parley node --data DIR [--listen MULTIADDR]... [--relay MULTIADDR]... [--name NAME] [--no-mdns]
+
+Runs a headless Parley node speaking MessengerApi as JSON lines on stdin/stdout.
+See docs/cli.md for every command and event.`
+
+export interface NodeArgs {
+  dataDir: string
+  listen: string[]
+  relays: string[]
+  name?: string
+  mdns: boolean
+}
+
+export function parseNodeArgs (argv: string[]): NodeArgs {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      data: { type: 'string' },
+      listen: { type: 'string', multiple: true },
+      relay: { type: 'string', multiple: true },
+      name: { type: 'string' },
+      'no-mdns': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' }
+    },
+    strict: true,
+    allowPositionals: false
+  })
+  if (values.help === true) throw new UsageRequested()
+  const listen = values.listen ?? ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws']
+  const relays = values.relay ?? []
+  for (const a of [...listen, ...relays]) {
+    try {
+      multiaddr(a)
+    } catch {
+      throw new InvalidRequestError(`not a multiaddr: ${a}`)
+    }
+  }
+  return {
+    dataDir: values.data ?? join(homedir(), '.parley'),
+    listen,
+    relays,
+    ...(values.name !== undefined ? { name: values.name } : {}),
+    mdns: values['no-mdns'] !== true
+  }
+}
+
+export class UsageRequested extends Error {
+  static override name = 'UsageRequested'
+  override name = 'UsageRequested'
+}
+
+/**
+ * `parley node`: start, print the ready line, serve JSON lines until stdin ends or SIGTERM,
+ * then stop cleanly (the outbox stays on disk for the next start). Returns the exit code.
+ */
+export async function main (argv: string[]): Promise<number> {
+  let args: NodeArgs
+  try {
+    args = parseNodeArgs(argv)
+  } catch (err) {
+    if (err instanceof UsageRequested) { process.stdout.write(NODE_USAGE + '\n'); return 0 }
+    process.stderr.write(`parley node: ${(err as Error).message}\n${NODE_USAGE}\n`)
+    return 2
+  }
+  const messenger = new Messenger({
+    dataDir: args.dataDir,
+    listen: args.listen,
+    mdns: args.mdns,
+    ...(args.name !== undefined ? { name: args.name } : {})
+  })
+  const early: MessengerEvent[] = []
+  const offEarly = messenger.on((e) => { early.push(e) })
+  try {
+    await messenger.start()
+  } catch (err) {
+    const e = describeError(err)
+    process.stdout.write(JSON.stringify({ event: 'error', error: e }) + '\n')
+    process.stderr.write(`parley node: cannot start: ${e.name}: ${e.message}\n`)
+    return 1
+  }
+  for (const r of args.relays) {
+    messenger.libp2p.dial(multiaddr(r)).catch((err: unknown) => {
+      process.stderr.write(`parley node: cannot reach relay ${r}: ${(err as Error).message}\n`)
+    })
+  }
+  const me = messenger.whoami()
+  process.stdout.write(JSON.stringify({ event: 'ready', peerId: me.peerId, addrs: me.addrs, invite: me.invite }) + '\n')
+
+  let stopping: Promise<void> | undefined
+  const stop = async (): Promise<void> => {
+    stopping ??= messenger.stop()
+    await stopping
+  }
+  const shutdown = new AbortController()
+  const onSignal = (): void => { shutdown.abort() }
+  process.once('SIGTERM', onSignal)
+  process.once('SIGINT', onSignal)
+
+  const served = serveJsonLines(messenger, process.stdin, process.stdout, shutdown.signal)
+  offEarly()
+  for (const e of early) process.stdout.write(JSON.stringify(e) + '\n')
+  await served.catch(() => {})
+  await stop()
+  process.stdin.destroy()
+  return 0
+}

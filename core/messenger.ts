@@ -1,0 +1,413 @@
+import { join } from 'node:path'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { PrivateKey } from '@libp2p/interface'
+import type { ContactView, ConversationView, MessageView, MessengerEvent, WhoAmI } from './api/contract.js'
+import { InvalidRequestError, MessageTooLargeError, NotRunningError, SelfContactError, UnknownContactError } from './errors.js'
+import { newMessageId, type MessageId, type PeerIdString } from './ids.js'
+import { ensurePrivateDir, loadOrCreateIdentity, peerIdString } from './identity/identity.js'
+import { decodeInvite, encodeInvite, parsePeerId } from './identity/invite.js'
+import { forComponent } from './logger.js'
+import { createNode, DEFAULT_LISTEN, type ParleyLibp2p } from './net/node.js'
+import { Outbox, type OutboxOptions } from './outbox/outbox.js'
+import { textByteLength, writeEnvelope, type DmEnvelope } from './protocols/dm/codec.js'
+import { MAX_TEXT_BYTES } from './protocols/dm/constants.js'
+import { DmProtocol } from './protocols/dm/dm-protocol.js'
+import { LevelStore } from './store/level-store.js'
+import type { Contact, MessageRecord, OutboxRecord, Store } from './store/types.js'
+
+const log = forComponent('messenger')
+
+export const DEFAULT_MESSAGE_TTL_MS = 30 * 24 * 60 * 60 * 1000
+const MAX_NAME_LENGTH = 64
+
+export interface MessengerOptions {
+  /** Holds identity.key and the level database (`db/`). */
+  dataDir: string
+  listen?: string[]
+  mdns?: boolean
+  /** Display name; kept in the store once set. */
+  name?: string
+  /** Use this store instead of a LevelStore under dataDir (simulations). */
+  store?: Store
+  /** Use this key instead of the one in dataDir. */
+  privateKey?: PrivateKey
+  outbox?: OutboxOptions
+  /** How long an undelivered message is retried before it is marked failed. */
+  messageTtlMs?: number
+  /** fsync every store batch (see LevelStoreOptions.sync). */
+  syncWrites?: boolean
+  inboundConnectionThreshold?: number
+}
+
+export type MessengerListener = (event: MessengerEvent) => void
+
+/**
+ * The engine behind every shell: a libp2p node, a store, the DM protocol and the outbox.
+ * Commands are methods; everything that happens (messages, status changes) is an event.
+ *
+ * @example
+ * const m = new Messenger({ dataDir: '/tmp/ada', listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
+ * await m.start()
+ * m.on((e) => { if (e.event === 'message') console.log(e.text) })
+ * await m.addContact(inviteFromBob)
+ * await m.sendText(bobPeerId, 'hello')
+ */
+export class Messenger {
+  private node: ParleyLibp2p | undefined
+  private store: Store | undefined
+  private dm: DmProtocol | undefined
+  private outbox: Outbox | undefined
+  private readonly listeners = new Set<MessengerListener>()
+  private readonly contacts = new Map<PeerIdString, Contact>()
+  /** Outgoing messages written to a stream but not yet acked (not persisted: see docs). */
+  private readonly sentNotAcked = new Map<MessageId, PeerIdString>()
+  private clock = 0
+  private name = ''
+  private selfId: PeerIdString | undefined
+  private running = false
+
+  constructor (private readonly options: MessengerOptions) {}
+
+  on (listener: MessengerListener): () => void {
+    this.listeners.add(listener)
+    return () => { this.listeners.delete(listener) }
+  }
+
+  get peerId (): PeerIdString {
+    if (this.selfId === undefined) throw new NotRunningError('messenger not started')
+    return this.selfId
+  }
+
+  get libp2p (): ParleyLibp2p {
+    if (this.node === undefined) throw new NotRunningError('messenger not started')
+    return this.node
+  }
+
+  async start (): Promise<void> {
+    const o = this.options
+    await ensurePrivateDir(o.dataDir)
+    const privateKey = o.privateKey ?? await loadOrCreateIdentity(o.dataDir)
+    this.selfId = peerIdString(privateKey)
+    const store = o.store ?? new LevelStore(join(o.dataDir, 'db'), { sync: o.syncWrites === true })
+    await store.open()
+    this.store = store
+    try {
+      this.clock = await store.getClock()
+      if (o.name !== undefined) await store.putSetting('name', validateName(o.name))
+      this.name = await store.getSetting('name') ?? ''
+      for (const c of await store.listContacts()) this.contacts.set(c.peerId, c)
+
+      const node = await createNode({
+        privateKey,
+        listen: o.listen ?? DEFAULT_LISTEN,
+        mdns: o.mdns ?? true,
+        ...(o.inboundConnectionThreshold !== undefined ? { inboundConnectionThreshold: o.inboundConnectionThreshold } : {})
+      })
+      this.node = node
+      for (const c of this.contacts.values()) await this.rememberAddrs(c)
+
+      this.dm = new DmProtocol(node, async (from, envs) => { await this.receive(from, envs) })
+      this.outbox = new Outbox({
+        open: async (peer, signal) => await this.requireDm().open(peer, { signal }),
+        sent: (peer, ids) => { this.onSent(peer, ids) },
+        delivered: async (peer, ids) => { await this.settle(peer, ids, 'delivered') },
+        expired: async (peer, ids) => { await this.settle(peer, ids, 'failed') }
+      }, o.outbox)
+
+      node.addEventListener('peer:connect', (evt) => {
+        const peer = evt.detail.toString() as PeerIdString
+        this.outbox?.kick(peer)
+        if (this.contacts.has(peer)) this.emit({ event: 'peer', peerId: peer, connected: true })
+      })
+      node.addEventListener('peer:disconnect', (evt) => {
+        const peer = evt.detail.toString() as PeerIdString
+        if (this.contacts.has(peer)) this.emit({ event: 'peer', peerId: peer, connected: false })
+      })
+      node.addEventListener('peer:identify', (evt) => {
+        const peer = evt.detail.peerId.toString() as PeerIdString
+        const addrs = evt.detail.listenAddrs.map((a) => a.toString())
+        this.updateContactAddrs(peer, addrs).catch((err: unknown) => { log.error('saving addresses failed: %e', err) })
+      })
+      node.addEventListener('peer:discovery', (evt) => {
+        const peer = evt.detail.id.toString() as PeerIdString
+        if (this.contacts.has(peer) && this.outbox !== undefined && this.outbox.pending(peer) > 0) {
+          node.dial(evt.detail.id).catch(() => {})
+        }
+      })
+
+      await node.start()
+      await this.dm.start()
+      this.running = true
+      for (const rec of await store.listOutbox()) this.outbox.enqueue(rec)
+      this.greetContacts()
+    } catch (err) {
+      await this.stop().catch(() => {})
+      throw err
+    }
+  }
+
+  async stop (): Promise<void> {
+    this.running = false
+    await this.outbox?.stop()
+    await this.dm?.stop().catch(() => {})
+    await this.node?.stop()
+    await this.store?.close()
+    this.outbox = undefined
+    this.dm = undefined
+    this.node = undefined
+    this.store = undefined
+  }
+
+  whoami (): WhoAmI {
+    const node = this.requireNode()
+    const addrs = node.getMultiaddrs().map((a) => a.toString())
+    return {
+      peerId: this.peerId,
+      name: this.name,
+      addrs,
+      invite: encodeInvite({ peerId: this.peerId, addrs: addrs.map(stripP2p), name: this.name })
+    }
+  }
+
+  async setName (name: string): Promise<WhoAmI> {
+    const valid = validateName(name)
+    await this.requireStore().putSetting('name', valid)
+    this.name = valid
+    return this.whoami()
+  }
+
+  async addContact (invite: string, name?: string): Promise<ContactView> {
+    const store = this.requireStore()
+    const parsed = decodeInvite(invite)
+    if (parsed.peerId === this.peerId) throw new SelfContactError('that invite is your own')
+    const existing = this.contacts.get(parsed.peerId)
+    const contact: Contact = {
+      peerId: parsed.peerId,
+      name: name !== undefined ? validateName(name) : parsed.name ?? existing?.name ?? shortId(parsed.peerId),
+      addrs: mergeAddrs(parsed.addrs, existing?.addrs ?? []),
+      origin: 'invite',
+      addedAt: existing?.addedAt ?? Date.now()
+    }
+    await store.putContact(contact)
+    this.contacts.set(contact.peerId, contact)
+    await this.rememberAddrs(contact)
+    // Say hello so the contact's outbox (if it has mail for us) runs now.
+    this.requireNode().dial(peerIdFromString(contact.peerId)).catch(() => {})
+    return this.contactView(contact)
+  }
+
+  listContacts (): ContactView[] {
+    return [...this.contacts.values()].sort((a, b) => a.name.localeCompare(b.name)).map((c) => this.contactView(c))
+  }
+
+  async renameContact (peerId: string, name: string): Promise<ContactView> {
+    const c = this.requireContact(peerId)
+    const updated = { ...c, name: validateName(name) }
+    await this.requireStore().putContact(updated)
+    this.contacts.set(updated.peerId, updated)
+    return this.contactView(updated)
+  }
+
+  async removeContact (peerId: string): Promise<boolean> {
+    const id = parsePeerId(peerId)
+    if (!this.contacts.has(id)) return false
+    await this.requireStore().deleteContact(id)
+    this.contacts.delete(id)
+    return true
+  }
+
+  /**
+   * Compose and queue a text message. Resolves once the local copy and its outbox entry are
+   * durably written (status 'pending'); delivery continues in the background.
+   */
+  async sendText (to: string, text: string): Promise<MessageView> {
+    const store = this.requireStore()
+    const outbox = this.requireOutbox()
+    const peer = this.requireContact(to).peerId
+    if (typeof text !== 'string' || text.length === 0) throw new InvalidRequestError('text must be a non-empty string')
+    if (textByteLength(text) > MAX_TEXT_BYTES) throw new MessageTooLargeError(`text is over ${MAX_TEXT_BYTES} bytes`)
+    // id, clock and time are taken synchronously: concurrent sends keep their call order.
+    const id = newMessageId()
+    const lamport = ++this.clock
+    const sentAt = Date.now()
+    const frame = writeEnvelope({ id, lamport, sentAt, type: 'text', text })
+    const message: MessageRecord = { id, conversation: peer, from: this.peerId, direction: 'out', text, lamport, sentAt, status: 'pending' }
+    const entry: OutboxRecord = { id, to: peer, frame, createdAt: sentAt, expiresAt: sentAt + (this.options.messageTtlMs ?? DEFAULT_MESSAGE_TTL_MS) }
+    await store.saveOutgoing(message, entry, lamport)
+    outbox.enqueue(entry)
+    return messageView(message)
+  }
+
+  async history (withPeer: string, limit: number, before?: string): Promise<MessageView[]> {
+    const peer = parsePeerId(withPeer)
+    const records = await this.requireStore().history(peer, { limit, ...(before !== undefined ? { before: before as MessageId } : {}) })
+    return records.map((r) => this.overlay(r))
+  }
+
+  async conversations (): Promise<ConversationView[]> {
+    const list = await this.requireStore().listConversations()
+    const views = list.map((c) => ({
+      peerId: c.peerId,
+      name: this.contacts.get(c.peerId)?.name ?? shortId(c.peerId),
+      ...(c.last !== undefined ? { last: this.overlay(c.last) } : {})
+    }))
+    return views.sort((a, b) => (b.last?.sentAt ?? 0) - (a.last?.sentAt ?? 0))
+  }
+
+  /** Entries waiting in the outbox (for a peer, or all). */
+  pendingCount (peer?: string): number {
+    return this.outbox?.pending(peer === undefined ? undefined : parsePeerId(peer)) ?? 0
+  }
+
+  private async receive (from: PeerIdString, envs: DmEnvelope[]): Promise<void> {
+    const store = this.requireStore()
+    if (!this.contacts.has(from)) await this.addInboundContact(from)
+    let clock = this.clock
+    const now = Date.now()
+    const records: MessageRecord[] = envs.map((e) => {
+      if (e.lamport > clock) clock = e.lamport
+      return { id: e.id, conversation: from, from, direction: 'in', text: e.text, lamport: e.lamport, sentAt: e.sentAt, receivedAt: now, status: 'received' }
+    })
+    this.clock = clock
+    const fresh = await store.saveIncoming(records, clock)
+    for (const m of fresh) {
+      this.emit({ event: 'message', conversation: m.conversation, from: m.from, id: m.id, text: m.text, sentAt: m.sentAt, lamport: m.lamport })
+    }
+  }
+
+  private onSent (peer: PeerIdString, ids: MessageId[]): void {
+    for (const id of ids) {
+      if (this.sentNotAcked.has(id)) continue
+      this.sentNotAcked.set(id, peer)
+      this.emit({ event: 'status', id, conversation: peer, status: 'sent' })
+    }
+  }
+
+  private async settle (peer: PeerIdString, ids: MessageId[], status: 'delivered' | 'failed'): Promise<void> {
+    await this.requireStore().settleOutgoing(ids.map((id) => ({ id, to: peer, status })))
+    for (const id of ids) {
+      this.sentNotAcked.delete(id)
+      this.emit({ event: 'status', id, conversation: peer, status })
+    }
+  }
+
+  private overlay (r: MessageRecord): MessageView {
+    const view = messageView(r)
+    if (view.status === 'pending' && this.sentNotAcked.has(r.id)) view.status = 'sent'
+    return view
+  }
+
+  private async addInboundContact (peer: PeerIdString): Promise<void> {
+    const known = await this.requireNode().peerStore.get(peerIdFromString(peer)).catch(() => undefined)
+    const contact: Contact = {
+      peerId: peer,
+      name: shortId(peer),
+      addrs: known?.addresses.map((a) => a.multiaddr.toString()) ?? [],
+      origin: 'inbound',
+      addedAt: Date.now()
+    }
+    await this.requireStore().putContact(contact)
+    this.contacts.set(peer, contact)
+    this.emit({ event: 'contact', contact: this.contactView(contact) })
+  }
+
+  private async updateContactAddrs (peer: PeerIdString, addrs: string[]): Promise<void> {
+    const c = this.contacts.get(peer)
+    if (c === undefined || addrs.length === 0) return
+    const merged = mergeAddrs(addrs, [])
+    if (merged.join(' ') === c.addrs.join(' ')) return
+    const updated = { ...c, addrs: merged }
+    this.contacts.set(peer, updated)
+    await this.store?.putContact(updated)
+  }
+
+  private async rememberAddrs (c: Contact): Promise<void> {
+    const addrs = c.addrs.flatMap((a) => { try { return [multiaddr(a)] } catch { return [] } })
+    if (addrs.length === 0) return
+    await this.requireNode().peerStore.merge(peerIdFromString(c.peerId), { multiaddrs: addrs })
+  }
+
+  /** After a start, dial contacts so any mail they hold for us flows now, not at their next retry. */
+  private greetContacts (): void {
+    const node = this.requireNode()
+    for (const c of this.contacts.values()) {
+      if (c.addrs.length === 0) continue
+      node.dial(peerIdFromString(c.peerId)).catch(() => {})
+    }
+  }
+
+  private contactView (c: Contact): ContactView {
+    const connected = this.node !== undefined && this.node.getConnections(peerIdFromString(c.peerId)).length > 0
+    return { peerId: c.peerId, name: c.name, addrs: c.addrs, origin: c.origin, addedAt: c.addedAt, connected }
+  }
+
+  private requireContact (peerId: string): Contact {
+    const id = parsePeerId(peerId)
+    const c = this.contacts.get(id)
+    if (c === undefined) throw new UnknownContactError(`${id} is not a contact; add them by invite first`)
+    return c
+  }
+
+  private emit (event: MessengerEvent): void {
+    for (const l of this.listeners) {
+      try {
+        l(event)
+      } catch (err) {
+        log.error('event listener threw: %e', err)
+      }
+    }
+  }
+
+  private requireNode (): ParleyLibp2p {
+    if (this.node === undefined || !this.running) throw new NotRunningError('messenger not running')
+    return this.node
+  }
+
+  private requireStore (): Store {
+    if (this.store === undefined || !this.running) throw new NotRunningError('messenger not running')
+    return this.store
+  }
+
+  private requireDm (): DmProtocol {
+    if (this.dm === undefined) throw new NotRunningError('messenger not running')
+    return this.dm
+  }
+
+  private requireOutbox (): Outbox {
+    if (this.outbox === undefined || !this.running) throw new NotRunningError('messenger not running')
+    return this.outbox
+  }
+}
+
+function messageView (r: MessageRecord): MessageView {
+  return { id: r.id, conversation: r.conversation, from: r.from, direction: r.direction, text: r.text, sentAt: r.sentAt, lamport: r.lamport, status: r.status }
+}
+
+function validateName (name: unknown): string {
+  if (typeof name !== 'string') throw new InvalidRequestError('name must be a string')
+  const trimmed = name.trim()
+  if (trimmed.length === 0 || trimmed.length > MAX_NAME_LENGTH) throw new InvalidRequestError(`name must be 1-${MAX_NAME_LENGTH} characters`)
+  return trimmed
+}
+
+function shortId (peer: string): string {
+  return `${peer.slice(0, 4)}…${peer.slice(-6)}`
+}
+
+/** Drop a trailing /p2p/<id> (the peer id travels separately); keep relay hops intact. */
+function stripP2p (addr: string): string {
+  return addr.replace(/\/p2p\/[^/]+$/, '')
+}
+
+/** Addresses without their /p2p suffix, deduplicated, newest first, at most 16. */
+function mergeAddrs (fresh: string[], old: string[]): string[] {
+  const seen = new Set<string>()
+  const out: string[] = []
+  for (const a of [...fresh, ...old].map(stripP2p)) {
+    if (seen.has(a)) continue
+    seen.add(a)
+    out.push(a)
+  }
+  return out.slice(0, 16)
+}

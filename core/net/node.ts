@@ -1,0 +1,57 @@
+import { createLibp2p, type Libp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { webSockets } from '@libp2p/websockets'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify, type Identify } from '@libp2p/identify'
+import { ping, type Ping } from '@libp2p/ping'
+import { mdns } from '@libp2p/mdns'
+import type { PrivateKey } from '@libp2p/interface'
+
+export interface NodeOptions {
+  privateKey: PrivateKey
+  /** Multiaddrs to listen on; `/ip4/0.0.0.0/tcp/0` style. */
+  listen: string[]
+  /** Find peers on the LAN with mDNS (on by default in the CLI, `--no-mdns` turns it off). */
+  mdns: boolean
+  /**
+   * Inbound connections per second accepted from one host. libp2p's default (5/s) resets
+   * back-to-back loopback dials in tests and simulations, so those raise it.
+   */
+  inboundConnectionThreshold?: number
+}
+
+export interface ParleyServices extends Record<string, unknown> {
+  identify: Identify
+  ping: Ping
+}
+
+export type ParleyLibp2p = Libp2p<ParleyServices>
+
+export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws']
+
+/**
+ * The one place a Parley libp2p node is configured: TCP and WebSockets, Noise, Yamux,
+ * identify and ping, and mDNS discovery when asked.
+ *
+ * @example
+ * const node = await createNode({ privateKey, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
+ * console.log(node.getMultiaddrs())
+ */
+export async function createNode (options: NodeOptions): Promise<ParleyLibp2p> {
+  return await createLibp2p<ParleyServices>({
+    privateKey: options.privateKey,
+    addresses: { listen: options.listen },
+    transports: [tcp(), webSockets()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    peerDiscovery: options.mdns ? [mdns()] : [],
+    connectionManager: {
+      inboundConnectionThreshold: options.inboundConnectionThreshold ?? 5
+    },
+    services: {
+      identify: identify(),
+      ping: ping()
+    }
+  })
+}

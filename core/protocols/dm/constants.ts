@@ -1,0 +1,14 @@
+/** Direct messages: the opener writes Envelope frames, the listener answers with Acks. */
+export const DM_PROTOCOL = '/parley/dm/1.0.0'
+
+/** Largest text body, in UTF-8 bytes. */
+export const MAX_TEXT_BYTES = 64 * 1024
+/** Largest envelope frame: text plus headers, with room to spare. */
+export const MAX_ENVELOPE_BYTES = MAX_TEXT_BYTES + 1024
+/** Largest ack frame: up to MAX_ACK_IDS ULIDs. */
+export const MAX_ACK_IDS = 4096
+export const MAX_ACK_BYTES = MAX_ACK_IDS * 32
+/** Streams per connection: one each way is normal; a few more cover reconnect races. */
+export const MAX_DM_STREAMS = 4
+/** Envelopes a sender may have unacknowledged on one stream. */
+export const SEND_WINDOW = 512

@@ -1,0 +1,136 @@
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { AbortOptions, Connection, Libp2p, Startable, Stream } from '@libp2p/interface'
+import type { MessageId, PeerIdString } from '../../ids.js'
+import { forComponent } from '../../logger.js'
+import { encodeFrames, FrameDecoder } from '../framing.js'
+import { ProtocolLimitError } from '../errors.js'
+import { readAck, readEnvelope, writeAck, type DmEnvelope } from './codec.js'
+import { DM_PROTOCOL, MAX_ACK_BYTES, MAX_DM_STREAMS, MAX_ENVELOPE_BYTES, SEND_WINDOW } from './constants.js'
+import { DmStreamClosedError } from './errors.js'
+
+const log = forComponent('dm')
+
+/** The part of libp2p the DM protocol needs. */
+export type DmHost = Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol'>
+
+/**
+ * Where received envelopes go. It must store them durably before it resolves: the ack
+ * goes out only after, so a crash before the write means the sender sends again.
+ */
+export type EnvelopeSink = (from: PeerIdString, envelopes: DmEnvelope[]) => Promise<void>
+
+/**
+ * `/parley/dm/1.0.0`: long-lived streams carrying batches of envelopes one way and acks
+ * the other. Inbound: frames are decoded with a hard size bound, validated, handed to the
+ * sink in batches, then acknowledged. Any bad frame resets the stream with a named error.
+ *
+ * @example
+ * const dm = new DmProtocol(libp2p, async (from, envs) => { await store.save(from, envs) })
+ * await dm.start()
+ * const ch = await dm.open(peerId)
+ * ch.onAck = (ids) => console.log('delivered', ids)
+ * await ch.write([envelopeBytes])
+ */
+export class DmProtocol implements Startable {
+  private readonly inbound = new Set<Stream>()
+  private running = false
+
+  constructor (private readonly host: DmHost, private readonly sink: EnvelopeSink) {}
+
+  async start (): Promise<void> {
+    await this.host.handle(DM_PROTOCOL, (stream, connection) => {
+      this.handleInbound(stream, connection).catch((err: unknown) => { log.error('inbound stream failed: %e', err) })
+    }, {
+      maxInboundStreams: MAX_DM_STREAMS,
+      maxOutboundStreams: MAX_DM_STREAMS,
+      // Chat runs over relayed (limited) connections too; envelopes are small.
+      runOnLimitedConnection: true
+    })
+    this.running = true
+  }
+
+  async stop (): Promise<void> {
+    this.running = false
+    await this.host.unhandle(DM_PROTOCOL)
+    for (const s of this.inbound) s.abort(new DmStreamClosedError('node stopping'))
+    this.inbound.clear()
+  }
+
+  /** Open an outbound channel to a peer, dialling it if needed. */
+  async open (peer: PeerIdString, options: AbortOptions = {}): Promise<DmChannel> {
+    const stream = await this.host.dialProtocol(peerIdFromString(peer), DM_PROTOCOL, {
+      ...options,
+      runOnLimitedConnection: true
+    })
+    return new DmChannel(stream)
+  }
+
+  private async handleInbound (stream: Stream, connection: Connection): Promise<void> {
+    if (!this.running) { stream.abort(new DmStreamClosedError('node stopping')); return }
+    const from = connection.remotePeer.toString() as PeerIdString
+    const decoder = new FrameDecoder(MAX_ENVELOPE_BYTES)
+    this.inbound.add(stream)
+    try {
+      for await (const chunk of stream) {
+        const batch: DmEnvelope[] = []
+        for (const frame of decoder.push(chunk)) batch.push(readEnvelope(frame))
+        if (batch.length === 0) continue
+        if (batch.length > SEND_WINDOW * 2) throw new ProtocolLimitError(`${batch.length} envelopes in one read exceeds the window`)
+        await this.sink(from, batch)
+        await sendAll(stream, encodeFrames([writeAck(batch.map((e) => e.id))]))
+      }
+      decoder.end()
+      await stream.close()
+    } catch (err) {
+      log('resetting dm stream from %s: %s', from, (err as Error).name)
+      stream.abort(err as Error)
+    } finally {
+      this.inbound.delete(stream)
+    }
+  }
+}
+
+/**
+ * The sending end of one DM stream. `write` resolves once the bytes are handed to the
+ * transport (respecting backpressure); `onAck` fires as the receiver confirms storage;
+ * `closed` resolves when the stream is gone, with the reason if it failed.
+ */
+export class DmChannel {
+  onAck: (ids: MessageId[]) => void = () => {}
+  readonly closed: Promise<Error | undefined>
+
+  constructor (private readonly stream: Stream) {
+    this.closed = this.readAcks()
+  }
+
+  async write (envelopes: readonly Uint8Array[]): Promise<void> {
+    await sendAll(this.stream, encodeFrames(envelopes))
+  }
+
+  async close (): Promise<void> {
+    await this.stream.close().catch(() => { this.stream.abort(new DmStreamClosedError('close failed')) })
+  }
+
+  abort (err: Error): void {
+    this.stream.abort(err)
+  }
+
+  private async readAcks (): Promise<Error | undefined> {
+    const decoder = new FrameDecoder(MAX_ACK_BYTES)
+    try {
+      for await (const chunk of this.stream) {
+        for (const frame of decoder.push(chunk)) this.onAck(readAck(frame))
+      }
+      decoder.end()
+      return new DmStreamClosedError('receiver closed the stream')
+    } catch (err) {
+      this.stream.abort(err as Error)
+      return err as Error
+    }
+  }
+}
+
+/** Send, then wait for the transport to drain if it asked us to. */
+export async function sendAll (stream: Stream, data: Uint8Array): Promise<void> {
+  if (!stream.send(data)) await stream.onDrain()
+}

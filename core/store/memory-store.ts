@@ -1,0 +1,110 @@
+import type { MessageId, PeerIdString } from '../ids.js'
+import { messageSortKey, outboxKey } from './keys.js'
+import type { Contact, ConversationSummary, HistoryQuery, MessageRecord, OutboxRecord, Store } from './types.js'
+
+/**
+ * The in-memory Store: same contract as LevelStore (the shared suite proves it), for
+ * simulations and tests that do not need a disk. Records are copied in and out so callers
+ * can never mutate what is "stored".
+ */
+export class MemoryStore implements Store {
+  private clock = 0
+  private readonly settings = new Map<string, string>()
+  private readonly contacts = new Map<PeerIdString, Contact>()
+  private readonly messages = new Map<MessageId, MessageRecord>()
+  private readonly sortKeys = new Map<MessageId, string>()
+  private readonly conversations = new Map<PeerIdString, Map<MessageId, string>>()
+  private readonly outbox = new Map<string, OutboxRecord>()
+
+  async open (): Promise<void> {}
+  async close (): Promise<void> {}
+
+  async getClock (): Promise<number> { return this.clock }
+  async getSetting (key: string): Promise<string | undefined> { return this.settings.get(key) }
+  async putSetting (key: string, value: string): Promise<void> { this.settings.set(key, value) }
+
+  async listContacts (): Promise<Contact[]> {
+    return [...this.contacts.values()].sort((a, b) => a.peerId < b.peerId ? -1 : 1).map(copy)
+  }
+
+  async getContact (peerId: PeerIdString): Promise<Contact | undefined> {
+    const c = this.contacts.get(peerId)
+    return c === undefined ? undefined : copy(c)
+  }
+
+  async putContact (contact: Contact): Promise<void> { this.contacts.set(contact.peerId, copy(contact)) }
+  async deleteContact (peerId: PeerIdString): Promise<void> { this.contacts.delete(peerId) }
+
+  async saveOutgoing (message: MessageRecord, outbox: OutboxRecord, clock: number): Promise<void> {
+    this.putMessage(message)
+    this.outbox.set(outboxKey(outbox.to, outbox.id), { ...outbox, frame: outbox.frame.slice() })
+    this.clock = Math.max(this.clock, clock)
+  }
+
+  async saveIncoming (messages: MessageRecord[], clock: number): Promise<MessageRecord[]> {
+    const fresh: MessageRecord[] = []
+    for (const m of messages) {
+      if (this.messages.has(m.id)) continue
+      this.putMessage(m)
+      fresh.push(m)
+    }
+    this.clock = Math.max(this.clock, clock)
+    return fresh
+  }
+
+  async settleOutgoing (updates: ReadonlyArray<{ id: MessageId, to: PeerIdString, status: 'delivered' | 'failed' }>): Promise<void> {
+    for (const u of updates) {
+      const m = this.messages.get(u.id)
+      if (m !== undefined) m.status = u.status
+      this.outbox.delete(outboxKey(u.to, u.id))
+    }
+  }
+
+  async getMessage (id: MessageId): Promise<MessageRecord | undefined> {
+    const m = this.messages.get(id)
+    return m === undefined ? undefined : copy(m)
+  }
+
+  async history (conversation: PeerIdString, query: HistoryQuery): Promise<MessageRecord[]> {
+    const conv = this.conversations.get(conversation)
+    if (conv === undefined) return []
+    let entries = [...conv.entries()].sort((a, b) => a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0)
+    if (query.before !== undefined) {
+      const beforeKey = this.sortKeys.get(query.before)
+      if (beforeKey === undefined) return []
+      entries = entries.filter(([, key]) => key < beforeKey)
+    }
+    return entries.slice(Math.max(0, entries.length - query.limit)).map(([id]) => copy(this.messages.get(id) as MessageRecord))
+  }
+
+  async listConversations (): Promise<ConversationSummary[]> {
+    const out: ConversationSummary[] = []
+    for (const peerId of [...this.conversations.keys()].sort()) {
+      const last = (await this.history(peerId, { limit: 1 }))[0]
+      out.push({ peerId, ...(last !== undefined ? { last } : {}) })
+    }
+    return out
+  }
+
+  async listOutbox (): Promise<OutboxRecord[]> {
+    return [...this.outbox.entries()]
+      .sort((a, b) => a[0] < b[0] ? -1 : 1)
+      .map(([, r]) => ({ ...r, frame: r.frame.slice() }))
+  }
+
+  private putMessage (m: MessageRecord): void {
+    const key = messageSortKey(m.conversation, m.lamport, m.from, m.id)
+    this.messages.set(m.id, copy(m))
+    this.sortKeys.set(m.id, key)
+    let conv = this.conversations.get(m.conversation)
+    if (conv === undefined) {
+      conv = new Map()
+      this.conversations.set(m.conversation, conv)
+    }
+    conv.set(m.id, key)
+  }
+}
+
+function copy<T> (value: T): T {
+  return structuredClone(value)
+}

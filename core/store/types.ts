@@ -1,0 +1,92 @@
+import type { MessageId, PeerIdString } from '../ids.js'
+
+/** Someone this node can message. `origin` says whether the user added them or they wrote first. */
+export interface Contact {
+  peerId: PeerIdString
+  name: string
+  addrs: string[]
+  origin: 'invite' | 'inbound'
+  addedAt: number
+}
+
+export type OutgoingStatus = 'pending' | 'sent' | 'delivered' | 'failed'
+export type MessageStatus = OutgoingStatus | 'received'
+
+/** One message in a conversation, as stored. */
+export interface MessageRecord {
+  id: MessageId
+  /** The other peer of the 1:1 conversation. */
+  conversation: PeerIdString
+  from: PeerIdString
+  direction: 'in' | 'out'
+  text: string
+  lamport: number
+  sentAt: number
+  receivedAt?: number
+  status: MessageStatus
+}
+
+/** An envelope waiting for the recipient's ack. `frame` is the exact bytes sent each try. */
+export interface OutboxRecord {
+  id: MessageId
+  to: PeerIdString
+  frame: Uint8Array
+  createdAt: number
+  expiresAt: number
+}
+
+export interface HistoryQuery {
+  limit: number
+  /** Return messages ordered before this one (for scrolling up). */
+  before?: MessageId
+}
+
+export interface ConversationSummary {
+  peerId: PeerIdString
+  last?: MessageRecord
+}
+
+/**
+ * Everything core persists, behind one interface with two implementations (level and
+ * memory) that pass one shared suite (test/unit/store-suite.ts). Methods that change
+ * several records do so atomically: after a crash either all of it is there or none.
+ *
+ * @example
+ * const store = new LevelStore('/tmp/parley/db')
+ * await store.open()
+ * await store.saveOutgoing(message, outboxEntry, clock)
+ * const page = await store.history(peerId, { limit: 50 })
+ */
+export interface Store {
+  open(): Promise<void>
+  close(): Promise<void>
+
+  /** The node's Lamport clock as last persisted (0 for a new store). */
+  getClock(): Promise<number>
+  /** A small key/value area for settings (display name...). */
+  getSetting(key: string): Promise<string | undefined>
+  putSetting(key: string, value: string): Promise<void>
+
+  listContacts(): Promise<Contact[]>
+  getContact(peerId: PeerIdString): Promise<Contact | undefined>
+  putContact(contact: Contact): Promise<void>
+  deleteContact(peerId: PeerIdString): Promise<void>
+
+  /** The local copy and its outbox entry, in one write, with the clock. */
+  saveOutgoing(message: MessageRecord, outbox: OutboxRecord, clock: number): Promise<void>
+  /**
+   * Store received messages not seen before (by id) with the clock, in one write. Returns
+   * the ones that were new, in input order; duplicates are dropped.
+   */
+  saveIncoming(messages: MessageRecord[], clock: number): Promise<MessageRecord[]>
+  /** Set the status of outgoing messages and drop their outbox entries, in one write. */
+  settleOutgoing(updates: ReadonlyArray<{ id: MessageId, to: PeerIdString, status: 'delivered' | 'failed' }>): Promise<void>
+
+  getMessage(id: MessageId): Promise<MessageRecord | undefined>
+  /** The newest `limit` messages (before `before`), returned oldest to newest. */
+  history(conversation: PeerIdString, query: HistoryQuery): Promise<MessageRecord[]>
+  /** Conversations with at least one message, each with its newest message. */
+  listConversations(): Promise<ConversationSummary[]>
+  /** Every outbox entry, oldest first per recipient. */
+  listOutbox(): Promise<OutboxRecord[]>
+}
