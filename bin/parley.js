@@ -6,11 +6,14 @@ import { fileURLToPath } from 'node:url'
 
 const dist = fileURLToPath(new URL('../dist/', import.meta.url))
 const commands = {
-  node: 'core/cli/node.js'
+  node: 'core/cli/node.js',
+  // Until the desktop app lands, `start` runs a headless node in this terminal.
+  start: 'core/cli/node.js'
 }
 const usage = `usage: parley <command> [options]
 
 commands:
+  start    start Parley (for now: a headless node in this terminal, data in ~/.parley)
   node     headless node speaking JSON lines on stdin/stdout (docs/cli.md)
 
 Run "parley <command> --help" for a command's options.`
@@ -28,6 +31,10 @@ if (target === undefined) {
 if (!existsSync(dist + target)) {
   console.error('parley: not built yet; run "npm install" (or "npm run build") first')
   process.exit(1)
+}
+if (cmd === 'start') {
+  console.error('parley: the desktop app is not part of this build yet; starting a headless node.')
+  console.error('parley: type JSON commands, one per line, e.g. {"id":1,"cmd":"whoami"} (see docs/cli.md); Ctrl-D quits.')
 }
 await import(dist + 'core/polyfill.js')
 const mod = await import(dist + target)

@@ -8,7 +8,7 @@ import { newMessageId, type MessageId, type PeerIdString } from './ids.js'
 import { ensurePrivateDir, loadOrCreateIdentity, peerIdString } from './identity/identity.js'
 import { decodeInvite, encodeInvite, parsePeerId } from './identity/invite.js'
 import { forComponent } from './logger.js'
-import { createNode, DEFAULT_LISTEN, type ParleyLibp2p } from './net/node.js'
+import { createNode, DEFAULT_LISTEN, listenPorts, reusePorts, type ListenPorts, type ParleyLibp2p } from './net/node.js'
 import { Outbox, type OutboxOptions } from './outbox/outbox.js'
 import { textByteLength, writeEnvelope, type DmEnvelope } from './protocols/dm/codec.js'
 import { MAX_TEXT_BYTES } from './protocols/dm/constants.js'
@@ -98,46 +98,15 @@ export class Messenger {
       this.name = await store.getSetting('name') ?? ''
       for (const c of await store.listContacts()) this.contacts.set(c.peerId, c)
 
-      const node = await createNode({
-        privateKey,
-        listen: o.listen ?? DEFAULT_LISTEN,
-        mdns: o.mdns ?? true,
-        ...(o.inboundConnectionThreshold !== undefined ? { inboundConnectionThreshold: o.inboundConnectionThreshold } : {})
-      })
-      this.node = node
-      for (const c of this.contacts.values()) await this.rememberAddrs(c)
-
-      this.dm = new DmProtocol(node, async (from, envs) => { await this.receive(from, envs) })
       this.outbox = new Outbox({
         open: async (peer, signal) => await this.requireDm().open(peer, { signal }),
         sent: (peer, ids) => { this.onSent(peer, ids) },
         delivered: async (peer, ids) => { await this.settle(peer, ids, 'delivered') },
         expired: async (peer, ids) => { await this.settle(peer, ids, 'failed') }
       }, o.outbox)
-
-      node.addEventListener('peer:connect', (evt) => {
-        const peer = evt.detail.toString() as PeerIdString
-        this.outbox?.kick(peer)
-        if (this.contacts.has(peer)) this.emit({ event: 'peer', peerId: peer, connected: true })
-      })
-      node.addEventListener('peer:disconnect', (evt) => {
-        const peer = evt.detail.toString() as PeerIdString
-        if (this.contacts.has(peer)) this.emit({ event: 'peer', peerId: peer, connected: false })
-      })
-      node.addEventListener('peer:identify', (evt) => {
-        const peer = evt.detail.peerId.toString() as PeerIdString
-        const addrs = evt.detail.listenAddrs.map((a) => a.toString())
-        this.updateContactAddrs(peer, addrs).catch((err: unknown) => { log.error('saving addresses failed: %e', err) })
-      })
-      node.addEventListener('peer:discovery', (evt) => {
-        const peer = evt.detail.id.toString() as PeerIdString
-        if (this.contacts.has(peer) && this.outbox !== undefined && this.outbox.pending(peer) > 0) {
-          node.dial(evt.detail.id).catch(() => {})
-        }
-      })
-
-      await node.start()
-      await this.dm.start()
+      const requested = o.listen ?? DEFAULT_LISTEN
+      const node = await this.startNode(privateKey, requested, parsePorts(await store.getSetting('listenPorts')))
+      await store.putSetting('listenPorts', JSON.stringify(listenPorts(node.getMultiaddrs().map(String))))
       this.running = true
       for (const rec of await store.listOutbox()) this.outbox.enqueue(rec)
       this.greetContacts()
@@ -145,6 +114,61 @@ export class Messenger {
       await this.stop().catch(() => {})
       throw err
     }
+  }
+
+  /** Start libp2p on last run's ports if free, else on the requested ones. */
+  private async startNode (privateKey: PrivateKey, requested: string[], last: ListenPorts): Promise<ParleyLibp2p> {
+    const o = this.options
+    const make = async (listen: string[]): Promise<ParleyLibp2p> => await createNode({
+      privateKey,
+      listen,
+      mdns: o.mdns ?? true,
+      ...(o.inboundConnectionThreshold !== undefined ? { inboundConnectionThreshold: o.inboundConnectionThreshold } : {})
+    })
+    const preferred = reusePorts(requested, last)
+    const node = await make(preferred)
+    try {
+      await this.wire(node)
+      await node.start()
+      return node
+    } catch (err) {
+      await this.dm?.stop().catch(() => {})
+      await Promise.resolve(node.stop()).catch(() => {})
+      if (preferred.join() === requested.join()) throw err
+      log('last ports unavailable (%s); listening on %s', (err as Error).message, requested.join(', '))
+      const fresh = await make(requested)
+      await this.wire(fresh)
+      await fresh.start()
+      return fresh
+    }
+  }
+
+  /** Attach the DM protocol and event handlers to a node that has not started yet. */
+  private async wire (node: ParleyLibp2p): Promise<void> {
+    this.node = node
+    for (const c of this.contacts.values()) await this.rememberAddrs(c)
+    this.dm = new DmProtocol(node, async (from, envs) => { await this.receive(from, envs) })
+    node.addEventListener('peer:connect', (evt) => {
+      const peer = evt.detail.toString() as PeerIdString
+      this.outbox?.kick(peer)
+      if (this.contacts.has(peer)) this.emit({ event: 'peer', peerId: peer, connected: true })
+    })
+    node.addEventListener('peer:disconnect', (evt) => {
+      const peer = evt.detail.toString() as PeerIdString
+      if (this.contacts.has(peer)) this.emit({ event: 'peer', peerId: peer, connected: false })
+    })
+    node.addEventListener('peer:identify', (evt) => {
+      const peer = evt.detail.peerId.toString() as PeerIdString
+      const addrs = evt.detail.listenAddrs.map((a) => a.toString())
+      this.updateContactAddrs(peer, addrs).catch((err: unknown) => { log.error('saving addresses failed: %e', err) })
+    })
+    node.addEventListener('peer:discovery', (evt) => {
+      const peer = evt.detail.id.toString() as PeerIdString
+      if (this.contacts.has(peer) && this.outbox !== undefined && this.outbox.pending(peer) > 0) {
+        node.dial(evt.detail.id).catch(() => {})
+      }
+    })
+    await this.dm.start()
   }
 
   async stop (): Promise<void> {
@@ -255,6 +279,11 @@ export class Messenger {
     return views.sort((a, b) => (b.last?.sentAt ?? 0) - (a.last?.sentAt ?? 0))
   }
 
+  /** Inbound DM streams reset so far, by error name. */
+  dmRejections (): Record<string, number> {
+    return Object.fromEntries(this.dm?.rejections ?? [])
+  }
+
   /** Entries waiting in the outbox (for a peer, or all). */
   pendingCount (peer?: string): number {
     return this.outbox?.pending(peer === undefined ? undefined : parsePeerId(peer)) ?? 0
@@ -324,8 +353,8 @@ export class Messenger {
 
   private async rememberAddrs (c: Contact): Promise<void> {
     const addrs = c.addrs.flatMap((a) => { try { return [multiaddr(a)] } catch { return [] } })
-    if (addrs.length === 0) return
-    await this.requireNode().peerStore.merge(peerIdFromString(c.peerId), { multiaddrs: addrs })
+    if (addrs.length === 0 || this.node === undefined) return
+    await this.node.peerStore.merge(peerIdFromString(c.peerId), { multiaddrs: addrs })
   }
 
   /** After a start, dial contacts so any mail they hold for us flows now, not at their next retry. */
@@ -410,4 +439,14 @@ function mergeAddrs (fresh: string[], old: string[]): string[] {
     out.push(a)
   }
   return out.slice(0, 16)
+}
+
+function parsePorts (value: string | undefined): ListenPorts {
+  if (value === undefined) return {}
+  try {
+    const v = JSON.parse(value) as ListenPorts
+    return { ...(typeof v.tcp === 'number' ? { tcp: v.tcp } : {}), ...(typeof v.ws === 'number' ? { ws: v.ws } : {}) }
+  } catch {
+    return {}
+  }
 }

@@ -34,12 +34,16 @@ export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws']
  * The one place a Parley libp2p node is configured: TCP and WebSockets, Noise, Yamux,
  * identify and ping, and mDNS discovery when asked.
  *
+ * The node is returned stopped so callers can attach listeners first.
+ *
  * @example
  * const node = await createNode({ privateKey, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
+ * await node.start()
  * console.log(node.getMultiaddrs())
  */
 export async function createNode (options: NodeOptions): Promise<ParleyLibp2p> {
   return await createLibp2p<ParleyServices>({
+    start: false,
     privateKey: options.privateKey,
     addresses: { listen: options.listen },
     transports: [tcp(), webSockets()],
@@ -53,5 +57,32 @@ export async function createNode (options: NodeOptions): Promise<ParleyLibp2p> {
       identify: identify(),
       ping: ping()
     }
+  })
+}
+
+/** The TCP ports a node is listening on, plain and WebSocket (first of each). */
+export interface ListenPorts { tcp?: number, ws?: number }
+
+export function listenPorts (addrs: readonly string[]): ListenPorts {
+  const out: ListenPorts = {}
+  for (const a of addrs) {
+    const m = /\/tcp\/(\d+)(\/ws)?(\/|$)/.exec(a)
+    if (m === null || a.includes('/p2p-circuit')) continue
+    const port = Number(m[1])
+    if (m[2] !== undefined) out.ws ??= port
+    else out.tcp ??= port
+  }
+  return out
+}
+
+/**
+ * Listen on the ports of the last run where the configuration says "any port" (tcp/0), so
+ * contacts holding our old address can still reach us after a restart.
+ */
+export function reusePorts (listen: readonly string[], last: ListenPorts): string[] {
+  return listen.map((a) => {
+    if (a.endsWith('/tcp/0/ws') && last.ws !== undefined) return a.replace(/\/tcp\/0\/ws$/, `/tcp/${last.ws}/ws`)
+    if (a.endsWith('/tcp/0') && last.tcp !== undefined) return a.replace(/\/tcp\/0$/, `/tcp/${last.tcp}`)
+    return a
   })
 }

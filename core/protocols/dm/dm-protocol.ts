@@ -34,6 +34,8 @@ export type EnvelopeSink = (from: PeerIdString, envelopes: DmEnvelope[]) => Prom
 export class DmProtocol implements Startable {
   private readonly inbound = new Set<Stream>()
   private running = false
+  /** Inbound streams reset, by error name (bad frames, limits): for tests and metrics. */
+  readonly rejections = new Map<string, number>()
 
   constructor (private readonly host: DmHost, private readonly sink: EnvelopeSink) {}
 
@@ -82,7 +84,9 @@ export class DmProtocol implements Startable {
       decoder.end()
       await stream.close()
     } catch (err) {
-      log('resetting dm stream from %s: %s', from, (err as Error).name)
+      const name = (err as Error).name
+      log('resetting dm stream from %s: %s', from, name)
+      this.rejections.set(name, (this.rejections.get(name) ?? 0) + 1)
       stream.abort(err as Error)
     } finally {
       this.inbound.delete(stream)
