@@ -32,6 +32,11 @@ export interface OutboxOptions {
   window?: number
   /** Bytes per write at most (several frames are coalesced into one write). */
   maxWriteBytes?: number
+  /**
+   * Unacknowledged bytes on one stream at most, so a receiver busy storing a batch never
+   * has to buffer more than this (libp2p resets streams whose read buffer overflows).
+   */
+  maxInflightBytes?: number
   now?: () => number
 }
 
@@ -58,6 +63,7 @@ export class Outbox {
       maxBackoffMs: options.maxBackoffMs ?? 30_000,
       window: options.window ?? 512,
       maxWriteBytes: options.maxWriteBytes ?? 256 * 1024,
+      maxInflightBytes: options.maxInflightBytes ?? 1024 * 1024,
       now: options.now ?? Date.now
     }
   }
@@ -101,6 +107,7 @@ class PeerQueue {
   private state: State = 'idle'
   private queued: OutboxRecord[] = []
   private readonly inflight = new Map<MessageId, OutboxRecord>()
+  private inflightBytes = 0
   private channel: OutboundChannel | undefined
   private attempts = 0
   private timer: ReturnType<typeof setTimeout> | undefined
@@ -163,9 +170,11 @@ class PeerQueue {
     const frames: Uint8Array[] = []
     const ids: MessageId[] = []
     let bytes = 0
-    while (this.queued.length > 0 && this.inflight.size < this.options.window && bytes < this.options.maxWriteBytes) {
+    while (this.queued.length > 0 && this.inflight.size < this.options.window && bytes < this.options.maxWriteBytes &&
+      (this.inflight.size === 0 || this.inflightBytes + (this.queued[0]?.frame.byteLength ?? 0) <= this.options.maxInflightBytes)) {
       const rec = this.queued.shift() as OutboxRecord
       this.inflight.set(rec.id, rec)
+      this.inflightBytes += rec.frame.byteLength
       frames.push(rec.frame)
       ids.push(rec.id)
       bytes += rec.frame.byteLength
@@ -186,7 +195,11 @@ class PeerQueue {
     if (ch !== this.channel) return
     const done: MessageId[] = []
     for (const id of ids) {
-      if (this.inflight.delete(id)) done.push(id)
+      const rec = this.inflight.get(id)
+      if (rec === undefined) continue
+      this.inflight.delete(id)
+      this.inflightBytes -= rec.frame.byteLength
+      done.push(id)
     }
     if (done.length === 0) return
     this.attempts = 0
@@ -204,6 +217,7 @@ class PeerQueue {
     // Unacked envelopes go back in front, in their original order.
     this.queued = [...this.inflight.values(), ...this.queued]
     this.inflight.clear()
+    this.inflightBytes = 0
     if (this.queued.length === 0) {
       this.state = 'idle'
       return

@@ -101,6 +101,17 @@ describe('direct messages between two nodes', () => {
     await eventually(() => a.m.pendingCount() === 0, 'outbox drained')
   })
 
+  it('carries large messages without overrunning the receiver, and refuses oversize ones', async () => {
+    const before = messageEvents(b.events).length
+    const big = 'x'.repeat(60 * 1024)
+    const ids: string[] = []
+    for (let i = 0; i < 100; i++) ids.push((await a.m.sendText(b.m.peerId, `${i} ${big}`)).id)
+    await eventually(() => messageEvents(b.events).length >= before + 100, '100 large messages')
+    assert.deepEqual(messageEvents(b.events).slice(before).map((e) => e.id), ids)
+    await assert.rejects(a.m.sendText(b.m.peerId, 'y'.repeat(64 * 1024 + 1)), { name: 'MessageTooLargeError' })
+    await assert.rejects(a.m.sendText(b.m.peerId, ''), { name: 'InvalidRequestError' })
+  })
+
   it('shows a message delivered twice only once', async () => {
     const id = newMessageId()
     const frame = writeEnvelope({ id, lamport: 1_000_000, sentAt: Date.now(), type: 'text', text: 'dup' })
