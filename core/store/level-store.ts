@@ -60,6 +60,7 @@ export class LevelStore implements Store {
       if (cause?.code === 'LEVEL_LOCKED') throw new DataDirLockedError('the data directory is in use by another Parley process')
       throw err
     }
+    await this.getClock() // later writes never store a clock below the persisted one
   }
 
   async close (): Promise<void> {
@@ -152,7 +153,8 @@ export class LevelStore implements Store {
     const range: { gt: string, lt: string } = conversationRange(conversation)
     if (query.before !== undefined) {
       const beforeKey = await this.idx.get(query.before)
-      if (beforeKey === undefined) return []
+      // A cursor from another conversation lies outside this range: nothing is before it here.
+      if (beforeKey === undefined || beforeKey <= range.gt || beforeKey >= range.lt) return []
       range.lt = beforeKey
     }
     const out: MessageRecord[] = []

@@ -71,7 +71,7 @@ export class MemoryStore implements Store {
     let entries = [...conv.entries()].sort((a, b) => a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0)
     if (query.before !== undefined) {
       const beforeKey = this.sortKeys.get(query.before)
-      if (beforeKey === undefined) return []
+      if (beforeKey === undefined || this.messages.get(query.before)?.conversation !== conversation) return []
       entries = entries.filter(([, key]) => key < beforeKey)
     }
     return entries.slice(Math.max(0, entries.length - query.limit)).map(([id]) => copy(this.messages.get(id) as MessageRecord))

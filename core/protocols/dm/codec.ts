@@ -48,6 +48,7 @@ export function readEnvelope (frame: Uint8Array): DmEnvelope {
   } catch (err) {
     throw new MalformedFrameError(`text body does not decode: ${(err as Error).message}`)
   }
+  if (textByteLength(body.text) > MAX_TEXT_BYTES) throw new InvalidEnvelopeError(`text over ${MAX_TEXT_BYTES} bytes`)
   return { id: env.id, lamport: env.lamport, sentAt: env.sentAt, type: 'text', text: body.text }
 }
 

@@ -1,0 +1,84 @@
+import '../../core/polyfill.js'
+import assert from 'node:assert/strict'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import type { PeerIdString } from '../../core/ids.js'
+import { newMessageId } from '../../core/ids.js'
+import { LevelStore, type LevelStoreOptions } from '../../core/store/level-store.js'
+import type { MessageRecord } from '../../core/store/types.js'
+import { runStoreSuite } from './store-suite.js'
+
+async function tempDir (): Promise<string> {
+  return await mkdtemp(join(tmpdir(), 'parley-level-store-'))
+}
+
+async function levelFixture (options: LevelStoreOptions = {}): Promise<{ store: LevelStore, reopen: () => Promise<LevelStore>, cleanup: () => Promise<void> }> {
+  const dir = await tempDir()
+  const location = join(dir, 'db')
+  let current = new LevelStore(location, options)
+  await current.open()
+  return {
+    store: current,
+    reopen: async () => {
+      await current.close()
+      current = new LevelStore(location, options)
+      await current.open()
+      return current
+    },
+    cleanup: async () => {
+      await current.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  }
+}
+
+runStoreSuite('LevelStore', async () => await levelFixture())
+
+describe('LevelStore', () => {
+  it('refuses to open a data directory another store holds open, with DataDirLockedError', async () => {
+    const dir = await tempDir()
+    const location = join(dir, 'db')
+    const first = new LevelStore(location)
+    await first.open()
+    try {
+      const second = new LevelStore(location)
+      await assert.rejects(second.open(), (err: unknown) => {
+        assert.ok(err instanceof Error)
+        assert.equal(err.name, 'DataDirLockedError')
+        return true
+      })
+      await first.putSetting('still', 'usable')
+      assert.equal(await first.getSetting('still'), 'usable')
+    } finally {
+      await first.close()
+    }
+    // The lock goes with the holder: once closed, the directory opens again with its data.
+    const third = new LevelStore(location)
+    await third.open()
+    try {
+      assert.equal(await third.getSetting('still'), 'usable')
+    } finally {
+      await third.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('with sync: true, writes persist across a reopen', async () => {
+    const fixture = await levelFixture({ sync: true })
+    try {
+      const peer = 'QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N' as PeerIdString
+      const m: MessageRecord = {
+        id: newMessageId(), conversation: peer, from: peer, direction: 'in', text: 'synced', lamport: 3, sentAt: 1, receivedAt: 2, status: 'received'
+      }
+      await Promise.all([fixture.store.saveIncoming([m], 3), fixture.store.putSetting('a', 'b')])
+      const reopened = await fixture.reopen()
+      assert.deepEqual(await reopened.getMessage(m.id), m)
+      assert.equal(await reopened.getSetting('a'), 'b')
+      assert.equal(await reopened.getClock(), 3)
+    } finally {
+      await fixture.cleanup()
+    }
+  })
+})
