@@ -39,7 +39,7 @@ export function decodeInvite (uri: unknown): Invite {
   } catch {
     throw new InvalidInviteError('invite is not a URI')
   }
-  if (url.protocol !== 'parley:' || url.host !== 'invite') {
+  if (url.protocol !== 'parley:' || url.host !== 'invite' || url.username !== '' || url.password !== '' || url.hash !== '') {
     throw new InvalidInviteError('invite must start with parley://invite/')
   }
   const peerId = url.pathname.replace(/^\//, '')
