@@ -94,6 +94,12 @@ describe('invites', () => {
       for (const [uri, why] of cases) assertInvalidInvite(uri, why)
     })
 
+    it('user info or a fragment around the invite host', () => {
+      assertInvalidInvite(`parley://user@invite/${peerId}`, 'user info')
+      assertInvalidInvite(`parley://user:pw@invite/${peerId}`, 'user and password')
+      assertInvalidInvite(`parley://invite/${peerId}#x`, 'fragment')
+    })
+
     it('bad peer ids', () => {
       const cases: Array<[string, string]> = [
         ['parley://invite/', 'missing peer id'],
