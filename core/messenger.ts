@@ -328,16 +328,15 @@ export class Messenger {
   }
 
   private async addInboundContact (peer: PeerIdString): Promise<void> {
+    // In the map first: identify usually lands while we read the peer store, and
+    // updateContactAddrs must find the contact then or the address is lost.
+    this.contacts.set(peer, { peerId: peer, name: shortId(peer), addrs: [], origin: 'inbound', addedAt: Date.now() })
     const known = await this.requireNode().peerStore.get(peerIdFromString(peer)).catch(() => undefined)
-    const contact: Contact = {
-      peerId: peer,
-      name: shortId(peer),
-      addrs: known?.addresses.map((a) => a.multiaddr.toString()) ?? [],
-      origin: 'inbound',
-      addedAt: Date.now()
-    }
-    await this.requireStore().putContact(contact)
+    const current = this.contacts.get(peer)
+    if (current === undefined) return
+    const contact: Contact = { ...current, addrs: mergeAddrs(current.addrs, known?.addresses.map((a) => a.multiaddr.toString()) ?? []) }
     this.contacts.set(peer, contact)
+    await this.requireStore().putContact(contact)
     this.emit({ event: 'contact', contact: this.contactView(contact) })
   }
 

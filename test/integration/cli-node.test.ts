@@ -1,0 +1,307 @@
+import '../../core/polyfill.js'
+import assert from 'node:assert/strict'
+import { afterEach, beforeEach, describe, it } from 'node:test'
+import type { MessageView } from '../../core/api/contract.js'
+import { Cluster, freePort, type Line, type NodeProcess } from '../helpers/node-process.js'
+
+// Real `parley node` processes talking over TCP on 127.0.0.1 with level DBs in temp dirs.
+
+const PEER_ID_RE = /^12D3Koo[1-9A-HJ-NP-Za-km-z]+$/
+const ULID_RE = /^[0-7][0-9A-HJKMNP-TV-Z]{25}$/
+
+let cluster: Cluster
+
+beforeEach(() => { cluster = new Cluster() })
+afterEach(async () => { await cluster.cleanup() })
+
+function messageEvents (node: NodeProcess, id?: string): Line[] {
+  return node.events.filter((e) => e.event === 'message' && (id === undefined || e.id === id))
+}
+
+/** Resolves once a `status` event with this status was seen for every id. */
+async function waitStatus (node: NodeProcess, ids: readonly string[], status: string, timeoutMs: number): Promise<void> {
+  const want = new Set(ids)
+  const seen = new Set<string>()
+  await node.waitFor((l) => {
+    if (l.event === 'status' && l.status === status && typeof l.id === 'string' && want.has(l.id)) seen.add(l.id)
+    return seen.size === want.size
+  }, timeoutMs, { description: `status ${status} for ${want.size} message(s) (seen ${seen.size})` })
+}
+
+/** Resolves once `message` events were seen for every id. */
+async function waitMessages (node: NodeProcess, ids: readonly string[], timeoutMs: number): Promise<void> {
+  const want = new Set(ids)
+  const seen = new Set<string>()
+  await node.waitFor((l) => {
+    if (l.event === 'message' && typeof l.id === 'string' && want.has(l.id)) seen.add(l.id)
+    return seen.size === want.size
+  }, timeoutMs, { description: `message events for ${want.size} id(s) (seen ${seen.size})` })
+}
+
+async function history (node: NodeProcess, peer: string): Promise<MessageView[]> {
+  return (await node.call('dm.history', { with: peer, limit: 1000 })).messages
+}
+
+/** Every id occurs exactly once among the node's message events. */
+function assertEachOnce (node: NodeProcess, ids: readonly string[]): void {
+  const counts = new Map<string, number>()
+  for (const e of messageEvents(node)) counts.set(e.id as string, (counts.get(e.id as string) ?? 0) + 1)
+  for (const id of ids) assert.equal(counts.get(id), 1, `message ${id} seen ${counts.get(id) ?? 0} times at ${node.label}`)
+}
+
+const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
+
+void describe('parley node over JSON lines (spawned processes)', () => {
+  void it('speaks the JSON-lines contract and exits 0 on EOF and SIGTERM', { timeout: 60_000 }, async () => {
+    const a = await cluster.start({ name: 'Ada', label: 'A' })
+    const b = await cluster.start({ name: 'Bob', label: 'B' })
+
+    // ready line: first stdout line, with peerId, addrs and invite
+    for (const n of [a, b]) {
+      const first = n.lines[0] as Line
+      assert.equal(first.event, 'ready')
+      assert.deepEqual(Object.keys(first).sort(), ['addrs', 'event', 'invite', 'peerId'])
+      assert.match(n.ready.peerId, PEER_ID_RE)
+      assert.ok(Array.isArray(n.ready.addrs) && n.ready.addrs.length > 0, 'ready has addrs')
+      for (const addr of n.ready.addrs) assert.match(addr, /^\/ip4\/127\.0\.0\.1\/tcp\/\d+/)
+      assert.ok(n.ready.invite.startsWith(`parley://invite/${n.ready.peerId}`), n.ready.invite)
+    }
+    assert.notEqual(a.ready.peerId, b.ready.peerId)
+
+    const me = await a.call('whoami', {})
+    assert.equal(me.peerId, a.ready.peerId)
+    assert.equal(me.name, 'Ada')
+    assert.equal(me.invite, a.ready.invite)
+    assert.deepEqual(me.addrs, a.ready.addrs)
+
+    // errors: the node answers with a named error and keeps going
+    const sinceBad = a.mark()
+    a.sendRaw('{"id":1, this is not json')
+    const badReply = await a.waitFor((l) => l.ok === false, 10_000, { since: sinceBad, description: 'error reply to a malformed line' })
+    assert.equal(badReply.id, null)
+    assert.equal((badReply.error as { name: string }).name, 'InvalidRequestError')
+    assert.equal((await a.call('whoami', {})).peerId, a.ready.peerId, 'still answering after a malformed line')
+    assert.equal((await a.callError({ cmd: 'no.such.command' })).name, 'UnknownCommandError')
+    assert.equal((await b.callError({ cmd: 'dm.send', to: a.ready.peerId, text: 'who are you' })).name, 'UnknownContactError')
+    assert.equal((await a.callError({ cmd: 'contact.add', invite: 'parley://invite/not-a-peer-id' })).name, 'InvalidInviteError')
+    assert.equal((await a.callError({ cmd: 'contact.add', invite: 'https://example.com/' })).name, 'InvalidInviteError')
+
+    // contacts
+    const added = await a.call('contact.add', { invite: b.ready.invite })
+    assert.equal(added.peerId, b.ready.peerId)
+    assert.equal(added.name, 'Bob')
+    assert.equal(added.origin, 'invite')
+    const { contacts } = await a.call('contacts.list', {})
+    assert.deepEqual(contacts.map((c) => [c.peerId, c.name]), [[b.ready.peerId, 'Bob']])
+
+    // A -> B
+    const sent = await a.call('dm.send', { to: b.ready.peerId, text: 'hello bob' })
+    assert.match(sent.id, ULID_RE)
+    assert.equal(sent.status, 'pending')
+    assert.equal(sent.from, a.ready.peerId)
+    assert.equal(sent.text, 'hello bob')
+    const got = await b.waitFor((l) => l.event === 'message' && l.id === sent.id, 15_000, { description: 'message at B' })
+    assert.equal(got.text, 'hello bob')
+    assert.equal(got.from, a.ready.peerId)
+    assert.equal(got.conversation, a.ready.peerId)
+    assert.equal(got.sentAt, sent.sentAt)
+    await a.waitFor((l) => l.event === 'status' && l.id === sent.id && l.status === 'delivered', 15_000, { description: 'delivered at A' })
+
+    // B -> A (A is now B's inbound contact)
+    const reply = await b.call('dm.send', { to: a.ready.peerId, text: 'hi ada' })
+    const gotReply = await a.waitFor((l) => l.event === 'message' && l.id === reply.id, 15_000, { description: 'reply at A' })
+    assert.equal(gotReply.from, b.ready.peerId)
+    assert.equal(gotReply.text, 'hi ada')
+    await b.waitFor((l) => l.event === 'status' && l.id === reply.id && l.status === 'delivered', 15_000, { description: 'delivered at B' })
+
+    // history on both sides, oldest to newest
+    const ha = await history(a, b.ready.peerId)
+    assert.deepEqual(ha.map((m) => [m.id, m.from, m.text, m.sentAt, m.status]), [
+      [sent.id, a.ready.peerId, 'hello bob', sent.sentAt, 'delivered'],
+      [reply.id, b.ready.peerId, 'hi ada', reply.sentAt, 'received']
+    ])
+    const hb = await history(b, a.ready.peerId)
+    assert.deepEqual(hb.map((m) => [m.id, m.from, m.text, m.sentAt, m.status]), [
+      [sent.id, a.ready.peerId, 'hello bob', sent.sentAt, 'received'],
+      [reply.id, b.ready.peerId, 'hi ada', reply.sentAt, 'delivered']
+    ])
+    assert.equal(messageEvents(a).length, 1)
+    assert.equal(messageEvents(b).length, 1)
+    assert.deepEqual(a.badLines, [])
+    assert.deepEqual(b.badLines, [])
+
+    // EOF on stdin and SIGTERM both stop cleanly with exit 0 (asserted by the helper)
+    await a.stop()
+    await b.terminate()
+  })
+
+  void it('delivers 100 messages sent while the receiver is down, exactly once, in order', { timeout: 60_000 }, async () => {
+    const a = await cluster.start({ label: 'A' })
+    let b = await cluster.start({ label: 'B', port: await freePort() })
+    await a.call('contact.add', { invite: b.ready.invite })
+    await b.stop()
+
+    const texts = Array.from({ length: 100 }, (_, i) => `msg ${String(i).padStart(3, '0')}`)
+    const results = await Promise.all(texts.map(async (text) => await a.call('dm.send', { to: b.ready.peerId, text })))
+    for (const [i, r] of results.entries()) {
+      assert.equal(r.status, 'pending')
+      assert.equal(r.text, texts[i])
+    }
+    const ids = results.map((r) => r.id)
+    assert.equal(new Set(ids).size, 100)
+
+    await sleep(1000) // let A fail a dial or two against the closed port
+    b = await cluster.restart(b)
+    await waitMessages(b, ids, 30_000)
+    await waitStatus(a, ids, 'delivered', 30_000)
+    await sleep(500) // room for a stray duplicate to show up
+    assertEachOnce(b, ids)
+    assert.equal(messageEvents(b).length, 100)
+
+    const hb = await history(b, a.ready.peerId)
+    assert.equal(hb.length, 100)
+    assert.equal(new Set(hb.map((m) => m.id)).size, 100)
+    assert.deepEqual(hb.map((m) => m.id), ids, 'B history in send order')
+    assert.deepEqual(hb.map((m) => m.text), texts)
+    const ha = await history(a, b.ready.peerId)
+    assert.deepEqual(ha.map((m) => [m.id, m.status]), ids.map((id) => [id, 'delivered']))
+
+    await a.stop()
+    await b.stop()
+  })
+
+  void it('delivers messages exactly once after the sender is killed -9 while the receiver is down', { timeout: 60_000 }, async () => {
+    let a = await cluster.start({ label: 'A', port: await freePort() })
+    let b = await cluster.start({ label: 'B', port: await freePort() })
+    await a.call('contact.add', { invite: b.ready.invite })
+    await b.stop()
+
+    const ids: string[] = []
+    for (let i = 0; i < 5; i++) {
+      const r = await a.call('dm.send', { to: b.ready.peerId, text: `before crash ${i}` })
+      assert.equal(r.status, 'pending')
+      ids.push(r.id)
+    }
+    const killed = await a.kill9()
+    assert.equal(killed.signal, 'SIGKILL')
+    const peerA = a.ready.peerId
+
+    a = await cluster.restart(a)
+    assert.equal(a.ready.peerId, peerA)
+    b = await cluster.restart(b)
+    await waitMessages(b, ids, 30_000)
+    await waitStatus(a, ids, 'delivered', 30_000)
+    await sleep(500)
+    assertEachOnce(b, ids)
+
+    const hb = await history(b, a.ready.peerId)
+    assert.deepEqual(hb.map((m) => [m.id, m.text]), ids.map((id, i) => [id, `before crash ${i}`]))
+    const ha = await history(a, b.ready.peerId)
+    assert.deepEqual(ha.map((m) => [m.id, m.status]), ids.map((id) => [id, 'delivered']))
+
+    await a.stop()
+    await b.stop()
+  })
+
+  void it('delivers a message exactly once when the sender is killed -9 right after dm.send', { timeout: 60_000 }, async () => {
+    let a = await cluster.start({ label: 'A', port: await freePort() })
+    const b = await cluster.start({ label: 'B', port: await freePort() })
+    await a.call('contact.add', { invite: b.ready.invite })
+    // make sure A is connected, so the send races the kill
+    await a.poll(async () => (await a.call('contacts.list', {})).contacts[0]?.connected === true ? true : undefined, 10_000, 'A connected to B')
+
+    const sent = await a.call('dm.send', { to: b.ready.peerId, text: 'race the crash' })
+    await a.kill9()
+    const peerA = a.ready.peerId
+
+    a = await cluster.restart(a)
+    assert.equal(a.ready.peerId, peerA)
+    await b.waitFor((l) => l.event === 'message' && l.id === sent.id, 20_000, { description: 'the message at B' })
+    const delivered = await a.poll(async () => {
+      const h = await history(a, b.ready.peerId)
+      return h.length === 1 && h[0]?.status === 'delivered' ? h : undefined
+    }, 20_000, 'A history showing delivered')
+    assert.equal(delivered[0]?.id, sent.id)
+    await sleep(500)
+    assertEachOnce(b, [sent.id])
+    const hb = await history(b, peerA)
+    assert.deepEqual(hb.map((m) => [m.id, m.text, m.status]), [[sent.id, 'race the crash', 'received']])
+
+    await a.stop()
+    await b.stop()
+  })
+
+  void it('keeps identity, contacts and history across a restart', { timeout: 60_000 }, async () => {
+    let a = await cluster.start({ label: 'A', name: 'Ada', port: await freePort() })
+    let b = await cluster.start({ label: 'B', name: 'Bob', port: await freePort() })
+    await a.call('contact.add', { invite: b.ready.invite, name: 'Bobby' })
+    const m1 = await a.call('dm.send', { to: b.ready.peerId, text: 'one' })
+    await b.waitFor((l) => l.event === 'message' && l.id === m1.id, 15_000, { description: 'one at B' })
+    const m2 = await b.call('dm.send', { to: a.ready.peerId, text: 'two' })
+    await a.waitFor((l) => l.event === 'message' && l.id === m2.id, 15_000, { description: 'two at A' })
+    const m3 = await a.call('dm.send', { to: b.ready.peerId, text: 'three' })
+    await waitStatus(a, [m1.id, m3.id], 'delivered', 15_000)
+    await waitStatus(b, [m2.id], 'delivered', 15_000)
+
+    const snapshot = async (n: NodeProcess, peer: string): Promise<unknown> => {
+      const me = await n.call('whoami', {})
+      const { contacts } = await n.call('contacts.list', {})
+      const { conversations } = await n.call('conversations.list', {})
+      return {
+        peerId: me.peerId,
+        name: me.name,
+        contacts: contacts.map((c) => ({ peerId: c.peerId, name: c.name, origin: c.origin, addedAt: c.addedAt })),
+        conversations: conversations.map((c) => ({ peerId: c.peerId, name: c.name, last: c.last?.id })),
+        history: await history(n, peer)
+      }
+    }
+    const beforeA = await snapshot(a, b.ready.peerId)
+    const beforeB = await snapshot(b, a.ready.peerId)
+    assert.deepEqual((beforeA as { history: MessageView[] }).history.map((m) => m.text), ['one', 'two', 'three'])
+
+    await a.stop()
+    await b.terminate()
+    a = await cluster.restart(a)
+    b = await cluster.restart(b)
+    assert.equal(a.ready.peerId, (beforeA as { peerId: string }).peerId)
+    assert.equal(b.ready.peerId, (beforeB as { peerId: string }).peerId)
+    assert.deepEqual(await snapshot(a, b.ready.peerId), beforeA)
+    assert.deepEqual(await snapshot(b, a.ready.peerId), beforeB)
+
+    // and they still talk (A dials B from the invite's address; B answers on that connection)
+    const m4 = await a.call('dm.send', { to: b.ready.peerId, text: 'four' })
+    await b.waitFor((l) => l.event === 'message' && l.id === m4.id, 15_000, { description: 'four at B' })
+    const m5 = await b.call('dm.send', { to: a.ready.peerId, text: 'five' })
+    await a.waitFor((l) => l.event === 'message' && l.id === m5.id, 15_000, { description: 'five at A' })
+    await b.stop()
+    await a.stop()
+  })
+
+  void it('records an inbound contact\'s listen address, so it can reach them after a restart', { timeout: 60_000 }, async () => {
+    let a = await cluster.start({ label: 'A', port: await freePort() })
+    let b = await cluster.start({ label: 'B', port: await freePort() })
+    await a.call('contact.add', { invite: b.ready.invite })
+    const m1 = await a.call('dm.send', { to: b.ready.peerId, text: 'hello stranger' })
+    await b.waitFor((l) => l.event === 'message' && l.id === m1.id, 15_000, { description: 'message at B' })
+    await waitStatus(a, [m1.id], 'delivered', 15_000)
+
+    // B learnt A only from the inbound connection; identify tells it where A listens
+    const aAddr = `/ip4/127.0.0.1/tcp/${a.port}`
+    const contact = await b.poll(async () => {
+      const c = (await b.call('contacts.list', {})).contacts.find((x) => x.peerId === a.ready.peerId)
+      return c !== undefined && c.addrs.includes(aAddr) ? c : undefined
+    }, 5_000, `B's inbound contact for A to carry A's listen address ${aAddr}`)
+    assert.equal(contact.origin, 'inbound')
+
+    // A comes back first and finds B down, so only B's contact record can bring them together
+    await a.stop()
+    await b.stop()
+    a = await cluster.restart(a)
+    b = await cluster.restart(b)
+    const reply = await b.call('dm.send', { to: a.ready.peerId, text: 'found you' })
+    await a.waitFor((l) => l.event === 'message' && l.id === reply.id, 15_000, { description: 'reply at A after restart' })
+    await waitStatus(b, [reply.id], 'delivered', 15_000)
+    await a.stop()
+    await b.stop()
+  })
+})
