@@ -62,6 +62,8 @@ export class Messenger {
   private readonly contacts = new Map<PeerIdString, Contact>()
   /** Outgoing messages written to a stream but not yet acked (not persisted: see docs). */
   private readonly sentNotAcked = new Map<MessageId, PeerIdString>()
+  /** Outgoing messages whose record is still being written; their status events wait for it. */
+  private readonly unsaved = new Map<MessageId, Promise<void>>()
   private clock = 0
   private name = ''
   private selfId: PeerIdString | undefined
@@ -258,8 +260,19 @@ export class Messenger {
     const frame = writeEnvelope({ id, lamport, sentAt, type: 'text', text })
     const message: MessageRecord = { id, conversation: peer, from: this.peerId, direction: 'out', text, lamport, sentAt, status: 'pending' }
     const entry: OutboxRecord = { id, to: peer, frame, createdAt: sentAt, expiresAt: sentAt + (this.options.messageTtlMs ?? DEFAULT_MESSAGE_TTL_MS) }
-    await store.saveOutgoing(message, entry, lamport)
+    // Pipelined: the envelope may leave while its record is being written. The call still
+    // answers only after the write, so nothing acknowledged to the user can be lost.
+    const saved = store.saveOutgoing(message, entry, lamport)
+    this.unsaved.set(id, saved)
     outbox.enqueue(entry)
+    try {
+      await saved
+    } catch (err) {
+      outbox.cancel(peer, id)
+      throw err
+    } finally {
+      this.unsaved.delete(id)
+    }
     return messageView(message)
   }
 
@@ -309,16 +322,27 @@ export class Messenger {
     for (const id of ids) {
       if (this.sentNotAcked.has(id)) continue
       this.sentNotAcked.set(id, peer)
-      this.emit({ event: 'status', id, conversation: peer, status: 'sent' })
+      this.emitStatus(id, peer, 'sent')
     }
   }
 
   private async settle (peer: PeerIdString, ids: MessageId[], status: 'delivered' | 'failed'): Promise<void> {
+    // Group commit keeps this write after the messages' own records (see LevelStore.commit).
     await this.requireStore().settleOutgoing(ids.map((id) => ({ id, to: peer, status })))
     for (const id of ids) {
       this.sentNotAcked.delete(id)
-      this.emit({ event: 'status', id, conversation: peer, status })
+      this.emitStatus(id, peer, status)
     }
+  }
+
+  /** A status event, held back until the message's own record is on disk. */
+  private emitStatus (id: MessageId, peer: PeerIdString, status: 'sent' | 'delivered' | 'failed'): void {
+    const saved = this.unsaved.get(id)
+    if (saved === undefined) {
+      this.emit({ event: 'status', id, conversation: peer, status })
+      return
+    }
+    saved.then(() => { this.emit({ event: 'status', id, conversation: peer, status }) }, () => {})
   }
 
   private overlay (r: MessageRecord): MessageView {
@@ -371,6 +395,8 @@ export class Messenger {
   }
 
   private requireContact (peerId: string): Contact {
+    const known = this.contacts.get(peerId as PeerIdString) // hot path: no re-parse for contacts
+    if (known !== undefined) return known
     const id = parsePeerId(peerId)
     const c = this.contacts.get(id)
     if (c === undefined) throw new UnknownContactError(`${id} is not a contact; add them by invite first`)

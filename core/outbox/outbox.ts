@@ -1,6 +1,7 @@
 import type { MessageId, PeerIdString } from '../ids.js'
 import { forComponent } from '../logger.js'
 import type { OutboxRecord } from '../store/types.js'
+import { Fifo } from './fifo.js'
 
 const log = forComponent('outbox')
 
@@ -73,6 +74,11 @@ export class Outbox {
     this.queue(record.to).add(record)
   }
 
+  /** Drop an entry that has not been written to a stream yet (its record failed to save). */
+  cancel (peer: PeerIdString, id: MessageId): void {
+    this.queues.get(peer)?.cancel(id)
+  }
+
   /** Retry this peer now (it just connected, or the user asked). */
   kick (peer: PeerIdString): void {
     this.queues.get(peer)?.kick()
@@ -105,7 +111,7 @@ type State = 'idle' | 'opening' | 'open' | 'waiting' | 'stopped'
 
 class PeerQueue {
   private state: State = 'idle'
-  private queued: OutboxRecord[] = []
+  private readonly queued = new Fifo<OutboxRecord>()
   private readonly inflight = new Map<MessageId, OutboxRecord>()
   private inflightBytes = 0
   private channel: OutboundChannel | undefined
@@ -128,6 +134,10 @@ class PeerQueue {
     this.queued.push(record)
     if (this.state === 'idle') this.connect()
     else if (this.state === 'open') this.pump()
+  }
+
+  cancel (id: MessageId): void {
+    this.queued.removeWhere((r) => r.id === id)
   }
 
   kick (): void {
@@ -171,7 +181,7 @@ class PeerQueue {
     const ids: MessageId[] = []
     let bytes = 0
     while (this.queued.length > 0 && this.inflight.size < this.options.window && bytes < this.options.maxWriteBytes &&
-      (this.inflight.size === 0 || this.inflightBytes + (this.queued[0]?.frame.byteLength ?? 0) <= this.options.maxInflightBytes)) {
+      (this.inflight.size === 0 || this.inflightBytes + (this.queued.peek()?.frame.byteLength ?? 0) <= this.options.maxInflightBytes)) {
       const rec = this.queued.shift() as OutboxRecord
       this.inflight.set(rec.id, rec)
       this.inflightBytes += rec.frame.byteLength
@@ -215,7 +225,7 @@ class PeerQueue {
     this.channel = undefined
     if (this.state === 'stopped') return
     // Unacked envelopes go back in front, in their original order.
-    this.queued = [...this.inflight.values(), ...this.queued]
+    this.queued.unshiftAll(this.inflight.values())
     this.inflight.clear()
     this.inflightBytes = 0
     if (this.queued.length === 0) {
@@ -240,9 +250,8 @@ class PeerQueue {
 
   private dropExpired (): void {
     const now = this.options.now()
-    const expired = this.queued.filter((r) => r.expiresAt <= now)
+    const expired = this.queued.removeWhere((r) => r.expiresAt <= now)
     if (expired.length === 0) return
-    this.queued = this.queued.filter((r) => r.expiresAt > now)
     this.hooks.expired(this.peer, expired.map((r) => r.id)).catch((err: unknown) => {
       log.error('recording expiry for %s failed: %e', this.peer, err)
     })

@@ -1,5 +1,5 @@
 import { Level } from 'level'
-import type { AbstractSublevel, AbstractBatchOperation } from 'abstract-level'
+import type { AbstractSublevel } from 'abstract-level'
 import { CorruptRecordError, DataDirLockedError } from '../errors.js'
 import type { MessageId, PeerIdString } from '../ids.js'
 import { conversationRange, messageSortKey, outboxKey } from './keys.js'
@@ -7,7 +7,8 @@ import type { Contact, ConversationSummary, HistoryQuery, MessageRecord, Message
 
 type Db = Level<string, string>
 type Sub = AbstractSublevel<Db, string | Uint8Array | Buffer, string, string>
-type Op = AbstractBatchOperation<Db, string, string>
+/** One write: a put, or a delete when `value` is undefined. */
+interface Op { sub: Sub, key: string, value?: string }
 
 interface StoredOutbox { id: MessageId, to: PeerIdString, frame: string, createdAt: number, expiresAt: number }
 
@@ -39,6 +40,9 @@ export class LevelStore implements Store {
   private incomingLock: Promise<unknown> = Promise.resolve()
   /** Highest clock handed to any write; the persisted clock never moves backwards. */
   private clock = 0
+  private clockDirty = false
+  /** Conversations that have a `convs` marker, so the marker is written once, not per message. */
+  private readonly knownConvs = new Set<string>()
 
   constructor (location: string, private readonly options: LevelStoreOptions = {}) {
     this.db = new Level<string, string>(location, { valueEncoding: 'utf8' })
@@ -61,6 +65,7 @@ export class LevelStore implements Store {
       throw err
     }
     await this.getClock() // later writes never store a clock below the persisted one
+    for await (const conv of this.convs.keys()) this.knownConvs.add(conv)
   }
 
   async close (): Promise<void> {
@@ -79,7 +84,7 @@ export class LevelStore implements Store {
   }
 
   async putSetting (key: string, value: string): Promise<void> {
-    await this.commit([{ type: 'put', sublevel: this.meta, key: `setting:${key}`, value }])
+    await this.commit([{ sub: this.meta, key: `setting:${key}`, value }])
   }
 
   async listContacts (): Promise<Contact[]> {
@@ -94,20 +99,19 @@ export class LevelStore implements Store {
   }
 
   async putContact (contact: Contact): Promise<void> {
-    await this.commit([{ type: 'put', sublevel: this.contacts, key: contact.peerId, value: JSON.stringify(contact) }])
+    await this.commit([{ sub: this.contacts, key: contact.peerId, value: JSON.stringify(contact) }])
   }
 
   async deleteContact (peerId: PeerIdString): Promise<void> {
-    await this.commit([{ type: 'del', sublevel: this.contacts, key: peerId }])
+    await this.commit([{ sub: this.contacts, key: peerId }])
   }
 
   async saveOutgoing (message: MessageRecord, outbox: OutboxRecord, clock: number): Promise<void> {
     const stored: StoredOutbox = { ...outbox, frame: Buffer.from(outbox.frame).toString('base64') }
-    await this.commit([
-      ...this.messageOps(message),
-      { type: 'put', sublevel: this.outbox, key: outboxKey(outbox.to, outbox.id), value: JSON.stringify(stored) },
-      this.clockOp(clock)
-    ])
+    this.advanceClock(clock)
+    const ops = this.messageOps(message)
+    ops.push({ sub: this.outbox, key: outboxKey(outbox.to, outbox.id), value: JSON.stringify(stored) })
+    await this.commit(ops)
   }
 
   async saveIncoming (messages: MessageRecord[], clock: number): Promise<MessageRecord[]> {
@@ -118,16 +122,18 @@ export class LevelStore implements Store {
   }
 
   private async saveIncomingNow (messages: MessageRecord[], clock: number): Promise<MessageRecord[]> {
+    // Ids are one namespace: an id already stored (from anyone, or our own) is a duplicate.
+    const found = await this.idx.getMany(messages.map((m) => m.id))
     const seen = new Set<string>()
-    const existing = await this.idx.getMany(messages.map((m) => m.id))
     const fresh: MessageRecord[] = []
+    const ops: Op[] = []
     messages.forEach((m, i) => {
-      if (existing[i] !== undefined || seen.has(m.id)) return
+      if (found[i] !== undefined || seen.has(m.id)) return
       seen.add(m.id)
       fresh.push(m)
+      for (const op of this.messageOps(m)) ops.push(op)
     })
-    const ops: Op[] = fresh.flatMap((m) => this.messageOps(m))
-    ops.push(this.clockOp(clock))
+    this.advanceClock(clock)
     await this.commit(ops)
     return fresh
   }
@@ -135,8 +141,8 @@ export class LevelStore implements Store {
   async settleOutgoing (updates: ReadonlyArray<{ id: MessageId, to: PeerIdString, status: 'delivered' | 'failed' }>): Promise<void> {
     const ops: Op[] = []
     for (const u of updates) {
-      ops.push({ type: 'put', sublevel: this.status, key: u.id, value: u.status })
-      ops.push({ type: 'del', sublevel: this.outbox, key: outboxKey(u.to, u.id) })
+      ops.push({ sub: this.status, key: u.id, value: u.status })
+      ops.push({ sub: this.outbox, key: outboxKey(u.to, u.id) })
     }
     await this.commit(ops)
   }
@@ -183,19 +189,23 @@ export class LevelStore implements Store {
     return out
   }
 
-  private clockOp (clock: number): Op {
-    this.clock = Math.max(this.clock, clock)
-    return { type: 'put', sublevel: this.meta, key: 'clock', value: String(this.clock) }
+  private advanceClock (clock: number): void {
+    if (clock <= this.clock) return
+    this.clock = clock
+    this.clockDirty = true
   }
 
+  /** The message, its id index and (first time only) its conversation marker. */
   private messageOps (m: MessageRecord): Op[] {
     const key = messageSortKey(m.conversation, m.lamport, m.from, m.id)
     const ops: Op[] = [
-      { type: 'put', sublevel: this.msgs, key, value: JSON.stringify(m) },
-      { type: 'put', sublevel: this.idx, key: m.id, value: key },
-      { type: 'put', sublevel: this.convs, key: m.conversation, value: '1' }
+      { sub: this.msgs, key, value: JSON.stringify(m) },
+      { sub: this.idx, key: m.id, value: key }
     ]
-    if (m.direction === 'out') ops.push({ type: 'put', sublevel: this.status, key: m.id, value: m.status })
+    if (!this.knownConvs.has(m.conversation)) {
+      this.knownConvs.add(m.conversation)
+      ops.push({ sub: this.convs, key: m.conversation, value: '1' })
+    }
     return ops
   }
 
@@ -227,7 +237,23 @@ export class LevelStore implements Store {
       this.pendingOps = []
       this.waiters = []
       try {
-        await this.db.batch(ops, { sync: this.options.sync === true })
+        const batch = this.db.batch()
+        for (const op of ops) {
+          if (op.value === undefined) batch.del(op.key, { sublevel: op.sub })
+          else batch.put(op.key, op.value, { sublevel: op.sub })
+        }
+        const withClock = this.clockDirty
+        if (withClock) {
+          // One clock write per batch, whatever number of messages moved it.
+          batch.put('clock', String(this.clock), { sublevel: this.meta })
+          this.clockDirty = false
+        }
+        try {
+          await batch.write({ sync: this.options.sync === true })
+        } catch (err) {
+          if (withClock) this.clockDirty = true
+          throw err
+        }
         for (const w of waiters) w.resolve()
       } catch (err) {
         for (const w of waiters) w.reject(err)
