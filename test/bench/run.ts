@@ -1,41 +1,55 @@
 /**
  * The benchmark harness: `npm run bench` (or `node dist/test/bench/run.js [--quick]`).
- * Runs every scenario in one process on loopback, prints a table, writes JSON to
- * bench-results/ and (full runs) rewrites docs/benchmarks.md.
  *
- * Adding a scenario: put it in scenarios/<name>.ts as an async function taking options and
- * returning a result object, add its options to `configFor`, its result to
- * BenchResults.scenarios (report.ts) and its rows to the report.
+ * Primary figures: each node in its own OS process. For each scenario the harness forks two
+ * peer processes (peer-process.ts, via ProcessPeer) and drives them over IPC; the peers time
+ * everything themselves on a clock they share (util.ts sharedNow) and the harness subtracts.
+ * Secondary figures (unless --no-one-process): the same scenario code with both peers in this
+ * process, sharing one JS thread, as the harness measured before.
+ *
+ * Prints a table, writes JSON to bench-results/ and (full runs) rewrites docs/benchmarks.md.
+ * Peer processes are killed and the temp data directory removed however the run ends.
+ *
+ * Adding a scenario: put the per-peer side in scenarios/<name>-peer.ts, expose its calls in
+ * peer.ts (PeerMethods + PeerHost.handlers), write the orchestration in scenarios/<name>.ts
+ * against PeerHandle, add its options to `configFor`, its result to ModeResults (report.ts)
+ * and its rows to the report.
  */
 import '../../core/polyfill.js'
 import { execFileSync } from 'node:child_process'
-import { mkdir, writeFile } from 'node:fs/promises'
+import { rmSync } from 'node:fs'
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { snapshot } from './memory.js'
-import { renderMarkdown, renderText, type BenchResults, type MachineInfo } from './report.js'
-import { runDm, type DmOptions } from './scenarios/dm.js'
-import { runFloor, type FloorOptions } from './scenarios/floor.js'
+import { checkClocks, type ClockCheck } from './clock.js'
+import { LocalPeer, type PeerHandle } from './peer.js'
+import { killAllPeers, killAllPeersAndWait, ProcessPeer } from './process-peer.js'
+import { renderMarkdown, renderText, type BenchConfig, type BenchResults, type MachineInfo, type ModeResults } from './report.js'
+import { runDm } from './scenarios/dm.js'
+import { runFloor } from './scenarios/floor.js'
 import { evaluateTargets } from './targets.js'
 import { now } from './util.js'
 
 interface Args {
   quick: boolean
   docs: boolean
+  oneProcess: boolean
 }
 
 function parseArgs (argv: string[]): Args {
-  const args: Args = { quick: false, docs: true }
+  const args: Args = { quick: false, docs: true, oneProcess: true }
   let docsFlag: boolean | undefined
   for (const a of argv) {
     if (a === '--quick') args.quick = true
     else if (a === '--docs') docsFlag = true
     else if (a === '--no-docs') docsFlag = false
+    else if (a === '--no-one-process') args.oneProcess = false
     else if (a === '--help' || a === '-h') {
-      console.log('usage: node dist/test/bench/run.js [--quick] [--docs | --no-docs]\n' +
-        '  --quick    small N smoke run (skips rewriting docs/benchmarks.md unless --docs)\n' +
-        '  --no-docs  do not rewrite docs/benchmarks.md')
+      console.log('usage: node dist/test/bench/run.js [--quick] [--docs | --no-docs] [--no-one-process]\n' +
+        '  --quick           small N smoke run (skips rewriting docs/benchmarks.md unless --docs)\n' +
+        '  --no-docs         do not rewrite docs/benchmarks.md\n' +
+        '  --no-one-process  skip the secondary run with both nodes in this process')
       process.exit(0)
     } else {
       throw new Error(`unknown argument ${a} (try --help)`)
@@ -45,16 +59,16 @@ function parseArgs (argv: string[]): Args {
   return args
 }
 
-function configFor (quick: boolean): { floor: FloorOptions, dm: DmOptions } {
+function configFor (quick: boolean): BenchConfig {
   const messageBytes = 100
   return quick
     ? {
         floor: { messageBytes, echoWarmup: 100, echoSamples: 500, throughputMessages: 5_000, coalesce: 64, timeoutMs: 30_000 },
-        dm: { messageBytes, latencyWarmup: 50, latencySamples: 300, throughputMessages: 2_000, maxOutstanding: 2_000, timeoutMs: 30_000 }
+        dm: { messageBytes, latencyWarmup: 50, latencySamples: 300, roundTripSamples: 300, throughputMessages: 2_000, maxOutstanding: 2_000, timeoutMs: 30_000 }
       }
     : {
         floor: { messageBytes, echoWarmup: 500, echoSamples: 5_000, throughputMessages: 50_000, coalesce: 64, timeoutMs: 60_000 },
-        dm: { messageBytes, latencyWarmup: 500, latencySamples: 5_000, throughputMessages: 20_000, maxOutstanding: 2_000, timeoutMs: 60_000 }
+        dm: { messageBytes, latencyWarmup: 500, latencySamples: 5_000, roundTripSamples: 5_000, throughputMessages: 50_000, maxOutstanding: 2_000, timeoutMs: 60_000 }
       }
 }
 
@@ -86,31 +100,134 @@ function repoRoot (): string {
   return resolve(here, '..', '..', '..')
 }
 
+const DATA_ROOT_PREFIX = 'parley-bench-'
+
+/**
+ * Remove data directories left by earlier runs that were killed outright (SIGKILL leaves no
+ * chance to clean up): those named after a process id that no longer exists.
+ */
+async function removeStaleDataRoots (): Promise<void> {
+  const tmp = os.tmpdir()
+  for (const name of await readdir(tmp)) {
+    const m = new RegExp(`^${DATA_ROOT_PREFIX}(\\d+)-`).exec(name)
+    if (m === null) continue
+    const pid = Number(m[1])
+    if (pid === process.pid || alive(pid)) continue
+    await rm(join(tmp, name), { recursive: true, force: true }).catch(() => {})
+  }
+}
+
+function alive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/** Run `fn` with a fresh pair of peer processes, closed (or killed) afterwards. */
+async function withProcessPair<T> (scenario: string, fn: (a: ProcessPeer, b: ProcessPeer) => Promise<T>): Promise<T> {
+  const peers: ProcessPeer[] = []
+  try {
+    peers.push(await ProcessPeer.spawn(`processes-${scenario}-A`))
+    peers.push(await ProcessPeer.spawn(`processes-${scenario}-B`))
+    const [a, b] = peers as [ProcessPeer, ProcessPeer]
+    return await fn(a, b)
+  } finally {
+    await Promise.allSettled(peers.map(async (p) => { await p.close() }))
+  }
+}
+
+/** Run `fn` with a pair of peers in this process. */
+async function withLocalPair<T> (scenario: string, fn: (a: PeerHandle, b: PeerHandle) => Promise<T>): Promise<T> {
+  const a = new LocalPeer(`one-process-${scenario}-A`)
+  const b = new LocalPeer(`one-process-${scenario}-B`)
+  try {
+    return await fn(a, b)
+  } finally {
+    await Promise.allSettled([a.close(), b.close()])
+  }
+}
+
+async function runProcesses (config: BenchConfig, dataRoot: string): Promise<ModeResults> {
+  const clocks: ClockCheck[] = []
+  const pids: Record<string, number[]> = {}
+  console.error(`floor, two processes: bare libp2p stream (${config.floor.echoSamples} echo samples, ${config.floor.throughputMessages} frames x2)...`)
+  const floor = await withProcessPair('floor', async (a, b) => {
+    pids.floor = [a.pid, b.pid]
+    clocks.push(await checkClocks('floor, before', a, b))
+    const r = await runFloor(a, b, config.floor)
+    clocks.push(await checkClocks('floor, after', a, b))
+    return r
+  })
+  console.error(`dm, two processes: two Messengers (${config.dm.latencySamples} one-way + ${config.dm.roundTripSamples} round-trip samples, ${config.dm.throughputMessages} messages)...`)
+  const dm = await withProcessPair('dm', async (a, b) => {
+    pids.dm = [a.pid, b.pid]
+    clocks.push(await checkClocks('dm, before', a, b))
+    const r = await runDm(a, b, config.dm, { dataRoot, sharedProcess: false })
+    clocks.push(await checkClocks('dm, after', a, b))
+    return r
+  })
+  return { mode: 'processes', floor, dm, clocks, pids }
+}
+
+async function runOneProcess (config: BenchConfig, dataRoot: string): Promise<ModeResults> {
+  console.error('floor, one process (secondary)...')
+  const floor = await withLocalPair('floor', async (a, b) => await runFloor(a, b, config.floor))
+  console.error('dm, one process (secondary)...')
+  const dm = await withLocalPair('dm', async (a, b) => await runDm(a, b, config.dm, { dataRoot, sharedProcess: true }))
+  return { mode: 'one-process', floor, dm, clocks: [], pids: { floor: [process.pid], dm: [process.pid] } }
+}
+
 async function main (): Promise<void> {
   const args = parseArgs(process.argv.slice(2))
   const config = configFor(args.quick)
   const root = repoRoot()
-  const startMem = snapshot()
   const loadAvgStart = os.loadavg()[0] ?? 0
   const t0 = now()
   const timestamp = new Date().toISOString()
 
-  console.error(`floor: bare libp2p stream (${config.floor.echoSamples} echo samples, ${config.floor.throughputMessages} frames)...`)
-  const floor = await runFloor(config.floor)
-  console.error(`dm: two Messengers (${config.dm.latencySamples} latency samples, ${config.dm.throughputMessages} messages)...`)
-  const dm = await runDm(config.dm)
+  await removeStaleDataRoots()
+  const dataRoot = await mkdtemp(join(os.tmpdir(), `${DATA_ROOT_PREFIX}${process.pid}-`))
+  // However the run ends (error, exit, Ctrl-C, kill): no peer process and no temp dir left
+  // behind. A signal first waits for the killed peers to be gone, so none is still writing
+  // into the directory while it is removed; the 'exit' handler is the synchronous last resort.
+  process.on('exit', () => {
+    killAllPeers()
+    try {
+      rmSync(dataRoot, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 })
+    } catch (err) {
+      console.error(`could not remove ${dataRoot}:`, err)
+    }
+  })
+  const onSignal = (code: number): void => {
+    killAllPeersAndWait().then(
+      () => { process.exit(code) },
+      (err: unknown) => {
+        console.error(err)
+        process.exit(code)
+      }
+    )
+  }
+  process.once('SIGINT', () => { onSignal(130) })
+  process.once('SIGTERM', () => { onSignal(143) })
+  process.once('SIGHUP', () => { onSignal(129) })
+
+  const processes = await runProcesses(config, dataRoot)
+  const oneProcess = args.oneProcess ? await runOneProcess(config, dataRoot) : undefined
 
   const results: BenchResults = {
-    schema: 1,
+    schema: 2,
     timestamp,
     revision: revision(root),
     quick: args.quick,
     durationMs: now() - t0,
     machine: machineInfo(loadAvgStart),
     config,
-    scenarios: { floor, dm },
-    targets: evaluateTargets(floor, dm),
-    processMemory: { start: startMem, end: snapshot() }
+    processes,
+    ...(oneProcess !== undefined ? { oneProcess } : {}),
+    targets: evaluateTargets(processes.floor, processes.dm)
   }
 
   console.log(renderText(results))
@@ -128,7 +245,12 @@ async function main (): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  console.error(err)
-  process.exitCode = 1
-})
+// Exit explicitly (once stdout is flushed): a handle some library left open must not keep
+// the harness, and so its 'exit' clean-up, waiting.
+main().then(
+  () => { process.stdout.write('', () => { process.exit(0) }) },
+  (err: unknown) => {
+    console.error(err)
+    process.exit(1)
+  }
+)

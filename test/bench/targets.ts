@@ -1,8 +1,9 @@
 /**
- * The performance targets from the benchmark issue, checked against one run's figures:
- * "DM latency p50 within 2x of the floor, p99 under 5 ms, at least 10,000 messages/s
- * sustained one way; report memory".
+ * The performance targets from the benchmark issue, checked against one run's primary
+ * (two-process) figures: "DM latency p50 within 2x of the floor, p99 under 5 ms, at least
+ * 10,000 messages/s sustained one way; report memory".
  */
+import { mib } from './memory.js'
 import type { DmResult } from './scenarios/dm.js'
 import type { FloorResult } from './scenarios/floor.js'
 import { round } from './stats.js'
@@ -27,60 +28,77 @@ function check (ok: boolean): Verdict {
 }
 
 export function evaluateTargets (floor: FloorResult, dm: DmResult): TargetCheck[] {
-  const p50 = dm.latency.toReceived.p50
-  const p99 = dm.latency.toReceived.p99
-  const oneWay = floor.oneWayEstimate.p50
-  const rtt = floor.echoRtt.p50
+  const oneWay = dm.latency.toReceived
+  const half = dm.latency.roundTripHalf
+  const floorOneWay = floor.oneWayEstimate.p50
+  const floorRtt = floor.echoRtt.p50
   const tp = dm.throughput
   const ms = (n: number): string => `${round(n, 3)} ms`
   const perSec = (n: number): string => `${Math.round(n).toLocaleString('en-US')} msg/s`
+  const x = (n: number, of: number): string => `${ms(n)} (${round(n / of, 1)}x)`
   return [
     {
       id: 'p50-vs-one-way',
-      target: `DM p50 within ${TARGET_FLOOR_FACTOR}x of the floor, one-way vs one-way (floor = echo RTT / 2)`,
-      measured: `${ms(p50)} (${round(p50 / oneWay, 1)}x)`,
-      limit: `<= ${ms(TARGET_FLOOR_FACTOR * oneWay)}`,
-      verdict: check(p50 <= TARGET_FLOOR_FACTOR * oneWay),
-      note: 'like for like: DM latency is one way, so it is compared with the one-way estimate'
+      target: `DM one-way p50 within ${TARGET_FLOOR_FACTOR}x of the floor one-way (echo RTT / 2)`,
+      measured: x(oneWay.p50, floorOneWay),
+      limit: `<= ${ms(TARGET_FLOOR_FACTOR * floorOneWay)}`,
+      verdict: check(oneWay.p50 <= TARGET_FLOOR_FACTOR * floorOneWay),
+      note: 'like for like: DM sendText (A) -> message event (B) on the shared clock, against half the bare-stream echo RTT'
     },
     {
       id: 'p50-vs-rtt',
-      target: `DM p50 within ${TARGET_FLOOR_FACTOR}x of the floor echo RTT (lenient reading)`,
-      measured: `${ms(p50)} (${round(p50 / rtt, 1)}x)`,
-      limit: `<= ${ms(TARGET_FLOOR_FACTOR * rtt)}`,
-      verdict: check(p50 <= TARGET_FLOOR_FACTOR * rtt),
+      target: `DM one-way p50 within ${TARGET_FLOOR_FACTOR}x of the floor echo RTT (lenient reading)`,
+      measured: x(oneWay.p50, floorRtt),
+      limit: `<= ${ms(TARGET_FLOOR_FACTOR * floorRtt)}`,
+      verdict: check(oneWay.p50 <= TARGET_FLOOR_FACTOR * floorRtt),
       note: 'compares a one-way figure with a round trip, so it is twice as generous as the row above'
     },
     {
+      id: 'p50-round-trip',
+      target: `Cross-check: DM round trip / 2 p50 within ${TARGET_FLOOR_FACTOR}x of the floor echo RTT / 2`,
+      measured: x(half.p50, floorOneWay),
+      limit: `<= ${ms(TARGET_FLOOR_FACTOR * floorOneWay)}`,
+      verdict: check(half.p50 <= TARGET_FLOOR_FACTOR * floorOneWay),
+      note: 'needs no shared clock (both ends of each sample are timed in A); the same as DM round trip vs floor echo RTT. ' +
+        'The DM round trip also includes B\'s sendText of the reply, so it runs a little above 2x the one-way figure'
+    },
+    {
       id: 'p99',
-      target: `DM p99 under ${TARGET_P99_MS} ms`,
-      measured: ms(p99),
+      target: `DM one-way p99 under ${TARGET_P99_MS} ms`,
+      measured: ms(oneWay.p99),
       limit: `< ${TARGET_P99_MS} ms`,
-      verdict: check(p99 < TARGET_P99_MS),
+      verdict: check(oneWay.p99 < TARGET_P99_MS),
       note: `for scale, the bare-stream echo RTT p99 in the same run was ${ms(floor.echoRtt.p99)} (one-way estimate ${ms(floor.oneWayEstimate.p99)})`
+    },
+    {
+      id: 'p99-round-trip',
+      target: `Cross-check: DM round trip / 2 p99 under ${TARGET_P99_MS} ms`,
+      measured: ms(half.p99),
+      limit: `< ${TARGET_P99_MS} ms`,
+      verdict: check(half.p99 < TARGET_P99_MS)
     },
     {
       id: 'throughput-received',
       target: `At least ${TARGET_MSGS_PER_SEC.toLocaleString('en-US')} msg/s sustained one way (received by B)`,
-      measured: perSec(tp.receivedPerSec) + (tp.complete ? '' : ' (incomplete)'),
+      measured: perSec(tp.receivedPerSec) + (tp.received === tp.messages ? '' : ' (incomplete)'),
       limit: `>= ${perSec(TARGET_MSGS_PER_SEC)}`,
       verdict: check(tp.received === tp.messages && tp.receivedPerSec >= TARGET_MSGS_PER_SEC)
     },
     {
       id: 'throughput-delivered',
       target: `At least ${TARGET_MSGS_PER_SEC.toLocaleString('en-US')} msg/s acknowledged ('delivered' at A)`,
-      measured: perSec(tp.deliveredPerSec) + (tp.complete ? '' : ' (incomplete)'),
+      measured: perSec(tp.deliveredPerSec) + (tp.delivered === tp.messages ? '' : ' (incomplete)'),
       limit: `>= ${perSec(TARGET_MSGS_PER_SEC)}`,
       verdict: check(tp.delivered === tp.messages && tp.deliveredPerSec >= TARGET_MSGS_PER_SEC),
       note: 'stricter than the issue asks: includes the ack trip and the sender\'s status write'
     },
     {
       id: 'memory',
-      target: 'Report memory',
-      measured: `RSS ${signedMib(dm.memory.deltaRssBytes)}, heapUsed ${signedMib(dm.memory.deltaHeapUsedBytes)} over the throughput run`,
+      target: 'Report memory (RSS per process)',
+      measured: dm.memory.map((m) => `${m.label.split(' ')[0] ?? m.label}: peak ${mib(m.peakRssBytes)} MiB, ${signedMib(m.deltaRssBytes)} kept`).join('; '),
       limit: 'reported',
       verdict: 'INFO',
-      note: 'no limit was set; see the memory table'
+      note: 'no limit was set; "kept" is the RSS change over the throughput run, after a GC. See the memory table'
     }
   ]
 }

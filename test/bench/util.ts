@@ -1,14 +1,21 @@
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 
+/** Process-local monotonic time in ms (durations measured inside one process). */
 export const now = (): number => performance.now()
 
-/** A fresh private temp dir and a function that removes it. */
-export async function tempDir (prefix: string): Promise<{ path: string, remove: () => Promise<void> }> {
-  const path = await mkdtemp(join(tmpdir(), `parley-bench-${prefix}-`))
-  return { path, remove: async () => { await rm(path, { recursive: true, force: true }) } }
+/**
+ * Time in ms on a clock that every process on this machine shares:
+ * `performance.timeOrigin + performance.now()`. Each process's timeOrigin is the system wall
+ * clock sampled (to the microsecond) when it started and performance.now() runs on the
+ * monotonic clock, so a timestamp taken in one process can be subtracted from one taken in
+ * another. run.ts checks the residual offset between the two peer processes over IPC.
+ */
+export const sharedNow = (): number => performance.timeOrigin + performance.now()
+
+/** The tag of a payload() text: everything before the first space. */
+export function tagOf (text: string): string {
+  const i = text.indexOf(' ')
+  return i < 0 ? text : text.slice(0, i)
 }
 
 /** An ASCII payload of exactly `bytes` bytes that starts with `tag` (unique per message). */
@@ -68,7 +75,10 @@ export class Arrivals {
   }
 }
 
-/** Resolves once `count()` reaches `target` (checked whenever `poke` is called), or at the deadline. */
+/**
+ * Resolves once `count()` reaches `target` (checked whenever `poke` is called), or at the
+ * deadline. `doneAt` is on the shared clock (sharedNow).
+ */
 export class Countdown {
   private resolve: ((done: boolean) => void) | undefined
   private timer: ReturnType<typeof setTimeout> | undefined
@@ -79,7 +89,7 @@ export class Countdown {
   poke (): void {
     if (this.doneAt !== undefined) return
     if (this.count() >= this.target) {
-      this.doneAt = now()
+      this.doneAt = sharedNow()
       this.finish(true)
     }
   }

@@ -1,18 +1,21 @@
 /**
- * Parley direct messages end to end: two Messengers in this process, each with its own
- * level database in a temp dir, talking over loopback TCP. Every figure includes both
- * store writes (sender's saveOutgoing, receiver's saveIncoming) and the framing/validation.
+ * Parley direct messages end to end: two Messengers (A sends, B receives), each with its own
+ * level database, talking over loopback TCP. Each side is a DmPeer (dm-peer.ts) behind a
+ * PeerHandle, in its own process or not. Every figure includes both store writes (A's
+ * saveOutgoing, B's saveIncoming) and the framing/validation.
  */
-import type { MessengerEvent } from '../../../core/api/contract.js'
-import { Messenger } from '../../../core/messenger.js'
-import { collectGarbage, PeakSampler, snapshot, type MemorySnapshot } from '../memory.js'
-import { rate, summarize, type LatencySummary } from '../stats.js'
-import { Arrivals, Countdown, now, payload, tempDir, withTimeout } from '../util.js'
+import { join } from 'node:path'
+import type { MemorySnapshot } from '../memory.js'
+import type { PeerHandle } from '../peer.js'
+import { rate, scaleSummary, summarize, type LatencySummary } from '../stats.js'
+import type { DmLatencyRun } from './dm-peer.js'
 
 export interface DmOptions {
   messageBytes: number
   latencyWarmup: number
   latencySamples: number
+  /** Samples (after the same warm-up) of the round-trip run. */
+  roundTripSamples: number
   throughputMessages: number
   /** sendText promises kept outstanding at once during the throughput run. */
   maxOutstanding: number
@@ -20,12 +23,16 @@ export interface DmOptions {
 }
 
 export interface DmLatency {
-  /** sendText called -> B's 'message' event for that text. */
+  /** One-way run: A's sendText called -> B's 'message' event for that text (shared clock). */
   toReceived: LatencySummary
-  /** sendText called -> its promise resolved (local durable write + enqueue). */
+  /** One-way run: sendText called -> its promise resolved (local durable write + enqueue), on A. */
   toSendResolved: LatencySummary
-  /** sendText called -> A's 'delivered' status event (ack back and persisted). */
+  /** One-way run: sendText called -> A's 'delivered' status event (ack back and persisted), on A. */
   toDelivered: LatencySummary
+  /** Round-trip run: A's sendText -> A's 'message' event for B's reply (B replies from its listener), on A. */
+  roundTrip: LatencySummary
+  /** roundTrip / 2: a one-way figure that needs no shared clock (cross-check of toReceived). */
+  roundTripHalf: LatencySummary
 }
 
 export interface DmThroughput {
@@ -35,29 +42,36 @@ export interface DmThroughput {
   complete: boolean
   received: number
   delivered: number
-  /** First sendText call -> last sendText promise resolved. */
+  /** First sendText call -> last sendText promise resolved (on A). */
   enqueueMs: number
   enqueuePerSec: number
-  /** First sendText call -> B has all messages. */
+  /** First sendText call (A) -> B has emitted every 'message' event (shared clock). */
   receivedMs: number
   receivedPerSec: number
-  /** First sendText call -> A has seen every 'delivered' status. */
+  /** First sendText call -> A has seen every 'delivered' status (on A). */
   deliveredMs: number
   deliveredPerSec: number
 }
 
-export interface DmMemory {
-  /** Both Messengers live in this one process: the figures cover the pair. */
-  note: string
+export interface ProcessMemory {
+  /** Which peers live in this process, e.g. 'A (sender)' or 'A + B'. */
+  label: string
+  pid: number
   gcAvailable: boolean
-  /** After start, warm-up and the latency run, after a GC. */
+  /** Messenger started and contact added, before any message (no GC). */
+  started: MemorySnapshot
+  /** After the latency runs, after a GC: the baseline of the throughput run. */
   before: MemorySnapshot
   /** Right after the throughput run completes, before any GC. */
   afterNoGc: MemorySnapshot
   /** After the throughput run, after a GC (what is retained). */
   after: MemorySnapshot
+  /** Sampled every 50 ms during the throughput run. */
   peakRssBytes: number
   peakHeapUsedBytes: number
+  /** CPU time (user + system, all threads) the process used during the throughput run, and the run's wall time. */
+  cpuMs: number
+  cpuWallMs: number
   deltaRssBytes: number
   deltaHeapUsedBytes: number
 }
@@ -66,129 +80,130 @@ export interface DmResult {
   messageBytes: number
   latency: DmLatency
   throughput: DmThroughput
-  memory: DmMemory
+  /** One entry per OS process (one if both peers share the harness's process). */
+  memory: ProcessMemory[]
 }
 
-export async function runDm (o: DmOptions): Promise<DmResult> {
-  const dirA = await tempDir('a')
-  const dirB = await tempDir('b')
-  const common = { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, inboundConnectionThreshold: 1000 }
-  const a = new Messenger({ dataDir: dirA.path, ...common })
-  const b = new Messenger({ dataDir: dirB.path, ...common })
-  const started: Messenger[] = []
+export interface DmRunOptions {
+  /** Parent of the two Messengers' data directories (the caller removes it). */
+  dataRoot: string
+  /** A and B are the same OS process: report memory once, for the pair. */
+  sharedProcess: boolean
+}
+
+function pairs (run: DmLatencyRun, warmup: number, end: (i: number) => number): number[] {
+  const out: number[] = []
+  for (let i = warmup; i < run.sentAt.length; i++) out.push(end(i) - (run.sentAt[i] as number))
+  return out
+}
+
+async function latency (a: PeerHandle, b: PeerHandle, to: string, o: DmOptions): Promise<DmLatency> {
+  const callTimeout = (o.latencyWarmup + Math.max(o.latencySamples, o.roundTripSamples)) * 50 + o.timeoutMs
+  const common = { to, messageBytes: o.messageBytes, warmup: o.latencyWarmup, timeoutMs: o.timeoutMs }
+
+  const oneWay = await a.call('dm.latency', { ...common, mode: 'one-way', samples: o.latencySamples }, callTimeout)
+  const { arrivals } = await b.call('dm.arrivals', {})
+  const toReceived = pairs(oneWay, o.latencyWarmup, (i) => {
+    const tag = oneWay.tags[i] as string
+    const t = arrivals[tag]
+    if (t === undefined) throw new Error(`dm latency: B has no arrival time for ${tag}`)
+    return t
+  })
+
+  const rt = await a.call('dm.latency', { ...common, mode: 'round-trip', samples: o.roundTripSamples }, callTimeout)
+  await b.call('dm.arrivals', {})
+  const roundTrip = summarize(pairs(rt, o.latencyWarmup, (i) => rt.replyAt[i] as number))
+
+  return {
+    toReceived: summarize(toReceived),
+    toSendResolved: summarize(pairs(oneWay, o.latencyWarmup, (i) => oneWay.resolvedAt[i] as number)),
+    toDelivered: summarize(pairs(oneWay, o.latencyWarmup, (i) => oneWay.deliveredAt[i] as number)),
+    roundTrip,
+    roundTripHalf: scaleSummary(roundTrip, 0.5)
+  }
+}
+
+interface MemoryProbe {
+  peer: PeerHandle
+  label: string
+  started: MemorySnapshot
+  before?: MemorySnapshot
+  gcAvailable?: boolean
+}
+
+export async function runDm (a: PeerHandle, b: PeerHandle, o: DmOptions, r: DmRunOptions): Promise<DmResult> {
+  const callTimeout = o.timeoutMs * 2 + 10_000
   try {
-    await a.start()
-    started.push(a)
-    await b.start()
-    started.push(b)
-    const bId = b.peerId
-    await a.addContact(b.whoami().invite, 'bench-b')
+    const infoB = await b.call('dm.start', { dataDir: join(r.dataRoot, `${b.name}-dm`) })
+    const infoA = await a.call('dm.start', { dataDir: join(r.dataRoot, `${a.name}-dm`) })
+    await a.call('dm.addContact', { invite: infoB.invite, name: 'bench-b' })
+    // B replies in the round-trip run; with A as an invited contact it need not wait for the
+    // inbound-contact path to learn A's address.
+    await b.call('dm.addContact', { invite: infoA.invite, name: 'bench-a' })
 
-    const received = new Arrivals()
-    const delivered = new Arrivals()
-    let tpReceived = 0
-    let tpDelivered = 0
-    let countDelivered = false
+    const members: Array<[PeerHandle, string]> = r.sharedProcess
+      ? [[a, 'A + B (one process)']]
+      : [[a, 'A (sender)'], [b, 'B (receiver)']]
+    const probes: MemoryProbe[] = []
+    for (const [peer, label] of members) {
+      probes.push({ peer, label, started: (await peer.call('mem.snapshot', { gc: false })).memory })
+    }
+
+    const lat = await latency(a, b, infoB.peerId, o)
+
+    // Throughput: N sends from A, at most maxOutstanding sendText promises pending at once.
+    for (const p of probes) {
+      const s = await p.peer.call('mem.snapshot', { gc: true })
+      p.before = s.memory
+      p.gcAvailable = s.gcAvailable
+    }
+    for (const p of probes) await p.peer.call('usage.start', {})
     const n = o.throughputMessages
-    const recvDone = new Countdown(n, () => tpReceived)
-    const delivDone = new Countdown(n, () => tpDelivered)
-
-    b.on((e: MessengerEvent) => {
-      if (e.event !== 'message') return
-      if (e.text.startsWith('tp-')) {
-        tpReceived++
-        recvDone.poke()
-      } else {
-        received.record(e.text, now())
-      }
-    })
-    a.on((e: MessengerEvent) => {
-      if (e.event !== 'status' || e.status !== 'delivered') return
-      if (countDelivered) {
-        tpDelivered++
-        delivDone.poke()
-      } else {
-        delivered.record(e.id, now())
-      }
-    })
-
-    // Latency: one message at a time; each waits for receipt and delivery before the next,
-    // so samples do not overlap. The first latencyWarmup are discarded (connection set-up,
-    // stream open, JIT).
-    const toReceived: number[] = []
-    const toSendResolved: number[] = []
-    const toDelivered: number[] = []
-    for (let i = 0; i < o.latencyWarmup + o.latencySamples; i++) {
-      const text = payload(`lat-${i}`, o.messageBytes)
-      const t0 = now()
-      const view = await a.sendText(bId, text)
-      const tSent = now()
-      const tRecv = await received.wait(text, o.timeoutMs)
-      const tDeliv = await delivered.wait(view.id, o.timeoutMs)
-      if (i >= o.latencyWarmup) {
-        toReceived.push(tRecv - t0)
-        toSendResolved.push(tSent - t0)
-        toDelivered.push(tDeliv - t0)
-      }
+    await b.call('dm.expect', { count: n })
+    const [recv, sent] = await Promise.all([
+      b.call('dm.waitReceived', { timeoutMs: o.timeoutMs }, callTimeout),
+      a.call('dm.blast', { to: infoB.peerId, messages: n, maxOutstanding: o.maxOutstanding, messageBytes: o.messageBytes, timeoutMs: o.timeoutMs }, callTimeout)
+    ])
+    const memory: ProcessMemory[] = []
+    for (const p of probes) {
+      const usage = await p.peer.call('usage.stop', {})
+      const afterNoGc = (await p.peer.call('mem.snapshot', { gc: false })).memory
+      const after = (await p.peer.call('mem.snapshot', { gc: true })).memory
+      const before = p.before ?? after
+      memory.push({
+        label: p.label,
+        pid: p.peer.pid,
+        gcAvailable: p.gcAvailable === true,
+        started: p.started,
+        before,
+        afterNoGc,
+        after,
+        peakRssBytes: usage.peakRssBytes,
+        peakHeapUsedBytes: usage.peakHeapUsedBytes,
+        cpuMs: usage.cpuUserMs + usage.cpuSystemMs,
+        cpuWallMs: usage.wallMs,
+        deltaRssBytes: after.rssBytes - before.rssBytes,
+        deltaHeapUsedBytes: after.heapUsedBytes - before.heapUsedBytes
+      })
     }
-    const latency: DmLatency = { toReceived: summarize(toReceived), toSendResolved: summarize(toSendResolved), toDelivered: summarize(toDelivered) }
 
-    // Throughput: N sends, at most maxOutstanding sendText promises pending at once.
-    const gcAvailable = collectGarbage()
-    const before = snapshot()
-    const peak = new PeakSampler()
-    peak.start()
-    countDelivered = true
-    let next = 0
-    const t0 = now()
-    const worker = async (): Promise<void> => {
-      while (next < n) {
-        const i = next++
-        await a.sendText(bId, payload(`tp-${i}`, o.messageBytes))
-      }
-    }
-    const workers: Array<Promise<void>> = []
-    for (let w = 0; w < Math.min(o.maxOutstanding, n); w++) workers.push(worker())
-    await withTimeout(Promise.all(workers), o.timeoutMs, 'sendText calls')
-    const enqueuedAt = now()
-    const recvComplete = await recvDone.wait(o.timeoutMs)
-    const delivComplete = await delivDone.wait(o.timeoutMs)
-    const tEnd = now()
-    peak.stop()
-    const afterNoGc = snapshot()
-    collectGarbage()
-    const after = snapshot()
-
-    const receivedMs = (recvDone.doneAt ?? tEnd) - t0
-    const deliveredMs = (delivDone.doneAt ?? tEnd) - t0
+    const receivedMs = recv.doneAt - sent.startedAt
+    const deliveredMs = sent.deliveredAt - sent.startedAt
     const throughput: DmThroughput = {
       messages: n,
       maxOutstanding: o.maxOutstanding,
-      complete: recvComplete && delivComplete,
-      received: tpReceived,
-      delivered: tpDelivered,
-      enqueueMs: enqueuedAt - t0,
-      enqueuePerSec: rate(n, enqueuedAt - t0),
+      complete: recv.complete && sent.complete,
+      received: recv.received,
+      delivered: sent.delivered,
+      enqueueMs: sent.enqueuedAt - sent.startedAt,
+      enqueuePerSec: rate(n, sent.enqueuedAt - sent.startedAt),
       receivedMs,
-      receivedPerSec: rate(tpReceived, receivedMs),
+      receivedPerSec: rate(recv.received, receivedMs),
       deliveredMs,
-      deliveredPerSec: rate(tpDelivered, deliveredMs)
+      deliveredPerSec: rate(sent.delivered, deliveredMs)
     }
-    const memory: DmMemory = {
-      note: 'both Messengers (two libp2p nodes, two level DBs) run in this one process; figures are for the pair',
-      gcAvailable,
-      before,
-      afterNoGc,
-      after,
-      peakRssBytes: peak.peakRssBytes,
-      peakHeapUsedBytes: peak.peakHeapUsedBytes,
-      deltaRssBytes: after.rssBytes - before.rssBytes,
-      deltaHeapUsedBytes: after.heapUsedBytes - before.heapUsedBytes
-    }
-    return { messageBytes: o.messageBytes, latency, throughput, memory }
+    return { messageBytes: o.messageBytes, latency: lat, throughput, memory }
   } finally {
-    for (const m of started.reverse()) await m.stop()
-    await dirA.remove()
-    await dirB.remove()
+    await Promise.allSettled([a.call('dm.stop', {}), b.call('dm.stop', {})])
   }
 }

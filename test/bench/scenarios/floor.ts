@@ -1,18 +1,11 @@
 /**
  * The floor: what the bare libp2p stack (TCP + Noise + Yamux, as in core/net/node.ts) does
  * on loopback with a warm long-lived stream and no Parley code in the path except the
- * length-prefix decoder. Parley's DM figures are compared against these.
+ * length-prefix decoder. Parley's DM figures are compared against these. A dials B; each
+ * side is a FloorPeer (floor-peer.ts) behind a PeerHandle, in its own process or not.
  */
-import { generateKeyPair } from '@libp2p/crypto/keys'
-import type { Stream } from '@libp2p/interface'
-import type { Uint8ArrayList } from 'uint8arraylist'
-import { createNode, type ParleyLibp2p } from '../../../core/net/node.js'
-import { encodeFrames, FrameDecoder } from '../../../core/protocols/framing.js'
+import type { PeerHandle } from '../peer.js'
 import { rate, scaleSummary, summarize, type LatencySummary } from '../stats.js'
-import { now, withTimeout } from '../util.js'
-
-const ECHO = '/parley-bench/echo/1.0.0'
-const SINK = '/parley-bench/sink/1.0.0'
 
 export interface FloorOptions {
   messageBytes: number
@@ -27,6 +20,10 @@ export interface FloorOptions {
 export interface FloorThroughput {
   messages: number
   framesPerSend: number
+  /** Frames B counted (all of them unless the run timed out). */
+  received: number
+  complete: boolean
+  /** A's first stream.send -> B decoded the last frame (shared clock). */
   elapsedMs: number
   msgsPerSec: number
   /** stream.send returned false this many times (the sender then awaited onDrain). */
@@ -35,152 +32,67 @@ export interface FloorThroughput {
 
 export interface FloorResult {
   messageBytes: number
+  /** A: send -> echo read back, on A's clock alone. */
   echoRtt: LatencySummary
-  /** RTT / 2: an estimate of one-way latency on the bare stream. */
+  /** RTT / 2: the one-way figure the targets compare against. */
   oneWayEstimate: LatencySummary
+  /** A's send -> B has the whole message, on the shared clock (cross-check of RTT / 2). */
+  oneWayClock: LatencySummary
   throughput: FloorThroughput
   throughputCoalesced: FloorThroughput
 }
 
-/** Send, then wait for the transport to drain if it asked us to. Returns true if it had to wait. */
-async function send (stream: Stream, data: Uint8Array): Promise<boolean> {
-  if (stream.send(data)) return false
-  await stream.onDrain()
-  return true
-}
+const WARM_FRAMES = 1000
 
-async function echoHandler (stream: Stream): Promise<void> {
+async function measureThroughput (a: PeerHandle, b: PeerHandle, addrs: string[], o: FloorOptions, framesPerSend: number): Promise<FloorThroughput> {
+  const callTimeout = o.timeoutMs + 10_000
+  await a.call('floor.sinkOpen', { addrs })
   try {
-    for await (const chunk of stream) await send(stream, chunk instanceof Uint8Array ? chunk : chunk.subarray())
-    await stream.close()
-  } catch (err) {
-    stream.abort(err as Error)
-  }
-}
+    // Warm the stream (and JIT) with a few frames before timing.
+    await b.call('floor.sinkExpect', { count: WARM_FRAMES })
+    await a.call('floor.sinkSend', { messages: WARM_FRAMES, framesPerSend, messageBytes: o.messageBytes }, callTimeout)
+    const warm = await b.call('floor.sinkWait', { timeoutMs: o.timeoutMs }, callTimeout)
+    if (!warm.complete) throw new Error(`floor warm-up: B counted ${warm.received}/${WARM_FRAMES} frames`)
 
-/** Counts length-prefixed frames on every sink stream and reports progress. */
-class SinkCounter {
-  received = 0
-  lastAt = 0
-  onFrame: () => void = () => {}
-
-  readonly handler = async (stream: Stream): Promise<void> => {
-    const decoder = new FrameDecoder(64 * 1024)
-    try {
-      for await (const chunk of stream) {
-        const frames = decoder.push(chunk)
-        while (frames.next().done !== true) {
-          this.received++
-          this.lastAt = now()
-        }
-        this.onFrame()
-      }
-      await stream.close()
-    } catch (err) {
-      stream.abort(err as Error)
-    }
-  }
-}
-
-async function newNode (): Promise<ParleyLibp2p> {
-  const node = await createNode({
-    privateKey: await generateKeyPair('Ed25519'),
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    mdns: false,
-    inboundConnectionThreshold: 1000
-  })
-  await node.start()
-  return node
-}
-
-/** Read from the iterator until `bytes` bytes have arrived. */
-async function readBytes (it: AsyncIterator<Uint8Array | Uint8ArrayList>, bytes: number): Promise<void> {
-  let got = 0
-  while (got < bytes) {
-    const r = await it.next()
-    if (r.done === true) throw new Error('echo stream ended early')
-    got += r.value.byteLength
-  }
-}
-
-async function measureEcho (a: ParleyLibp2p, b: ParleyLibp2p, o: FloorOptions): Promise<LatencySummary> {
-  const stream = await a.dialProtocol(b.getMultiaddrs(), ECHO)
-  const it = stream[Symbol.asyncIterator]()
-  const msg = new Uint8Array(o.messageBytes).fill(0x61)
-  const samples: number[] = []
-  for (let i = 0; i < o.echoWarmup + o.echoSamples; i++) {
-    msg[0] = i & 0xff
-    const t0 = now()
-    await send(stream, msg)
-    await readBytes(it, msg.byteLength)
-    const t1 = now()
-    if (i >= o.echoWarmup) samples.push(t1 - t0)
-  }
-  await stream.close()
-  return summarize(samples)
-}
-
-async function measureThroughput (a: ParleyLibp2p, b: ParleyLibp2p, sink: SinkCounter, o: FloorOptions, framesPerSend: number): Promise<FloorThroughput> {
-  const stream = await a.dialProtocol(b.getMultiaddrs(), SINK)
-  // Warm the stream (and JIT) with a few frames before timing.
-  const warm = 1000
-  const start0 = sink.received
-  const body = new Uint8Array(o.messageBytes).fill(0x62)
-  for (let i = 0; i < warm; i++) await send(stream, encodeFrames([body]))
-  await waitForCount(sink, start0 + warm, o.timeoutMs)
-
-  const base = sink.received
-  const n = o.throughputMessages
-  let drainWaits = 0
-  const done = waitForCount(sink, base + n, o.timeoutMs)
-  const t0 = now()
-  for (let i = 0; i < n; i += framesPerSend) {
-    const frames: Uint8Array[] = []
-    for (let j = i; j < Math.min(n, i + framesPerSend); j++) {
-      const m = new Uint8Array(o.messageBytes)
-      m.fill(0x62)
-      m[0] = j & 0xff
-      frames.push(m)
-    }
-    if (await send(stream, encodeFrames(frames))) drainWaits++
-  }
-  await done
-  const elapsedMs = sink.lastAt - t0
-  await stream.close()
-  return { messages: n, framesPerSend, elapsedMs, msgsPerSec: rate(n, elapsedMs), drainWaits }
-}
-
-async function waitForCount (sink: SinkCounter, target: number, timeoutMs: number): Promise<void> {
-  if (sink.received >= target) return
-  await withTimeout(new Promise<void>((resolve) => {
-    sink.onFrame = () => {
-      if (sink.received >= target) {
-        sink.onFrame = () => {}
-        resolve()
-      }
-    }
-  }), timeoutMs, `${target} frames at the sink`)
-}
-
-function logError (err: unknown): void {
-  console.error('floor stream handler failed:', err)
-}
-
-export async function runFloor (o: FloorOptions): Promise<FloorResult> {
-  const a = await newNode()
-  const b = await newNode()
-  try {
-    const sink = new SinkCounter()
-    await b.handle(ECHO, (stream) => { echoHandler(stream).catch(logError) })
-    await b.handle(SINK, (stream) => { sink.handler(stream).catch(logError) })
-    await a.dial(b.getMultiaddrs())
-
-    const echoRtt = await measureEcho(a, b, o)
-    const throughput = await measureThroughput(a, b, sink, o, 1)
-    const throughputCoalesced = await measureThroughput(a, b, sink, o, o.coalesce)
-    return { messageBytes: o.messageBytes, echoRtt, oneWayEstimate: scaleSummary(echoRtt, 0.5), throughput, throughputCoalesced }
+    const n = o.throughputMessages
+    await b.call('floor.sinkExpect', { count: n })
+    const [recv, sent] = await Promise.all([
+      b.call('floor.sinkWait', { timeoutMs: o.timeoutMs }, callTimeout),
+      a.call('floor.sinkSend', { messages: n, framesPerSend, messageBytes: o.messageBytes }, callTimeout)
+    ])
+    const elapsedMs = recv.lastAt - sent.startedAt
+    return { messages: n, framesPerSend, received: recv.received, complete: recv.complete, elapsedMs, msgsPerSec: rate(recv.received, elapsedMs), drainWaits: sent.drainWaits }
   } finally {
-    await a.stop()
-    await b.stop()
+    await a.call('floor.sinkClose', {})
+  }
+}
+
+export async function runFloor (a: PeerHandle, b: PeerHandle, o: FloorOptions): Promise<FloorResult> {
+  const callTimeout = o.timeoutMs + 10_000
+  try {
+    const { addrs } = await b.call('floor.start', { messageBytes: o.messageBytes })
+    await a.call('floor.start', { messageBytes: o.messageBytes })
+    await a.call('floor.dial', { addrs })
+
+    const echo = await a.call('floor.echo', { addrs, messageBytes: o.messageBytes, warmup: o.echoWarmup, samples: o.echoSamples }, callTimeout)
+    const { arrivals } = await b.call('floor.echoArrivals', {})
+    const total = o.echoWarmup + o.echoSamples
+    if (arrivals.length !== total) throw new Error(`floor echo: B saw ${arrivals.length} whole messages, expected ${total}`)
+    const oneWay: number[] = []
+    for (let i = o.echoWarmup; i < total; i++) oneWay.push((arrivals[i] as number) - (echo.sentAt[i] as number))
+    const echoRtt = summarize(echo.rtt.slice(o.echoWarmup))
+
+    const throughput = await measureThroughput(a, b, addrs, o, 1)
+    const throughputCoalesced = await measureThroughput(a, b, addrs, o, o.coalesce)
+    return {
+      messageBytes: o.messageBytes,
+      echoRtt,
+      oneWayEstimate: scaleSummary(echoRtt, 0.5),
+      oneWayClock: summarize(oneWay),
+      throughput,
+      throughputCoalesced
+    }
+  } finally {
+    await Promise.allSettled([a.call('floor.stop', {}), b.call('floor.stop', {})])
   }
 }

@@ -1,0 +1,168 @@
+/**
+ * A benchmark peer: one floor node and/or one Messenger, driven by method calls. The harness
+ * (run.ts) talks to peers through PeerHandle only, so the same scenario code runs
+ *   - across processes: ProcessPeer (process-peer.ts) forks peer-process.ts, which hosts a
+ *     PeerHost and answers calls over the IPC channel (the primary figures), or
+ *   - in one process: LocalPeer calls a PeerHost in the harness's own process (the secondary,
+ *     shared-thread figures).
+ * No call is made while something is being timed: the scenarios start a timed run with one
+ * call and collect the timestamps (shared clock) with the next.
+ */
+import { collectGarbage, PeakSampler, snapshot, type MemorySnapshot } from './memory.js'
+import { DmPeer, type DmBlastParams, type DmBlastRun, type DmLatencyParams, type DmLatencyRun, type DmReceived, type DmStarted } from './scenarios/dm-peer.js'
+import { FloorPeer, type EchoParams, type EchoRun, type SinkSendParams, type SinkSendRun, type SinkWaitResult } from './scenarios/floor-peer.js'
+import { now, sharedNow } from './util.js'
+
+type Empty = Record<string, never>
+
+/** What a process used between usage.start and usage.stop. */
+export interface Usage {
+  peakRssBytes: number
+  peakHeapUsedBytes: number
+  /** process.cpuUsage() over the interval (all of the process's threads, so it can exceed wallMs). */
+  cpuUserMs: number
+  cpuSystemMs: number
+  wallMs: number
+}
+
+/** Every call a peer answers: what it takes and what it returns (structured-clone safe). */
+export interface PeerMethods {
+  'clock.now': { params: Empty, result: { t: number, pid: number } }
+  'mem.snapshot': { params: { gc: boolean }, result: { memory: MemorySnapshot, gcAvailable: boolean } }
+  /** Start sampling peak memory and counting CPU time. */
+  'usage.start': { params: Empty, result: Empty }
+  'usage.stop': { params: Empty, result: Usage }
+  'floor.start': { params: { messageBytes: number }, result: { addrs: string[] } }
+  'floor.dial': { params: { addrs: string[] }, result: Empty }
+  'floor.echo': { params: EchoParams, result: EchoRun }
+  'floor.echoArrivals': { params: Empty, result: { arrivals: number[] } }
+  'floor.sinkOpen': { params: { addrs: string[] }, result: Empty }
+  'floor.sinkSend': { params: SinkSendParams, result: SinkSendRun }
+  'floor.sinkClose': { params: Empty, result: Empty }
+  'floor.sinkExpect': { params: { count: number }, result: Empty }
+  'floor.sinkWait': { params: { timeoutMs: number }, result: SinkWaitResult }
+  'floor.stop': { params: Empty, result: Empty }
+  'dm.start': { params: { dataDir: string }, result: DmStarted }
+  'dm.addContact': { params: { invite: string, name: string }, result: Empty }
+  'dm.latency': { params: DmLatencyParams, result: DmLatencyRun }
+  'dm.arrivals': { params: Empty, result: { arrivals: Record<string, number> } }
+  'dm.expect': { params: { count: number }, result: Empty }
+  'dm.waitReceived': { params: { timeoutMs: number }, result: DmReceived }
+  'dm.blast': { params: DmBlastParams, result: DmBlastRun }
+  'dm.stop': { params: Empty, result: Empty }
+  /** Stop everything this peer runs (idempotent). */
+  'stop': { params: Empty, result: Empty }
+}
+
+export type MethodName = keyof PeerMethods
+export type Params<M extends MethodName> = PeerMethods[M]['params']
+export type Result<M extends MethodName> = PeerMethods[M]['result']
+export type Handlers = { [M in MethodName]: (params: Params<M>) => Promise<Result<M>> }
+
+/** How the harness reaches a peer, whichever process it lives in. */
+export interface PeerHandle {
+  /** 'A' or 'B' (plus the mode), for messages. */
+  readonly name: string
+  /** The OS process the peer runs in. */
+  readonly pid: number
+  call: <M extends MethodName>(method: M, params: Params<M>, timeoutMs?: number) => Promise<Result<M>>
+  close: () => Promise<void>
+}
+
+export class PeerHost {
+  private readonly floor = new FloorPeer()
+  private readonly dm = new DmPeer()
+  private usage: { peak: PeakSampler, cpu: NodeJS.CpuUsage, wallStart: number } | undefined
+
+  readonly handlers: Handlers = {
+    'clock.now': async () => ({ t: sharedNow(), pid: process.pid }),
+    'mem.snapshot': async ({ gc }) => {
+      const gcAvailable = gc ? collectGarbage() : false
+      return { memory: snapshot(), gcAvailable }
+    },
+    'usage.start': async () => {
+      this.usage?.peak.stop()
+      const peak = new PeakSampler()
+      peak.start()
+      this.usage = { peak, cpu: process.cpuUsage(), wallStart: now() }
+      return {}
+    },
+    'usage.stop': async () => {
+      const u = this.usage
+      if (u === undefined) throw new Error('usage.start was not called')
+      const cpu = process.cpuUsage(u.cpu)
+      const wallMs = now() - u.wallStart
+      u.peak.stop()
+      this.usage = undefined
+      return { peakRssBytes: u.peak.peakRssBytes, peakHeapUsedBytes: u.peak.peakHeapUsedBytes, cpuUserMs: cpu.user / 1000, cpuSystemMs: cpu.system / 1000, wallMs }
+    },
+    'floor.start': async ({ messageBytes }) => ({ addrs: await this.floor.start(messageBytes) }),
+    'floor.dial': async ({ addrs }) => { await this.floor.dial(addrs); return {} },
+    'floor.echo': async (p) => await this.floor.runEcho(p),
+    'floor.echoArrivals': async () => ({ arrivals: this.floor.takeEchoArrivals() }),
+    'floor.sinkOpen': async ({ addrs }) => { await this.floor.sinkOpen(addrs); return {} },
+    'floor.sinkSend': async (p) => await this.floor.sinkSend(p),
+    'floor.sinkClose': async () => { await this.floor.sinkClose(); return {} },
+    'floor.sinkExpect': async ({ count }) => { this.floor.sinkExpect(count); return {} },
+    'floor.sinkWait': async ({ timeoutMs }) => await this.floor.sinkWait(timeoutMs),
+    'floor.stop': async () => { await this.floor.stop(); return {} },
+    'dm.start': async ({ dataDir }) => await this.dm.start(dataDir),
+    'dm.addContact': async ({ invite, name }) => { await this.dm.addContact(invite, name); return {} },
+    'dm.latency': async (p) => await this.dm.latency(p),
+    'dm.arrivals': async () => ({ arrivals: this.dm.takeArrivals() }),
+    'dm.expect': async ({ count }) => { this.dm.expect(count); return {} },
+    'dm.waitReceived': async ({ timeoutMs }) => await this.dm.waitReceived(timeoutMs),
+    'dm.blast': async (p) => await this.dm.blast(p),
+    'dm.stop': async () => { await this.dm.stop(); return {} },
+    'stop': async () => { await this.stop(); return {} }
+  }
+
+  isMethod (name: unknown): name is MethodName {
+    return typeof name === 'string' && Object.hasOwn(this.handlers, name)
+  }
+
+  async stop (): Promise<void> {
+    this.usage?.peak.stop()
+    this.usage = undefined
+    const results = await Promise.allSettled([this.dm.stop(), this.floor.stop()])
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+    if (failed !== undefined) throw failed.reason
+  }
+}
+
+/** A peer in the harness's own process (the secondary, shared-thread figures). */
+export class LocalPeer implements PeerHandle {
+  readonly pid = process.pid
+  private readonly host = new PeerHost()
+
+  constructor (readonly name: string) {}
+
+  async call<M extends MethodName> (method: M, params: Params<M>): Promise<Result<M>> {
+    const handler: Handlers[M] = this.host.handlers[method]
+    return await handler(params)
+  }
+
+  async close (): Promise<void> {
+    await this.host.stop()
+  }
+}
+
+/** Harness -> peer process, over the IPC channel. */
+export interface CallMessage {
+  type: 'call'
+  id: number
+  method: MethodName
+  params: unknown
+}
+
+export interface WireError {
+  name: string
+  message: string
+  stack?: string
+}
+
+/** Peer process -> harness. */
+export type PeerMessage =
+  | { type: 'ready', pid: number }
+  | { type: 'result', id: number, ok: true, result: unknown }
+  | { type: 'result', id: number, ok: false, error: WireError }
