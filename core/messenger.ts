@@ -260,18 +260,21 @@ export class Messenger {
     const frame = writeEnvelope({ id, lamport, sentAt, type: 'text', text })
     const message: MessageRecord = { id, conversation: peer, from: this.peerId, direction: 'out', text, lamport, sentAt, status: 'pending' }
     const entry: OutboxRecord = { id, to: peer, frame, createdAt: sentAt, expiresAt: sentAt + (this.options.messageTtlMs ?? DEFAULT_MESSAGE_TTL_MS) }
-    // Pipelined: the envelope may leave while its record is being written. The call still
-    // answers only after the write, so nothing acknowledged to the user can be lost.
-    const saved = store.saveOutgoing(message, entry, lamport)
-    this.unsaved.set(id, saved)
+    // Pipelined: the envelope goes on the wire first and its record is written meanwhile;
+    // the call answers only after the write, so nothing acknowledged to the user is lost.
+    // Status events wait for the record (the gate), and the store's group commit orders the
+    // delivery write after the record's.
+    let release = (): void => {}
+    this.unsaved.set(id, new Promise<void>((resolve) => { release = resolve }))
     outbox.enqueue(entry)
     try {
-      await saved
+      await store.saveOutgoing(message, entry, lamport)
     } catch (err) {
       outbox.cancel(peer, id)
       throw err
     } finally {
       this.unsaved.delete(id)
+      release()
     }
     return messageView(message)
   }

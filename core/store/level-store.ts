@@ -1,16 +1,22 @@
 import { Level } from 'level'
-import type { AbstractSublevel } from 'abstract-level'
+import type { AbstractBatchOperation, AbstractSublevel } from 'abstract-level'
 import { CorruptRecordError, DataDirLockedError } from '../errors.js'
 import type { MessageId, PeerIdString } from '../ids.js'
+import { IdFilter } from './id-filter.js'
 import { conversationRange, messageSortKey, outboxKey } from './keys.js'
 import type { Contact, ConversationSummary, HistoryQuery, MessageRecord, MessageStatus, OutboxRecord, Store } from './types.js'
 
 type Db = Level<string, string>
 type Sub = AbstractSublevel<Db, string | Uint8Array | Buffer, string, string>
-/** One write: a put, or a delete when `value` is undefined. */
-interface Op { sub: Sub, key: string, value?: string }
+type BinSub = AbstractSublevel<Db, string | Uint8Array | Buffer, string, Uint8Array>
+/** A root-database operation (binary values name their encoding per operation). */
+type RootOp = { type: 'del', key: string } | { type: 'put', key: string, value: string } | { type: 'put', key: string, value: Uint8Array, valueEncoding: 'view' }
 
-interface StoredOutbox { id: MessageId, to: PeerIdString, frame: string, createdAt: number, expiresAt: number }
+/** One write: a put, or a delete when `value` is undefined. */
+type Op = { sub: Sub, key: string, value?: string } | { sub: BinSub, key: string, value?: Uint8Array }
+
+/** Outbox values: createdAt and expiresAt (8 bytes each, big-endian) then the frame. */
+const OUTBOX_HEADER = 16
 
 export interface LevelStoreOptions {
   /**
@@ -32,7 +38,7 @@ export class LevelStore implements Store {
   private readonly msgs: Sub
   private readonly idx: Sub
   private readonly status: Sub
-  private readonly outbox: Sub
+  private readonly outbox: BinSub
   private readonly convs: Sub
   private pendingOps: Op[] = []
   private waiters: Array<{ resolve: () => void, reject: (err: unknown) => void }> = []
@@ -43,6 +49,8 @@ export class LevelStore implements Store {
   private clockDirty = false
   /** Conversations that have a `convs` marker, so the marker is written once, not per message. */
   private readonly knownConvs = new Set<string>()
+  /** Every stored message id, so most incoming messages dedupe without a read. */
+  private readonly ids = new IdFilter()
 
   constructor (location: string, private readonly options: LevelStoreOptions = {}) {
     this.db = new Level<string, string>(location, { valueEncoding: 'utf8' })
@@ -52,7 +60,7 @@ export class LevelStore implements Store {
     this.msgs = sub('msgs')
     this.idx = sub('idx')
     this.status = sub('status')
-    this.outbox = sub('outbox')
+    this.outbox = this.db.sublevel<string, Uint8Array>('outbox', { valueEncoding: 'view' })
     this.convs = sub('convs')
   }
 
@@ -66,6 +74,7 @@ export class LevelStore implements Store {
     }
     await this.getClock() // later writes never store a clock below the persisted one
     for await (const conv of this.convs.keys()) this.knownConvs.add(conv)
+    for await (const id of this.idx.keys()) this.ids.add(id)
   }
 
   async close (): Promise<void> {
@@ -107,10 +116,14 @@ export class LevelStore implements Store {
   }
 
   async saveOutgoing (message: MessageRecord, outbox: OutboxRecord, clock: number): Promise<void> {
-    const stored: StoredOutbox = { ...outbox, frame: Buffer.from(outbox.frame).toString('base64') }
+    const value = new Uint8Array(OUTBOX_HEADER + outbox.frame.byteLength)
+    const view = new DataView(value.buffer)
+    view.setFloat64(0, outbox.createdAt)
+    view.setFloat64(8, outbox.expiresAt)
+    value.set(outbox.frame, OUTBOX_HEADER)
     this.advanceClock(clock)
     const ops = this.messageOps(message)
-    ops.push({ sub: this.outbox, key: outboxKey(outbox.to, outbox.id), value: JSON.stringify(stored) })
+    ops.push({ sub: this.outbox, key: outboxKey(outbox.to, outbox.id), value })
     await this.commit(ops)
   }
 
@@ -123,16 +136,21 @@ export class LevelStore implements Store {
 
   private async saveIncomingNow (messages: MessageRecord[], clock: number): Promise<MessageRecord[]> {
     // Ids are one namespace: an id already stored (from anyone, or our own) is a duplicate.
-    const found = await this.idx.getMany(messages.map((m) => m.id))
-    const seen = new Set<string>()
+    // Only ids the filter cannot rule out cost a read.
+    const maybe = messages.filter((m) => this.ids.mightContain(m.id))
+    const stored = new Set<string>()
+    if (maybe.length > 0) {
+      const found = await this.idx.getMany(maybe.map((m) => m.id))
+      maybe.forEach((m, i) => { if (found[i] !== undefined) stored.add(m.id) })
+    }
     const fresh: MessageRecord[] = []
     const ops: Op[] = []
-    messages.forEach((m, i) => {
-      if (found[i] !== undefined || seen.has(m.id)) return
-      seen.add(m.id)
+    for (const m of messages) {
+      if (stored.has(m.id)) continue
+      stored.add(m.id) // a second copy in this batch is a duplicate too
       fresh.push(m)
       for (const op of this.messageOps(m)) ops.push(op)
-    })
+    }
     this.advanceClock(clock)
     await this.commit(ops)
     return fresh
@@ -141,7 +159,9 @@ export class LevelStore implements Store {
   async settleOutgoing (updates: ReadonlyArray<{ id: MessageId, to: PeerIdString, status: 'delivered' | 'failed' }>): Promise<void> {
     const ops: Op[] = []
     for (const u of updates) {
-      ops.push({ sub: this.status, key: u.id, value: u.status })
+      // Delivered needs no row of its own: an outgoing message without an outbox entry or
+      // a status row is delivered (see withStatus). Only 'failed' is written.
+      if (u.status === 'failed') ops.push({ sub: this.status, key: u.id, value: u.status })
       ops.push({ sub: this.outbox, key: outboxKey(u.to, u.id) })
     }
     await this.commit(ops)
@@ -182,9 +202,11 @@ export class LevelStore implements Store {
 
   async listOutbox (): Promise<OutboxRecord[]> {
     const out: OutboxRecord[] = []
-    for await (const value of this.outbox.values()) {
-      const s = parse<StoredOutbox>(value)
-      out.push({ ...s, frame: new Uint8Array(Buffer.from(s.frame, 'base64')) })
+    for await (const [key, value] of this.outbox.iterator()) {
+      const [to, id] = key.split('\x00') as [PeerIdString, MessageId]
+      if (value.byteLength < OUTBOX_HEADER || id === undefined) throw new CorruptRecordError(`outbox entry ${key} is malformed`)
+      const view = new DataView(value.buffer, value.byteOffset, value.byteLength)
+      out.push({ id, to, createdAt: view.getFloat64(0), expiresAt: view.getFloat64(8), frame: new Uint8Array(value.subarray(OUTBOX_HEADER)) })
     }
     return out
   }
@@ -198,6 +220,7 @@ export class LevelStore implements Store {
   /** The message, its id index and (first time only) its conversation marker. */
   private messageOps (m: MessageRecord): Op[] {
     const key = messageSortKey(m.conversation, m.lamport, m.from, m.id)
+    this.ids.add(m.id) // before the write lands: a false "maybe" only costs a read
     const ops: Op[] = [
       { sub: this.msgs, key, value: JSON.stringify(m) },
       { sub: this.idx, key: m.id, value: key }
@@ -212,10 +235,13 @@ export class LevelStore implements Store {
   private async withStatus (records: MessageRecord[]): Promise<MessageRecord[]> {
     const outgoing = records.filter((r) => r.direction === 'out')
     if (outgoing.length === 0) return records
-    const statuses = await this.status.getMany(outgoing.map((r) => r.id))
+    const [statuses, queued] = await Promise.all([
+      this.status.getMany(outgoing.map((r) => r.id)),
+      this.outbox.getMany(outgoing.map((r) => outboxKey(r.conversation, r.id)))
+    ])
     outgoing.forEach((r, i) => {
       const s = statuses[i]
-      if (s !== undefined) r.status = s as MessageStatus
+      r.status = s !== undefined ? s as MessageStatus : queued[i] !== undefined ? 'pending' : 'delivered'
     })
     return records
   }
@@ -225,31 +251,40 @@ export class LevelStore implements Store {
     await new Promise<void>((resolve, reject) => {
       for (const op of ops) this.pendingOps.push(op)
       this.waiters.push({ resolve, reject })
-      if (!this.flushing) void this.flush()
+      if (!this.flushing) {
+        // Flush in a microtask: the caller's synchronous work (e.g. putting an envelope on
+        // the wire) goes first, and every write issued in this tick joins one batch.
+        this.flushing = true
+        queueMicrotask(() => { void this.flush() })
+      }
     })
   }
 
   private async flush (): Promise<void> {
-    this.flushing = true
     while (this.pendingOps.length > 0 || this.waiters.length > 0) {
       const ops = this.pendingOps
       const waiters = this.waiters
       this.pendingOps = []
       this.waiters = []
       try {
-        const batch = this.db.batch()
+        // Array batch on the root database with the sublevels' prefixes applied here: for
+        // the small batches of interactive chat it is about 3x cheaper than a chained batch
+        // with per-operation sublevels (measured: 15 vs 61 us of main-thread time).
+        const batch: RootOp[] = []
         for (const op of ops) {
-          if (op.value === undefined) batch.del(op.key, { sublevel: op.sub })
-          else batch.put(op.key, op.value, { sublevel: op.sub })
+          const key = op.sub.prefix + op.key
+          if (op.value === undefined) batch.push({ type: 'del', key })
+          else if (typeof op.value === 'string') batch.push({ type: 'put', key, value: op.value })
+          else batch.push({ type: 'put', key, value: op.value, valueEncoding: 'view' })
         }
         const withClock = this.clockDirty
         if (withClock) {
           // One clock write per batch, whatever number of messages moved it.
-          batch.put('clock', String(this.clock), { sublevel: this.meta })
+          batch.push({ type: 'put', key: this.meta.prefix + 'clock', value: String(this.clock) })
           this.clockDirty = false
         }
         try {
-          await batch.write({ sync: this.options.sync === true })
+          await this.db.batch(batch as Array<AbstractBatchOperation<Db, string, string>>, { sync: this.options.sync === true })
         } catch (err) {
           if (withClock) this.clockDirty = true
           throw err

@@ -13,10 +13,8 @@ export interface DmEnvelope {
   text: string
 }
 
-const encoder = new TextEncoder()
-
 export function textByteLength (text: string): number {
-  return encoder.encode(text).byteLength
+  return Buffer.byteLength(text, 'utf8')
 }
 
 export function writeEnvelope (env: DmEnvelope): Uint8Array {

@@ -12,3 +12,5 @@ export const MAX_ACK_BYTES = MAX_ACK_IDS * 32
 export const MAX_DM_STREAMS = 4
 /** Envelopes a sender may have unacknowledged on one stream. */
 export const SEND_WINDOW = 512
+/** Bytes a receiver holds decoded but not yet stored before it calls the sender hostile. */
+export const MAX_PENDING_BYTES = 4 * 1024 * 1024

@@ -5,7 +5,7 @@ import { forComponent } from '../../logger.js'
 import { encodeFrames, FrameDecoder } from '../framing.js'
 import { ProtocolLimitError } from '../errors.js'
 import { readAck, readEnvelope, writeAck, type DmEnvelope } from './codec.js'
-import { DM_PROTOCOL, MAX_ACK_BYTES, MAX_DM_STREAMS, MAX_ENVELOPE_BYTES, SEND_WINDOW } from './constants.js'
+import { DM_PROTOCOL, MAX_ACK_BYTES, MAX_ACK_IDS, MAX_DM_STREAMS, MAX_ENVELOPE_BYTES, MAX_PENDING_BYTES, SEND_WINDOW } from './constants.js'
 import { DmStreamClosedError } from './errors.js'
 
 const log = forComponent('dm')
@@ -67,30 +67,80 @@ export class DmProtocol implements Startable {
     return new DmChannel(stream)
   }
 
+  /**
+   * Receiver-side group commit: frames are decoded as they arrive; while one batch is being
+   * stored, everything that arrives meanwhile gathers into the next batch (one store write,
+   * one ack), so the receiver keeps up however small the sender's writes are.
+   */
   private async handleInbound (stream: Stream, connection: Connection): Promise<void> {
     if (!this.running) { stream.abort(new DmStreamClosedError('node stopping')); return }
     const from = connection.remotePeer.toString() as PeerIdString
     const decoder = new FrameDecoder(MAX_ENVELOPE_BYTES)
+    let pending: DmEnvelope[] = []
+    let pendingBytes = 0
+    let busy = false
+    let failed = false
+    let remoteDone = false
     this.inbound.add(stream)
-    try {
-      for await (const chunk of stream) {
-        const batch: DmEnvelope[] = []
-        for (const frame of decoder.push(chunk)) batch.push(readEnvelope(frame))
-        if (batch.length === 0) continue
-        if (batch.length > SEND_WINDOW * 2) throw new ProtocolLimitError(`${batch.length} envelopes in one read exceeds the window`)
-        await this.sink(from, batch)
-        await sendAll(stream, encodeFrames([writeAck(batch.map((e) => e.id))]))
-      }
-      decoder.end()
-      await stream.close()
-    } catch (err) {
-      const name = (err as Error).name
-      log('resetting dm stream from %s: %s', from, name)
-      this.rejections.set(name, (this.rejections.get(name) ?? 0) + 1)
-      stream.abort(err as Error)
-    } finally {
-      this.inbound.delete(stream)
+
+    const fail = (err: Error): void => {
+      if (failed) return
+      failed = true
+      log('resetting dm stream from %s: %s', from, err.name)
+      this.rejections.set(err.name, (this.rejections.get(err.name) ?? 0) + 1)
+      stream.abort(err)
     }
+    const finishIfDone = (): void => {
+      if (!remoteDone || busy || failed || pending.length > 0) return
+      stream.close().catch((err: unknown) => { stream.abort(err as Error) })
+    }
+    const drain = async (): Promise<void> => {
+      busy = true
+      try {
+        while (pending.length > 0 && !failed) {
+          const batch = pending.splice(0, MAX_ACK_IDS)
+          pendingBytes = 0
+          await this.sink(from, batch)
+          await sendAll(stream, encodeFrames([writeAck(batch.map((e) => e.id))]))
+        }
+      } catch (err) {
+        fail(err as Error)
+      } finally {
+        busy = false
+      }
+      finishIfDone()
+    }
+
+    stream.addEventListener('message', (evt) => {
+      if (failed) return
+      try {
+        for (const frame of decoder.push(evt.data)) {
+          pending.push(readEnvelope(frame))
+          pendingBytes += frame.byteLength
+        }
+        if (pending.length > SEND_WINDOW * 2 || pendingBytes > MAX_PENDING_BYTES) {
+          throw new ProtocolLimitError(`${pending.length} envelopes (${pendingBytes} bytes) outstanding exceeds the window`)
+        }
+      } catch (err) {
+        fail(err as Error)
+        return
+      }
+      if (!busy && pending.length > 0) void drain()
+    })
+    stream.addEventListener('remoteCloseWrite', () => {
+      remoteDone = true
+      try {
+        decoder.end()
+      } catch (err) {
+        fail(err as Error)
+        return
+      }
+      finishIfDone()
+    })
+    await new Promise<void>((resolve) => {
+      stream.addEventListener('close', () => { resolve() }, { once: true })
+    })
+    this.inbound.delete(stream)
   }
 }
 
