@@ -36,6 +36,7 @@ module.exports = {
   ],
   options: {
     doNotFollow: { path: 'node_modules' },
+    includeOnly: '^(core|relay|app|test|bin)/',
     exclude: { path: '(^dist/|/pb/.*\\.ts$)' },
     tsPreCompilationDeps: true,
     tsConfig: { fileName: 'tsconfig.json' },

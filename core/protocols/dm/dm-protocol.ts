@@ -76,7 +76,7 @@ export class DmProtocol implements Startable {
     if (!this.running) { stream.abort(new DmStreamClosedError('node stopping')); return }
     const from = connection.remotePeer.toString() as PeerIdString
     const decoder = new FrameDecoder(MAX_ENVELOPE_BYTES)
-    let pending: DmEnvelope[] = []
+    const pending: DmEnvelope[] = []
     let pendingBytes = 0
     let busy = false
     let failed = false
