@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url'
 const dist = fileURLToPath(new URL('../dist/', import.meta.url))
 const commands = {
   node: 'core/cli/node.js',
+  relay: 'relay/cli.js',
   // Until the desktop app lands, `start` runs a headless node in this terminal.
   start: 'core/cli/node.js'
 }
@@ -15,6 +16,7 @@ const usage = `usage: parley <command> [options]
 commands:
   start    start Parley (for now: a headless node in this terminal, data in ~/.parley)
   node     headless node speaking JSON lines on stdin/stdout (docs/cli.md)
+  relay    relay node for operators: bootstrap and circuit relay (docs/relay.md)
 
 Run "parley <command> --help" for a command's options.`
 

@@ -9,6 +9,7 @@ import { ensurePrivateDir, loadOrCreateIdentity, peerIdString } from './identity
 import { decodeInvite, encodeInvite, parsePeerId } from './identity/invite.js'
 import { forComponent } from './logger.js'
 import { createNode, DEFAULT_LISTEN, listenPorts, reusePorts, type ListenPorts, type ParleyLibp2p } from './net/node.js'
+import { RelayKeeper } from './net/relays.js'
 import { Outbox, type OutboxOptions } from './outbox/outbox.js'
 import { textByteLength, writeEnvelope, type DmEnvelope } from './protocols/dm/codec.js'
 import { MAX_TEXT_BYTES } from './protocols/dm/constants.js'
@@ -19,6 +20,7 @@ import type { Contact, MessageRecord, OutboxRecord, Store } from './store/types.
 const log = forComponent('messenger')
 
 export const DEFAULT_MESSAGE_TTL_MS = 30 * 24 * 60 * 60 * 1000
+const CIRCUIT_WAIT_MS = 10_000
 const MAX_NAME_LENGTH = 64
 
 export interface MessengerOptions {
@@ -28,6 +30,8 @@ export interface MessengerOptions {
   mdns?: boolean
   /** Display name; kept in the store once set. */
   name?: string
+  /** Relays (multiaddrs with /p2p/<id>) to stay connected to; see RelayKeeper. */
+  relays?: string[]
   /** Use this store instead of a LevelStore under dataDir (simulations). */
   store?: Store
   /** Use this key instead of the one in dataDir. */
@@ -58,6 +62,7 @@ export class Messenger {
   private store: Store | undefined
   private dm: DmProtocol | undefined
   private outbox: Outbox | undefined
+  private relayKeeper: RelayKeeper | undefined
   private readonly listeners = new Set<MessengerListener>()
   private readonly contacts = new Map<PeerIdString, Contact>()
   /** Outgoing messages written to a stream but not yet acked (not persisted: see docs). */
@@ -110,6 +115,11 @@ export class Messenger {
       const node = await this.startNode(privateKey, requested, parsePorts(await store.getSetting('listenPorts')))
       await store.putSetting('listenPorts', JSON.stringify(listenPorts(node.getMultiaddrs().map(String))))
       this.running = true
+      if ((o.relays ?? []).length > 0) {
+        this.relayKeeper = new RelayKeeper(node, o.relays ?? [])
+        this.relayKeeper.start()
+        if (requested.some((a) => a.includes('/p2p-circuit'))) await this.waitForCircuitAddress(CIRCUIT_WAIT_MS)
+      }
       for (const rec of await store.listOutbox()) this.outbox.enqueue(rec)
       this.greetContacts()
     } catch (err) {
@@ -173,8 +183,33 @@ export class Messenger {
     await this.dm.start()
   }
 
+  /**
+   * Listening on /p2p-circuit: give the relay a moment to grant the reservation, so the
+   * addresses (and invite) reported right after start already carry the circuit address.
+   */
+  private async waitForCircuitAddress (timeoutMs: number): Promise<void> {
+    const node = this.requireNode()
+    const has = (): boolean => node.getMultiaddrs().some((a) => a.toString().includes('/p2p-circuit'))
+    if (has()) return
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        node.removeEventListener('self:peer:update', check)
+        resolve()
+      }
+      const check = (): void => { if (has()) done() }
+      const timer = setTimeout(() => {
+        log('no relay reservation after %d ms; continuing without a circuit address', timeoutMs)
+        done()
+      }, timeoutMs)
+      node.addEventListener('self:peer:update', check)
+    })
+  }
+
   async stop (): Promise<void> {
     this.running = false
+    this.relayKeeper?.stop()
+    this.relayKeeper = undefined
     await this.outbox?.stop()
     await this.dm?.stop().catch(() => {})
     await this.node?.stop()

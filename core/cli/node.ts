@@ -75,6 +75,7 @@ export async function main (argv: string[]): Promise<number> {
     dataDir: args.dataDir,
     listen: args.listen,
     mdns: args.mdns,
+    relays: args.relays,
     ...(args.name !== undefined ? { name: args.name } : {})
   })
   const early: MessengerEvent[] = []
@@ -86,11 +87,6 @@ export async function main (argv: string[]): Promise<number> {
     process.stdout.write(JSON.stringify({ event: 'error', error: e }) + '\n')
     process.stderr.write(`parley node: cannot start: ${e.name}: ${e.message}\n`)
     return 1
-  }
-  for (const r of args.relays) {
-    messenger.libp2p.dial(multiaddr(r)).catch((err: unknown) => {
-      process.stderr.write(`parley node: cannot reach relay ${r}: ${(err as Error).message}\n`)
-    })
   }
   const me = messenger.whoami()
   process.stdout.write(JSON.stringify({ event: 'ready', peerId: me.peerId, addrs: me.addrs, invite: me.invite }) + '\n')

@@ -6,6 +6,7 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify, type Identify } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
 import { mdns } from '@libp2p/mdns'
+import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import type { PrivateKey } from '@libp2p/interface'
 
 export interface NodeOptions {
@@ -31,8 +32,8 @@ export type ParleyLibp2p = Libp2p<ParleyServices>
 export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws']
 
 /**
- * The one place a Parley libp2p node is configured: TCP and WebSockets, Noise, Yamux,
- * identify and ping, and mDNS discovery when asked.
+ * The one place a Parley libp2p node is configured: TCP, WebSockets and circuit relay,
+ * Noise, Yamux, identify and ping, and mDNS discovery when asked.
  *
  * The node is returned stopped so callers can attach listeners first.
  *
@@ -46,7 +47,9 @@ export async function createNode (options: NodeOptions): Promise<ParleyLibp2p> {
     start: false,
     privateKey: options.privateKey,
     addresses: { listen: options.listen },
-    transports: [tcp(), webSockets()],
+    // The circuit transport dials /p2p-circuit addresses and, when `listen` holds
+    // '/p2p-circuit', reserves a slot on connected relays so others can reach us through them.
+    transports: [tcp(), webSockets(), circuitRelayTransport()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     peerDiscovery: options.mdns ? [mdns()] : [],

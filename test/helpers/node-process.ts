@@ -50,6 +50,10 @@ export interface StartOptions {
   label?: string
   readyTimeoutMs?: number
   extraArgs?: string[]
+  /** Replace the default `--listen /ip4/127.0.0.1/tcp/<port>` (e.g. ['/p2p-circuit']). */
+  listen?: string[]
+  /** `parley relay` instead of `parley node` (its ready line has no invite). */
+  command?: 'node' | 'relay'
 }
 
 export class CommandError extends Error {
@@ -139,7 +143,10 @@ export class NodeProcess {
   static async start (options: StartOptions = {}): Promise<NodeProcess> {
     const dataDir = options.dataDir ?? await makeTempDir()
     const port = options.port ?? 0
-    const args = [PARLEY_BIN, 'node', '--data', dataDir, '--listen', `/ip4/127.0.0.1/tcp/${port}`, '--no-mdns']
+    const command = options.command ?? 'node'
+    const listen = options.listen ?? [`/ip4/127.0.0.1/tcp/${port}`]
+    const args = [PARLEY_BIN, command, '--data', dataDir, ...listen.flatMap((a) => ['--listen', a])]
+    if (command === 'node') args.push('--no-mdns')
     if (options.name !== undefined) args.push('--name', options.name)
     args.push(...(options.extraArgs ?? []))
     const child = spawn(process.execPath, args, {
@@ -158,7 +165,7 @@ export class NodeProcess {
     node.ready = {
       peerId: readyLine.peerId as string,
       addrs: readyLine.addrs as string[],
-      invite: readyLine.invite as string
+      invite: (readyLine.invite as string | undefined) ?? ''
     }
     return node
   }

@@ -1,0 +1,77 @@
+import { createLibp2p, type Libp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { webSockets } from '@libp2p/websockets'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify, type Identify } from '@libp2p/identify'
+import { ping, type Ping } from '@libp2p/ping'
+import { circuitRelayServer, type CircuitRelayService } from '@libp2p/circuit-relay-v2'
+import type { PrivateKey } from '@libp2p/interface'
+
+/** Limits an operator can set; every one has a default sized for chat (docs/relay.md). */
+export interface RelayLimits {
+  /** Peers holding a reservation at once. */
+  maxReservations: number
+  /** Bytes one relayed connection may carry (each direction counted) before it is reset. */
+  circuitDataLimit: number
+  /** Milliseconds one relayed connection may stay open. */
+  circuitDurationLimit: number
+  /** Connections in total. */
+  maxConnections: number
+  /** New inbound connections per second from one host. */
+  inboundConnectionThreshold: number
+}
+
+export const DEFAULT_RELAY_LIMITS: RelayLimits = {
+  maxReservations: 1024,
+  // libp2p's defaults (128 KiB, 2 min) stall a chat after ~250 short messages; chat over a
+  // circuit is small but long-lived. Bulk data never goes over circuits (docs/architecture.md).
+  circuitDataLimit: 4 * 1024 * 1024,
+  circuitDurationLimit: 30 * 60 * 1000,
+  maxConnections: 4096,
+  inboundConnectionThreshold: 20
+}
+
+export interface RelayServices extends Record<string, unknown> {
+  identify: Identify
+  ping: Ping
+  relay: CircuitRelayService
+}
+
+export type RelayLibp2p = Libp2p<RelayServices>
+
+/**
+ * The relay's libp2p node: TCP and WebSockets, Noise, Yamux, identify, ping and a
+ * circuit-relay-v2 server with explicit limits. Returned stopped.
+ *
+ * @example
+ * const relay = await createRelayNode({ privateKey, listen: ['/ip4/0.0.0.0/tcp/4001'], limits: DEFAULT_RELAY_LIMITS })
+ * await relay.start()
+ */
+export async function createRelayNode (options: { privateKey: PrivateKey, listen: string[], limits: RelayLimits }): Promise<RelayLibp2p> {
+  const { limits } = options
+  return await createLibp2p<RelayServices>({
+    start: false,
+    privateKey: options.privateKey,
+    addresses: { listen: options.listen },
+    transports: [tcp(), webSockets()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionManager: {
+      maxConnections: limits.maxConnections,
+      inboundConnectionThreshold: limits.inboundConnectionThreshold
+    },
+    services: {
+      identify: identify(),
+      ping: ping(),
+      relay: circuitRelayServer({
+        reservations: {
+          maxReservations: limits.maxReservations,
+          applyDefaultLimit: true,
+          defaultDataLimit: BigInt(limits.circuitDataLimit),
+          defaultDurationLimit: limits.circuitDurationLimit
+        }
+      })
+    }
+  })
+}

@@ -1,0 +1,86 @@
+import '../../core/polyfill.js'
+import { afterEach, describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { request } from 'node:http'
+import { Cluster, freePort, type NodeProcess } from '../helpers/node-process.js'
+
+// Real processes on loopback: a `parley relay` and `parley node`s that listen only on
+// /p2p-circuit, so the relay is the only way they can reach each other.
+let cluster = new Cluster()
+afterEach(async () => {
+  await cluster.cleanup()
+  cluster = new Cluster()
+})
+
+async function httpGet (url: string): Promise<{ status: number, body: string }> {
+  return await new Promise((resolve, reject) => {
+    request(url, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (c: string) => { body += c })
+      res.on('end', () => { resolve({ status: res.statusCode ?? 0, body }) })
+    }).on('error', reject).end()
+  })
+}
+
+async function relayedPair (relay: NodeProcess): Promise<[NodeProcess, NodeProcess]> {
+  const relayAddr = relay.ready.addrs[0] ?? ''
+  const opts = { listen: ['/p2p-circuit'], extraArgs: ['--relay', relayAddr] }
+  const a = await cluster.start({ ...opts, label: 'A' })
+  const b = await cluster.start({ ...opts, label: 'B' })
+  return [a, b]
+}
+
+describe('parley relay (spawned processes)', () => {
+  it('lets two nodes that listen only on /p2p-circuit exchange messages through it', { timeout: 60_000 }, async () => {
+    const metricsPort = await freePort()
+    const relay = await cluster.start({ command: 'relay', label: 'R', extraArgs: ['--metrics', `127.0.0.1:${metricsPort}`] })
+    const [a, b] = await relayedPair(relay)
+
+    for (const n of [a, b]) {
+      assert.ok(n.ready.addrs.length > 0, 'a relayed node reports its circuit address')
+      for (const addr of n.ready.addrs) {
+        assert.match(addr, new RegExp(`/p2p/${relay.ready.peerId}/p2p-circuit/p2p/${n.ready.peerId}$`), 'only circuit addresses')
+      }
+      assert.ok(n.ready.invite.includes('p2p-circuit'), 'the invite carries the circuit address')
+    }
+
+    await a.call('contact.add', { invite: b.ready.invite })
+    const ids: string[] = []
+    for (let i = 0; i < 20; i++) ids.push((await a.call('dm.send', { to: b.ready.peerId, text: `relayed ${i}` })).id)
+    for (const id of ids) await b.waitFor((l) => l.event === 'message' && l.id === id, 20_000, { description: `message ${id} at B` })
+    for (const id of ids) await a.waitFor((l) => l.event === 'status' && l.id === id && l.status === 'delivered', 20_000, { description: `delivered ${id}` })
+    const reply = await b.call('dm.send', { to: a.ready.peerId, text: 'and back' })
+    await a.waitFor((l) => l.event === 'message' && l.id === reply.id, 20_000, { description: 'reply at A' })
+    const history = await b.call('dm.history', { with: a.ready.peerId, limit: 100 })
+    assert.deepEqual(history.messages.map((m) => m.text), [...ids.map((_, i) => `relayed ${i}`), 'and back'])
+
+    const health = await httpGet(`http://127.0.0.1:${metricsPort}/health`)
+    assert.equal(health.status, 200)
+    assert.equal((JSON.parse(health.body) as { status: string }).status, 'ok')
+    const metrics = await httpGet(`http://127.0.0.1:${metricsPort}/metrics`)
+    assert.equal(metrics.status, 200)
+    const reservations = /^parley_relay_reservations (\d+)$/m.exec(metrics.body)
+    assert.ok(reservations !== null, metrics.body)
+    assert.equal(Number(reservations[1]), 2, 'both nodes hold a reservation')
+    assert.match(metrics.body, /^parley_relay_connections \d+$/m)
+
+    await relay.terminate() // SIGTERM: clean exit 0
+  })
+
+  it('nodes re-reserve after the relay restarts and stay reachable', { timeout: 90_000 }, async () => {
+    const port = await freePort()
+    const relay = await cluster.start({ command: 'relay', label: 'R', port })
+    const [a, b] = await relayedPair(relay)
+    await a.call('contact.add', { invite: b.ready.invite })
+    const first = await a.call('dm.send', { to: b.ready.peerId, text: 'before restart' })
+    await b.waitFor((l) => l.event === 'message' && l.id === first.id, 20_000, { description: 'first message' })
+
+    await relay.terminate()
+    await cluster.restart(relay, { command: 'relay' })
+    // Same identity and address: the nodes' relay keepers redial it and reserve again.
+    const second = await a.call('dm.send', { to: b.ready.peerId, text: 'after restart' })
+    await b.waitFor((l) => l.event === 'message' && l.id === second.id, 60_000, { description: 'message after relay restart' })
+    await a.waitFor((l) => l.event === 'status' && l.id === second.id && l.status === 'delivered', 20_000, { description: 'delivered after restart' })
+  })
+})
