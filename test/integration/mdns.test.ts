@@ -1,42 +1,48 @@
 import '../../core/polyfill.js'
-import { describe, it } from 'node:test'
+import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { encodeInvite } from '../../core/identity/invite.js'
-import { eventually, messageEvents, removeDir, startPeer } from '../helpers/messengers.js'
+import { execFileSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
 
-// Real mDNS (multicast on this host) between two real nodes: no relay, no address exchange.
-describe('LAN discovery with mDNS', () => {
-  it('delivers to a contact whose address only mDNS knows', async () => {
-    const a = await startPeer({ mdns: true })
-    const b = await startPeer({ mdns: true })
-    try {
-      // An invite without addresses: A learns where B is only from B's mDNS announcements.
-      await a.m.addContact(encodeInvite({ peerId: b.m.peerId, addrs: [] }))
-      const sent = await a.m.sendText(b.m.peerId, 'found you on the LAN')
-      await eventually(() => messageEvents(b.events).some((e) => e.id === sent.id), 'delivery after mDNS discovery', 20_000)
-      assert.equal(messageEvents(b.events).filter((e) => e.id === sent.id).length, 1)
-    } finally {
-      await a.stop()
-      await b.stop()
-      await removeDir(a.dir)
-      await removeDir(b.dir)
-    }
+// Real mDNS between two real nodes, with no relay and no address exchange. It runs in a
+// network namespace of its own whose only interface is loopback (multicast routed to it),
+// so the multicast queries never leave this machine's sandbox. Needs root and iproute2,
+// which .ci/run provides.
+const fixture = fileURLToPath(new URL('../fixtures/mdns-pair.js', import.meta.url))
+const ns = `parley-mdns-${process.pid}`
+
+function ip (...args: string[]): void {
+  execFileSync('ip', args, { stdio: 'pipe' })
+}
+
+function runInNamespace (mode: 'on' | 'off'): { delivered: boolean, copies: number, pending: number } {
+  const out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, fixture, mode], { encoding: 'utf8', timeout: 60_000 })
+  const line = out.trim().split('\n').pop() ?? ''
+  return JSON.parse(line) as { delivered: boolean, copies: number, pending: number }
+}
+
+describe('LAN discovery with mDNS (private network namespace)', () => {
+  before(() => {
+    ip('netns', 'add', ns)
+    ip('netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up')
+    ip('netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'multicast', 'on')
+    ip('netns', 'exec', ns, 'ip', 'route', 'add', '224.0.0.0/4', 'dev', 'lo')
   })
 
-  it('finds nobody with mDNS switched off', async () => {
-    const a = await startPeer({ mdns: false })
-    const b = await startPeer({ mdns: false })
-    try {
-      await a.m.addContact(encodeInvite({ peerId: b.m.peerId, addrs: [] }))
-      await a.m.sendText(b.m.peerId, 'nobody hears this')
-      await new Promise((resolve) => setTimeout(resolve, 1500))
-      assert.equal(messageEvents(b.events).length, 0)
-      assert.equal(a.m.pendingCount(b.m.peerId), 1, 'still waiting in the outbox')
-    } finally {
-      await a.stop()
-      await b.stop()
-      await removeDir(a.dir)
-      await removeDir(b.dir)
-    }
+  after(() => {
+    ip('netns', 'del', ns)
+  })
+
+  it('delivers to a contact whose address only mDNS knows', () => {
+    const r = runInNamespace('on')
+    assert.equal(r.delivered, true, 'delivered after mDNS discovery')
+    assert.equal(r.copies, 1, 'shown once')
+    assert.equal(r.pending, 0)
+  })
+
+  it('finds nobody with mDNS switched off', () => {
+    const r = runInNamespace('off')
+    assert.equal(r.delivered, false)
+    assert.equal(r.pending, 1, 'still waiting in the outbox')
   })
 })
