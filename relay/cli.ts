@@ -8,12 +8,16 @@ import { loadOrCreateIdentity } from '../core/identity/identity.js'
 import { describeError, InvalidRequestError } from '../core/errors.js'
 import { serveMetrics } from './metrics.js'
 import { createRelayNode, DEFAULT_RELAY_LIMITS, type RelayLimits } from './relay-node.js'
+import { DEFAULT_MAILBOX_LIMITS, MailboxService, type MailboxLimits } from './mailbox/service.js'
+import { MailboxStore } from './mailbox/store.js'
 
 export const RELAY_USAGE = `usage: parley relay --data DIR --listen MULTIADDR [--listen MULTIADDR]... [--metrics HOST:PORT]
                     [--config FILE] [--max-reservations N] [--circuit-data-limit BYTES]
                     [--circuit-duration-limit MS] [--max-connections N] [--inbound-connection-threshold N]
+                    [--mailbox-quota-count N] [--mailbox-quota-bytes BYTES] [--mailbox-ttl MS]
+                    [--mailbox-deposits-per-second N] [--mailbox-deposit-burst N] [--mailbox-max-envelope-bytes BYTES]
 
-Runs a Parley relay: bootstrap peer and circuit relay (store-and-forward is in progress).
+Runs a Parley relay: bootstrap peer, circuit relay and store-and-forward mailbox.
 Every option can also come from the environment (PARLEY_RELAY_DATA, PARLEY_RELAY_LISTEN
 comma-separated, PARLEY_RELAY_METRICS, PARLEY_RELAY_MAX_RESERVATIONS, ...) or from a JSON
 config file (--config; keys as the long options: {"listen": [...], "max-reservations": 500}).
@@ -24,6 +28,7 @@ export interface RelayArgs {
   listen: string[]
   metrics?: { host: string, port: number }
   limits: RelayLimits
+  mailbox: MailboxLimits
 }
 
 const LIMIT_KEYS: Array<[keyof RelayLimits, string]> = [
@@ -32,6 +37,15 @@ const LIMIT_KEYS: Array<[keyof RelayLimits, string]> = [
   ['circuitDurationLimit', 'circuit-duration-limit'],
   ['maxConnections', 'max-connections'],
   ['inboundConnectionThreshold', 'inbound-connection-threshold']
+]
+
+const MAILBOX_KEYS: Array<[keyof MailboxLimits, string]> = [
+  ['maxEnvelopeBytes', 'mailbox-max-envelope-bytes'],
+  ['quotaCount', 'mailbox-quota-count'],
+  ['quotaBytes', 'mailbox-quota-bytes'],
+  ['depositsPerSecond', 'mailbox-deposits-per-second'],
+  ['depositBurst', 'mailbox-deposit-burst'],
+  ['ttlMs', 'mailbox-ttl']
 ]
 
 type Raw = Record<string, string | string[] | undefined>
@@ -45,7 +59,7 @@ export async function parseRelayArgs (argv: string[], env: NodeJS.ProcessEnv = p
       metrics: { type: 'string' },
       config: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
-      ...Object.fromEntries(LIMIT_KEYS.map(([, flag]) => [flag, { type: 'string' as const }]))
+      ...Object.fromEntries([...LIMIT_KEYS, ...MAILBOX_KEYS].map(([, flag]) => [flag, { type: 'string' as const }]))
     },
     strict: true,
     allowPositionals: false
@@ -83,20 +97,24 @@ export async function parseRelayArgs (argv: string[], env: NodeJS.ProcessEnv = p
       throw new InvalidRequestError(`not a multiaddr: ${a}`)
     }
   }
-  const limits = { ...DEFAULT_RELAY_LIMITS }
-  for (const [key, flag] of LIMIT_KEYS) {
+  const positive = (flag: string): number | undefined => {
     const v = pick(flag)
-    if (v === undefined) continue
+    if (v === undefined) return undefined
     const n = Number(v)
     if (Array.isArray(v) || !Number.isSafeInteger(n) || n <= 0) throw new InvalidRequestError(`--${flag} must be a positive integer`)
-    limits[key] = n
+    return n
   }
+  const limits = { ...DEFAULT_RELAY_LIMITS }
+  for (const [key, flag] of LIMIT_KEYS) limits[key] = positive(flag) ?? limits[key]
+  const mailbox = { ...DEFAULT_MAILBOX_LIMITS }
+  for (const [key, flag] of MAILBOX_KEYS) mailbox[key] = positive(flag) ?? mailbox[key]
   const dataRaw = pick('data')
   const metricsRaw = pick('metrics')
   return {
     dataDir: typeof dataRaw === 'string' ? dataRaw : join(homedir(), '.parley-relay'),
     listen,
     limits,
+    mailbox,
     ...(typeof metricsRaw === 'string' ? { metrics: parseHostPort(metricsRaw) } : {})
   }
 }
@@ -131,16 +149,23 @@ export async function main (argv: string[]): Promise<number> {
 
   let server: Server | undefined
   let node
+  let store: MailboxStore | undefined
+  let mailbox: MailboxService
   try {
     const privateKey = await loadOrCreateIdentity(args.dataDir)
+    store = new MailboxStore(join(args.dataDir, 'mailbox'))
+    await store.open()
     node = await createRelayNode({ privateKey, listen: args.listen, limits: args.limits })
+    mailbox = new MailboxService(node, store, args.mailbox)
+    await mailbox.start()
     await node.start()
-    if (args.metrics !== undefined) server = await serveMetrics(node, args.metrics.host, args.metrics.port)
+    if (args.metrics !== undefined) server = await serveMetrics(node, args.metrics.host, args.metrics.port, { store, mailbox })
   } catch (err) {
     const e = describeError(err)
     process.stdout.write(JSON.stringify({ event: 'error', error: e }) + '\n')
     process.stderr.write(`parley relay: cannot start: ${e.name}: ${e.message}\n`)
     await node?.stop()
+    await store?.close().catch(() => {})
     return 1
   }
   const addrs = node.getMultiaddrs().map((a) => a.toString())
@@ -152,7 +177,7 @@ export async function main (argv: string[]): Promise<number> {
     ...(metricsAddr !== undefined && metricsAddr !== null && typeof metricsAddr === 'object' ? { metrics: `http://${metricsAddr.address}:${metricsAddr.port}` } : {})
   }
   process.stdout.write(JSON.stringify(ready) + '\n')
-  logEvent('started', { peerId: ready.peerId, addrs, limits: args.limits })
+  logEvent('started', { peerId: ready.peerId, addrs, limits: args.limits, mailbox: args.mailbox, mailboxHolds: store.totals() })
 
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve)
@@ -160,7 +185,9 @@ export async function main (argv: string[]): Promise<number> {
   })
   logEvent('stopping')
   await new Promise<void>((resolve) => { if (server === undefined) resolve(); else server.close(() => { resolve() }) })
+  await mailbox.stop()
   await node.stop()
+  await store.close()
   logEvent('stopped')
   return 0
 }

@@ -1,14 +1,18 @@
 import { createServer, type Server } from 'node:http'
 import type { RelayLibp2p } from './relay-node.js'
+import type { MailboxService } from './mailbox/service.js'
+import type { MailboxStore } from './mailbox/store.js'
+
+export interface MailboxParts { store: MailboxStore, mailbox: MailboxService }
 
 /**
  * The operator's HTTP endpoint: `/health` (200 `{"status":"ok",...}` while the node runs)
  * and `/metrics` (Prometheus text). Bind it to a private address (default 127.0.0.1).
  *
  * @example
- * const server = await serveMetrics(relay, '127.0.0.1', 9090)
+ * const server = await serveMetrics(relay, '127.0.0.1', 9090, { store, mailbox })
  */
-export async function serveMetrics (node: RelayLibp2p, host: string, port: number): Promise<Server> {
+export async function serveMetrics (node: RelayLibp2p, host: string, port: number, parts: MailboxParts): Promise<Server> {
   const server = createServer((req, res) => {
     if (req.method !== 'GET') {
       res.writeHead(405).end()
@@ -22,7 +26,7 @@ export async function serveMetrics (node: RelayLibp2p, host: string, port: numbe
     }
     if (req.url === '/metrics') {
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' })
-      res.end(renderMetrics(node))
+      res.end(renderMetrics(node, parts))
       return
     }
     res.writeHead(404).end()
@@ -34,14 +38,28 @@ export async function serveMetrics (node: RelayLibp2p, host: string, port: numbe
   return server
 }
 
-export function renderMetrics (node: RelayLibp2p): string {
+export function renderMetrics (node: RelayLibp2p, parts: MailboxParts): string {
   const lines: string[] = []
   const gauge = (name: string, help: string, value: number): void => {
     lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`, `${name} ${value}`)
+  }
+  const counter = (name: string, help: string, value: number): void => {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`, `${name} ${value}`)
   }
   const conns = node.getConnections()
   gauge('parley_relay_connections', 'Open libp2p connections.', conns.length)
   gauge('parley_relay_peers', 'Distinct connected peers.', new Set(conns.map((c) => c.remotePeer.toString())).size)
   gauge('parley_relay_reservations', 'Circuit relay reservations held now.', node.services.relay.reservations.size)
+  const totals = parts.store.totals()
+  const stats = parts.mailbox.stats
+  gauge('parley_mailbox_items', 'Envelopes waiting in mailboxes.', totals.count)
+  gauge('parley_mailbox_bytes', 'Bytes of envelopes waiting in mailboxes.', totals.bytes)
+  gauge('parley_mailbox_recipients', 'Recipients with mail waiting.', totals.recipients)
+  counter('parley_mailbox_deposits_total', 'Envelopes accepted.', stats.deposits)
+  counter('parley_mailbox_fetches_total', 'FETCH requests answered.', stats.fetches)
+  counter('parley_mailbox_acked_total', 'Envelopes deleted by their recipient.', stats.acked)
+  counter('parley_mailbox_expired_total', 'Envelopes deleted unread at their TTL.', stats.expired)
+  lines.push('# HELP parley_mailbox_refused_total Deposits and requests refused, by reason.', '# TYPE parley_mailbox_refused_total counter')
+  for (const [reason, n] of stats.refused) lines.push(`parley_mailbox_refused_total{reason="${reason}"} ${n}`)
   return lines.join('\n') + '\n'
 }

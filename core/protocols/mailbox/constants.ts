@@ -1,0 +1,15 @@
+/** Store-and-forward mailbox on relays (see pb/mailbox.proto). */
+export const MAILBOX_PROTOCOL = '/parley/mailbox/1.0.0'
+
+/** Largest envelope a relay stores (a DM envelope with a full 64 KiB text fits). */
+export const MAX_MAILBOX_ENVELOPE_BYTES = 66 * 1024
+/** Deposits in one request. */
+export const MAX_DEPOSITS_PER_REQUEST = 32
+/** Items one FETCH may return, and ids one ACK may name. */
+export const MAX_FETCH_ITEMS = 256
+export const MAX_ACK_IDS = 1024
+/** Largest request and response frames. */
+export const MAX_MAILBOX_REQUEST_BYTES = 2 * 1024 * 1024 + 64 * 1024
+export const MAX_MAILBOX_RESPONSE_BYTES = 2 * 1024 * 1024 + 64 * 1024
+/** How long a request or response may take before the stream is abandoned. */
+export const MAILBOX_TIMEOUT_MS = 10_000
