@@ -155,6 +155,7 @@ export class MailboxService implements Startable {
     const results: DepositResult[] = []
     const accepted: StoredMail[] = []
     const pending = new Map<string, { count: number, bytes: number }>()
+    const inThisRequest = new Map<string, DepositResult>()
     for (const d of deposits) {
       const refuse = (name: string): void => {
         this.count(name)
@@ -170,6 +171,8 @@ export class MailboxService implements Startable {
       if (!isMessageId(d.id)) { refuse(InvalidRequestError.name); continue }
       if (d.envelope.byteLength === 0) { refuse(InvalidRequestError.name); continue }
       if (d.envelope.byteLength > this.limits.maxEnvelopeBytes) { refuse(EnvelopeTooLargeError.name); continue }
+      const repeat = inThisRequest.get(`${recipient}\x00${d.id}`)
+      if (repeat !== undefined) { results.push({ ...repeat }); continue } // the same deposit twice in one request
       if (!this.takeToken(caller, now)) { refuse(RateLimitedError.name); continue }
       const existing = await this.store.has(recipient, d.id)
       if (existing !== undefined) {
@@ -185,7 +188,9 @@ export class MailboxService implements Startable {
       pending.set(recipient, { count: add.count + 1, bytes: add.bytes + d.envelope.byteLength })
       const expiresAt = now + this.limits.ttlMs
       accepted.push({ id: d.id, recipient, sender: caller, envelope: d.envelope, depositedAt: now, expiresAt })
-      results.push({ id: d.id, ok: true, errorName: '', expiresAt })
+      const result = { id: d.id, ok: true, errorName: '', expiresAt }
+      inThisRequest.set(`${recipient}\x00${d.id}`, result)
+      results.push(result)
     }
     if (accepted.length > 0) {
       await this.store.put(accepted) // durable before any "ok" leaves

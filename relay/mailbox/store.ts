@@ -126,16 +126,25 @@ export class MailboxStore {
   /** Delete everything that expired by `now`; returns what went, for senders to learn of it later. */
   async sweep (now: number): Promise<Array<{ recipient: string, id: MessageId | string, sender: string }>> {
     const gone: Array<{ recipient: string, id: string, sender: string }> = []
-    const byRecipient = new Map<string, string[]>()
+    // Deletes the rows the expiry index names directly (not through the id index), so no
+    // row can outlive its expiry whatever state the id index is in.
+    const ops: Array<{ type: 'del', key: string }> = []
+    const freed: Array<{ recipient: string, bytes: number }> = []
     for await (const key of this.db.keys({ gt: 'e!', lt: `e!${pad(now)}\x01` })) {
       const [, recipient, seq] = key.slice(2).split('\x00') as [string, string, string]
+      ops.push({ type: 'del', key })
       const value = await this.db.get(`m!${recipient}\x00${seq}`)
       if (value === undefined) continue
       const row = JSON.parse(value) as Row
+      ops.push({ type: 'del', key: `m!${recipient}\x00${seq}` })
+      const indexed = await this.db.get(`i!${recipient}\x00${row.id}`)
+      if (indexed === seq) ops.push({ type: 'del', key: `i!${recipient}\x00${row.id}` })
       gone.push({ recipient, id: row.id, sender: row.sender })
-      byRecipient.set(recipient, [...(byRecipient.get(recipient) ?? []), row.id])
+      freed.push({ recipient, bytes: Buffer.byteLength(row.envelope, 'base64') })
     }
-    for (const [recipient, ids] of byRecipient) await this.remove(recipient, ids)
+    if (ops.length === 0) return gone
+    await this.db.batch(ops, { sync: this.sync })
+    for (const f of freed) this.addUsage(f.recipient, -1, -f.bytes)
     return gone
   }
 
