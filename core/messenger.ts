@@ -10,17 +10,20 @@ import { decodeInvite, encodeInvite, parsePeerId } from './identity/invite.js'
 import { forComponent } from './logger.js'
 import { createNode, DEFAULT_LISTEN, listenPorts, reusePorts, type ListenPorts, type ParleyLibp2p } from './net/node.js'
 import { RelayKeeper } from './net/relays.js'
+import { MailboxClient } from './protocols/mailbox/client.js'
+import { MAX_DEPOSITS_PER_REQUEST, MAX_FETCH_ITEMS } from './protocols/mailbox/constants.js'
 import { Outbox, type OutboxOptions } from './outbox/outbox.js'
-import { textByteLength, writeEnvelope, type DmEnvelope } from './protocols/dm/codec.js'
+import { readEnvelope, textByteLength, writeEnvelope, type DmEnvelope } from './protocols/dm/codec.js'
 import { MAX_TEXT_BYTES } from './protocols/dm/constants.js'
 import { DmProtocol } from './protocols/dm/dm-protocol.js'
 import { LevelStore } from './store/level-store.js'
-import type { Contact, MessageRecord, OutboxRecord, Store } from './store/types.js'
+import type { Contact, MessageRecord, OutboxRecord, SettledStatus, Store } from './store/types.js'
 
 const log = forComponent('messenger')
 
 export const DEFAULT_MESSAGE_TTL_MS = 30 * 24 * 60 * 60 * 1000
 const CIRCUIT_WAIT_MS = 10_000
+const MAILBOX_POLL_MS = 30_000
 const MAX_NAME_LENGTH = 64
 
 export interface MessengerOptions {
@@ -63,6 +66,9 @@ export class Messenger {
   private dm: DmProtocol | undefined
   private outbox: Outbox | undefined
   private relayKeeper: RelayKeeper | undefined
+  private mailbox: MailboxClient | undefined
+  private readonly draining = new Set<string>()
+  private pollTimer: ReturnType<typeof setInterval> | undefined
   private readonly listeners = new Set<MessengerListener>()
   private readonly contacts = new Map<PeerIdString, Contact>()
   /** Outgoing messages written to a stream but not yet acked (not persisted: see docs). */
@@ -109,15 +115,21 @@ export class Messenger {
         open: async (peer, signal) => await this.requireDm().open(peer, { signal }),
         sent: (peer, ids) => { this.onSent(peer, ids) },
         delivered: async (peer, ids) => { await this.settle(peer, ids, 'delivered') },
-        expired: async (peer, ids) => { await this.settle(peer, ids, 'failed') }
+        expired: async (peer, ids) => { await this.settle(peer, ids, 'failed') },
+        deposit: async (peer, records) => await this.depositToMailboxes(peer, records)
       }, o.outbox)
       const requested = o.listen ?? DEFAULT_LISTEN
       const node = await this.startNode(privateKey, requested, parsePorts(await store.getSetting('listenPorts')))
       await store.putSetting('listenPorts', JSON.stringify(listenPorts(node.getMultiaddrs().map(String))))
       this.running = true
       if ((o.relays ?? []).length > 0) {
-        this.relayKeeper = new RelayKeeper(node, o.relays ?? [])
+        this.relayKeeper = new RelayKeeper(node, o.relays ?? [], (relay) => { this.drainMailbox(relay) })
         this.relayKeeper.start()
+        // Mail deposited while we were connected but unreachable (e.g. between reservations).
+        this.pollTimer = setInterval(() => {
+          for (const r of this.relayKeeper?.relayPeers ?? []) this.drainMailbox(r)
+        }, MAILBOX_POLL_MS)
+        this.pollTimer.unref?.()
         if (requested.some((a) => a.includes('/p2p-circuit'))) await this.waitForCircuitAddress(CIRCUIT_WAIT_MS)
       }
       for (const rec of await store.listOutbox()) this.outbox.enqueue(rec)
@@ -160,6 +172,7 @@ export class Messenger {
     this.node = node
     for (const c of this.contacts.values()) await this.rememberAddrs(c)
     this.dm = new DmProtocol(node, async (from, envs) => { await this.receive(from, envs) })
+    this.mailbox = new MailboxClient(node)
     node.addEventListener('peer:connect', (evt) => {
       const peer = evt.detail.toString() as PeerIdString
       this.outbox?.kick(peer)
@@ -210,6 +223,7 @@ export class Messenger {
     this.running = false
     this.relayKeeper?.stop()
     this.relayKeeper = undefined
+    clearInterval(this.pollTimer)
     await this.outbox?.stop()
     await this.dm?.stop().catch(() => {})
     await this.node?.stop()
@@ -364,7 +378,7 @@ export class Messenger {
     }
   }
 
-  private async settle (peer: PeerIdString, ids: MessageId[], status: 'delivered' | 'failed'): Promise<void> {
+  private async settle (peer: PeerIdString, ids: MessageId[], status: SettledStatus): Promise<void> {
     // Group commit keeps this write after the messages' own records (see LevelStore.commit).
     await this.requireStore().settleOutgoing(ids.map((id) => ({ id, to: peer, status })))
     for (const id of ids) {
@@ -387,6 +401,77 @@ export class Messenger {
     const view = messageView(r)
     if (view.status === 'pending' && this.sentNotAcked.has(r.id)) view.status = 'sent'
     return view
+  }
+
+  /**
+   * The contact is unreachable directly: deposit into the mailbox of a relay it listens
+   * through (its circuit addresses name them), in order, 32 at a time. Deposited messages
+   * become 'sent' (persisted) and leave the outbox; the recipient drains them on connect.
+   */
+  private async depositToMailboxes (peer: PeerIdString, records: OutboxRecord[]): Promise<MessageId[]> {
+    const contact = this.contacts.get(peer)
+    const mailbox = this.mailbox
+    if (contact === undefined || mailbox === undefined) return []
+    const stored: MessageId[] = []
+    let rest = records
+    for (const relay of relaysOf(contact.addrs)) {
+      try {
+        await this.requireNode().dial(multiaddr(relay.addr))
+        while (rest.length > 0) {
+          const chunk = rest.slice(0, MAX_DEPOSITS_PER_REQUEST)
+          const results = await mailbox.deposit(relay.peerId, chunk.map((r) => ({ recipient: peer, id: r.id, envelope: r.frame })))
+          const ok = results.filter((r) => r.ok).map((r) => r.id as MessageId)
+          stored.push(...ok)
+          rest = rest.slice(chunk.length)
+          if (ok.length < chunk.length) {
+            log('relay %s refused %d deposits for %s: %s', relay.peerId, chunk.length - ok.length, peer, results.find((r) => !r.ok)?.errorName)
+            break // keep order: the refused ones wait for the next try
+          }
+        }
+      } catch (err) {
+        log('depositing for %s at %s failed: %s', peer, relay.peerId, (err as Error).message)
+      }
+      if (rest.length === 0) break
+    }
+    if (stored.length > 0) await this.settle(peer, stored, 'sent')
+    return stored
+  }
+
+  /** Fetch our mail from a relay, store it (deduped like direct mail), then ack it there. */
+  private drainMailbox (relay: string): void {
+    const mailbox = this.mailbox
+    if (mailbox === undefined || this.draining.has(relay) || !this.running) return
+    this.draining.add(relay)
+    const run = async (): Promise<void> => {
+      for (;;) {
+        const { items, more } = await mailbox.fetch(relay as PeerIdString, MAX_FETCH_ITEMS)
+        if (items.length === 0) return
+        // Consecutive items from one sender form one batch, keeping the mailbox's order.
+        let batch: DmEnvelope[] = []
+        let from: PeerIdString | undefined
+        const flush = async (): Promise<void> => {
+          if (from !== undefined && batch.length > 0) await this.receive(from, batch)
+          batch = []
+        }
+        for (const item of items) {
+          let env: DmEnvelope
+          try {
+            env = readEnvelope(item.envelope)
+          } catch (err) {
+            log('dropping a malformed envelope from %s in the mailbox: %s', item.sender, (err as Error).name)
+            continue
+          }
+          if (item.sender !== from) await flush()
+          from = item.sender as PeerIdString
+          batch.push(env)
+        }
+        await flush()
+        await mailbox.ack(relay as PeerIdString, items.map((i) => i.id)) // only after our write
+        if (!more) return
+      }
+    }
+    run().catch((err: unknown) => { log('draining mailbox at %s failed: %s', relay, (err as Error).message) })
+      .finally(() => { this.draining.delete(relay) })
   }
 
   private async addInboundContact (peer: PeerIdString): Promise<void> {
@@ -485,6 +570,19 @@ function validateName (name: unknown): string {
 
 function shortId (peer: string): string {
   return `${peer.slice(0, 4)}…${peer.slice(-6)}`
+}
+
+/** The relays a contact listens through: from `<relay addr>/p2p/<relay id>/p2p-circuit` addresses. */
+function relaysOf (addrs: readonly string[]): Array<{ peerId: PeerIdString, addr: string }> {
+  const out = new Map<string, string>()
+  for (const a of addrs) {
+    const i = a.indexOf('/p2p-circuit')
+    if (i === -1) continue
+    const relayAddr = a.slice(0, i)
+    const m = /\/p2p\/([^/]+)$/.exec(relayAddr)
+    if (m?.[1] !== undefined && !out.has(m[1])) out.set(m[1], relayAddr)
+  }
+  return [...out].map(([peerId, addr]) => ({ peerId: peerId as PeerIdString, addr }))
 }
 
 /** Drop a trailing /p2p/<id> (the peer id travels separately); keep relay hops intact. */

@@ -25,7 +25,7 @@ export class RelayKeeper {
   }
 
   constructor (private readonly node: Pick<Libp2p, 'dial' | 'addEventListener' | 'removeEventListener'>, relays: readonly string[],
-    private readonly maxBackoffMs = 30_000) {
+    private readonly onConnected: (relay: string) => void = () => {}, private readonly maxBackoffMs = 30_000) {
     this.addrs = relays.map((r) => multiaddr(r))
   }
 
@@ -33,6 +33,11 @@ export class RelayKeeper {
     this.running = true
     this.node.addEventListener('peer:disconnect', this.onDisconnect)
     for (const a of this.addrs) this.dial(a)
+  }
+
+  /** Peer ids of the relays connected at least once. */
+  get relayPeers (): string[] {
+    return [...this.peers.keys()]
   }
 
   stop (): void {
@@ -49,6 +54,7 @@ export class RelayKeeper {
       this.peers.set(conn.remotePeer.toString(), addr)
       this.attempts.set(addr, 0)
       log('connected to relay %a', addr)
+      this.onConnected(conn.remotePeer.toString())
     }, (err: unknown) => {
       const n = (this.attempts.get(addr) ?? 0) + 1
       this.attempts.set(addr, n)

@@ -23,6 +23,12 @@ export interface OutboxHooks {
   delivered(peer: PeerIdString, ids: MessageId[]): Promise<void>
   /** These passed their expiry without an ack. */
   expired(peer: PeerIdString, ids: MessageId[]): Promise<void>
+  /**
+   * The peer cannot be reached directly: hand these (oldest first) to a store-and-forward
+   * path (the peer's relay mailboxes). Resolves with the ids now safely stored there, which
+   * leave the queue; the rest are retried as usual. Optional.
+   */
+  deposit?(peer: PeerIdString, records: OutboxRecord[]): Promise<MessageId[]>
 }
 
 export interface OutboxOptions {
@@ -170,7 +176,25 @@ class PeerQueue {
     }, (err: unknown) => {
       if (this.state !== 'opening') return
       log('cannot reach %s: %s', this.peer, (err as Error).message)
-      this.retryLater()
+      this.depositThenRetry()
+    })
+  }
+
+  /** Unreachable: give what is queued to the deposit hook, keep the rest for the next try. */
+  private depositThenRetry (): void {
+    const deposit = this.hooks.deposit
+    if (deposit === undefined || this.queued.length === 0) { this.retryLater(); return }
+    const records = this.queued.removeWhere(() => true)
+    deposit.call(this.hooks, this.peer, records).then((ids) => {
+      const stored = new Set(ids)
+      this.queued.unshiftAll(records.filter((r) => !stored.has(r.id)))
+    }, (err: unknown) => {
+      log('deposit for %s failed: %s', this.peer, (err as Error).message)
+      this.queued.unshiftAll(records)
+    }).finally(() => {
+      if (this.state !== 'opening') return
+      if (this.queued.length === 0) this.state = 'idle'
+      else this.retryLater()
     })
   }
 

@@ -6,7 +6,7 @@ import { IdFilter } from './id-filter.js'
 import { Journal, type JournalOp } from './journal.js'
 import { forComponent } from '../logger.js'
 import { conversationRange, messageSortKey, outboxKey } from './keys.js'
-import type { Contact, ConversationSummary, HistoryQuery, MessageRecord, MessageStatus, OutboxRecord, Store } from './types.js'
+import type { Contact, ConversationSummary, HistoryQuery, MessageRecord, MessageStatus, OutboxRecord, Store, SettledStatus } from './types.js'
 
 type Db = Level<string, string>
 type Sub = AbstractSublevel<Db, string | Uint8Array | Buffer, string, string>
@@ -192,12 +192,13 @@ export class LevelStore implements Store {
     return fresh
   }
 
-  async settleOutgoing (updates: ReadonlyArray<{ id: MessageId, to: PeerIdString, status: 'delivered' | 'failed' }>): Promise<void> {
+  async settleOutgoing (updates: ReadonlyArray<{ id: MessageId, to: PeerIdString, status: SettledStatus }>): Promise<void> {
     const ops: Op[] = []
     for (const u of updates) {
       // Delivered needs no row of its own: an outgoing message without an outbox entry or
-      // a status row is delivered (see withStatus). Only 'failed' is written.
-      if (u.status === 'failed') ops.push({ sub: this.status, key: u.id, value: u.status })
+      // a status row is delivered (see withStatus); a 'sent' row from a mailbox deposit goes.
+      if (u.status === 'delivered') ops.push({ sub: this.status, key: u.id })
+      else ops.push({ sub: this.status, key: u.id, value: u.status })
       ops.push({ sub: this.outbox, key: outboxKey(u.to, u.id) })
     }
     await this.commit(ops)

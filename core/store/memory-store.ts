@@ -1,6 +1,6 @@
 import type { MessageId, PeerIdString } from '../ids.js'
 import { messageSortKey, outboxKey } from './keys.js'
-import type { Contact, ConversationSummary, HistoryQuery, MessageRecord, OutboxRecord, Store } from './types.js'
+import type { Contact, ConversationSummary, HistoryQuery, MessageRecord, OutboxRecord, Store, SettledStatus } from './types.js'
 
 /**
  * The in-memory Store: same contract as LevelStore (the shared suite proves it), for
@@ -52,7 +52,7 @@ export class MemoryStore implements Store {
     return fresh
   }
 
-  async settleOutgoing (updates: ReadonlyArray<{ id: MessageId, to: PeerIdString, status: 'delivered' | 'failed' }>): Promise<void> {
+  async settleOutgoing (updates: ReadonlyArray<{ id: MessageId, to: PeerIdString, status: SettledStatus }>): Promise<void> {
     for (const u of updates) {
       const m = this.messages.get(u.id)
       if (m !== undefined) m.status = u.status

@@ -10,6 +10,8 @@ export interface Contact {
 }
 
 export type OutgoingStatus = 'pending' | 'sent' | 'delivered' | 'failed'
+/** Statuses that take a message out of the outbox. */
+export type SettledStatus = 'sent' | 'delivered' | 'failed'
 export type MessageStatus = OutgoingStatus | 'received'
 
 /** One message in a conversation, as stored. */
@@ -30,7 +32,7 @@ export interface MessageRecord {
 export interface OutboxRecord {
   id: MessageId
   to: PeerIdString
-  frame: Uint8Array
+  frame: Uint8Array<ArrayBuffer>
   createdAt: number
   expiresAt: number
 }
@@ -79,8 +81,11 @@ export interface Store {
    * the ones that were new, in input order; duplicates are dropped.
    */
   saveIncoming(messages: MessageRecord[], clock: number): Promise<MessageRecord[]>
-  /** Set the status of outgoing messages and drop their outbox entries, in one write. */
-  settleOutgoing(updates: ReadonlyArray<{ id: MessageId, to: PeerIdString, status: 'delivered' | 'failed' }>): Promise<void>
+  /**
+   * Set the status of outgoing messages and drop their outbox entries, in one write:
+   * 'sent' (handed to a relay mailbox, awaiting the recipient), 'delivered' or 'failed'.
+   */
+  settleOutgoing(updates: ReadonlyArray<{ id: MessageId, to: PeerIdString, status: SettledStatus }>): Promise<void>
 
   getMessage(id: MessageId): Promise<MessageRecord | undefined>
   /** The newest `limit` messages (before `before`), returned oldest to newest. */

@@ -11,6 +11,7 @@
 import { collectGarbage, PeakSampler, snapshot, type MemorySnapshot } from './memory.js'
 import { DmPeer, type DmBlastParams, type DmBlastRun, type DmLatencyParams, type DmLatencyRun, type DmReceived, type DmStarted } from './scenarios/dm-peer.js'
 import { FloorPeer, type EchoParams, type EchoRun, type SinkSendParams, type SinkSendRun, type SinkWaitResult } from './scenarios/floor-peer.js'
+import { RelayPeer, type DepositParams, type DepositRun, type DrainParams, type DrainRun, type MailboxClientStarted, type RelayStarted, type SwarmParams, type SwarmRun } from './scenarios/relay-peer.js'
 import { now, sharedNow } from './util.js'
 
 type Empty = Record<string, never>
@@ -42,7 +43,8 @@ export interface PeerMethods {
   'floor.sinkExpect': { params: { count: number }, result: Empty }
   'floor.sinkWait': { params: { timeoutMs: number }, result: SinkWaitResult }
   'floor.stop': { params: Empty, result: Empty }
-  'dm.start': { params: { dataDir: string }, result: DmStarted }
+  /** With relays: listen only on '/p2p-circuit' through them. */
+  'dm.start': { params: { dataDir: string, relays?: string[] }, result: DmStarted }
   'dm.addContact': { params: { invite: string, name: string }, result: Empty }
   'dm.latency': { params: DmLatencyParams, result: DmLatencyRun }
   'dm.arrivals': { params: Empty, result: { arrivals: Record<string, number> } }
@@ -50,6 +52,15 @@ export interface PeerMethods {
   'dm.waitReceived': { params: { timeoutMs: number }, result: DmReceived }
   'dm.blast': { params: DmBlastParams, result: DmBlastRun }
   'dm.stop': { params: Empty, result: Empty }
+  'relay.start': { params: { dataDir: string }, result: RelayStarted }
+  'relay.connections': { params: Empty, result: { connections: number } }
+  'relay.stop': { params: Empty, result: Empty }
+  'mailbox.start': { params: { relayAddr: string }, result: MailboxClientStarted }
+  'mailbox.deposit': { params: DepositParams, result: DepositRun }
+  'mailbox.drain': { params: DrainParams, result: DrainRun }
+  'mailbox.stop': { params: Empty, result: Empty }
+  'swarm.start': { params: SwarmParams, result: SwarmRun }
+  'swarm.stop': { params: Empty, result: Empty }
   /** Stop everything this peer runs (idempotent). */
   'stop': { params: Empty, result: Empty }
 }
@@ -72,6 +83,7 @@ export interface PeerHandle {
 export class PeerHost {
   private readonly floor = new FloorPeer()
   private readonly dm = new DmPeer()
+  private readonly relay = new RelayPeer()
   private usage: { peak: PeakSampler, cpu: NodeJS.CpuUsage, wallStart: number } | undefined
 
   readonly handlers: Handlers = {
@@ -106,7 +118,7 @@ export class PeerHost {
     'floor.sinkExpect': async ({ count }) => { this.floor.sinkExpect(count); return {} },
     'floor.sinkWait': async ({ timeoutMs }) => await this.floor.sinkWait(timeoutMs),
     'floor.stop': async () => { await this.floor.stop(); return {} },
-    'dm.start': async ({ dataDir }) => await this.dm.start(dataDir),
+    'dm.start': async ({ dataDir, relays }) => await this.dm.start(dataDir, relays),
     'dm.addContact': async ({ invite, name }) => { await this.dm.addContact(invite, name); return {} },
     'dm.latency': async (p) => await this.dm.latency(p),
     'dm.arrivals': async () => ({ arrivals: this.dm.takeArrivals() }),
@@ -114,6 +126,15 @@ export class PeerHost {
     'dm.waitReceived': async ({ timeoutMs }) => await this.dm.waitReceived(timeoutMs),
     'dm.blast': async (p) => await this.dm.blast(p),
     'dm.stop': async () => { await this.dm.stop(); return {} },
+    'relay.start': async ({ dataDir }) => await this.relay.startRelay(dataDir),
+    'relay.connections': async () => ({ connections: this.relay.relayConnections() }),
+    'relay.stop': async () => { await this.relay.stopRelay(); return {} },
+    'mailbox.start': async ({ relayAddr }) => await this.relay.startClient(relayAddr),
+    'mailbox.deposit': async (p) => await this.relay.deposit(p),
+    'mailbox.drain': async (p) => await this.relay.drain(p),
+    'mailbox.stop': async () => { await this.relay.stopClient(); return {} },
+    'swarm.start': async (p) => await this.relay.startSwarm(p),
+    'swarm.stop': async () => { await this.relay.stopSwarm(); return {} },
     'stop': async () => { await this.stop(); return {} }
   }
 
@@ -124,7 +145,7 @@ export class PeerHost {
   async stop (): Promise<void> {
     this.usage?.peak.stop()
     this.usage = undefined
-    const results = await Promise.allSettled([this.dm.stop(), this.floor.stop()])
+    const results = await Promise.allSettled([this.dm.stop(), this.floor.stop(), this.relay.stop()])
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
     if (failed !== undefined) throw failed.reason
   }

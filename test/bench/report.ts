@@ -6,6 +6,7 @@ import type { ClockCheck } from './clock.js'
 import { mib, type MemorySnapshot } from './memory.js'
 import type { DmOptions, DmResult, ProcessMemory } from './scenarios/dm.js'
 import type { FloorOptions, FloorResult, FloorThroughput } from './scenarios/floor.js'
+import type { RelayOptions, RelayResult } from './scenarios/relay.js'
 import { round, type LatencySummary } from './stats.js'
 import { signedMib, type TargetCheck } from './targets.js'
 
@@ -28,6 +29,7 @@ export interface MachineInfo {
 export interface BenchConfig {
   floor: FloorOptions
   dm: DmOptions
+  relay: RelayOptions
 }
 
 /** One way of placing the two peers: each in its own process, or both in the harness's. */
@@ -42,7 +44,7 @@ export interface ModeResults {
 }
 
 export interface BenchResults {
-  schema: 2
+  schema: 3
   timestamp: string
   /** `git describe --always --dirty` of the tree that was measured, if available. */
   revision: string
@@ -52,6 +54,8 @@ export interface BenchResults {
   config: BenchConfig
   /** Primary: each node in its own OS process. The targets are checked against these. */
   processes: ModeResults
+  /** The relay scenarios (every node in its own process), in the same run. */
+  relay: RelayResult
   /** Secondary: both nodes in the harness's process, sharing one JS thread. */
   oneProcess?: ModeResults
   targets: TargetCheck[]
@@ -150,6 +154,87 @@ function busyNote (r: BenchResults): string {
     '> and throughput are pessimistic.\n'
 }
 
+const RELAY_TP_HEAD = ['Relay mailbox', 'per second', 'items', 'elapsed ms']
+const RELAY_MEM_HEAD = ['Relay process memory', 'RSS', 'heapUsed']
+
+function relayLatencyRows (r: BenchResults): string[][] {
+  const d = r.relay.dm
+  const direct = r.processes.dm.latency
+  return [
+    latencyRow('Relayed DM: one-way, sendText (A) -> message event (B) (shared clock)', d.toReceived),
+    latencyRow('Direct DM, same run: one-way (shared clock)', direct.toReceived),
+    latencyRow('Relayed DM: sendText -> delivered event (A)', d.toDelivered),
+    latencyRow('Direct DM, same run: sendText -> delivered event (A)', direct.toDelivered)
+  ]
+}
+
+function relayTpRows (r: BenchResults): string[][] {
+  const mb = r.relay.mailbox
+  const dr = mb.drain
+  return [
+    [`Deposits (${r.config.relay.batchSize} per request, ${r.config.relay.depositParallel} in flight)`, fmtRate(mb.depositsPerSec), mb.refused === 0 ? String(mb.accepted) : `${mb.accepted}/${mb.deposits} (${mb.refused} refused)`, fmtMs(mb.depositMs)],
+    [`Drain: fetch ${r.config.relay.drainLimit} + ack until empty (${dr.fetches} fetches)`, fmtRate(dr.perSec), dr.complete && dr.acked === mb.accepted ? String(dr.acked) : `${dr.acked}/${mb.accepted}${dr.complete ? '' : ' (timed out)'}`, fmtMs(dr.elapsedMs)]
+  ]
+}
+
+function relayMemRows (r: BenchResults): string[][] {
+  const m = r.relay.memory
+  return [
+    ['Relay started, idle (after GC)', fmtMib(m.before.rssBytes), fmtMib(m.before.heapUsedBytes)],
+    [`With ${m.connected} connections open (after GC; relay counts ${m.relayConnections})`, fmtMib(m.after.rssBytes), fmtMib(m.after.heapUsedBytes)],
+    ['Per connection', `${round(m.perConnectionBytes / 1024, 1)} KiB`, `${round((m.after.heapUsedBytes - m.before.heapUsedBytes) / Math.max(1, m.connected) / 1024, 1)} KiB`],
+    [`With ${m.rssPeers} connections${m.extrapolated ? ' (extrapolated)' : ''}`, fmtMib(m.rssAtTargetBytes), ''],
+    ['Time to open them (slowest swarm process)', `${Math.round(m.connectMs)} ms`, m.failed > 0 ? `${m.failed} failed` : '']
+  ]
+}
+
+function textRelay (r: BenchResults): string[] {
+  return [
+    '== RELAY: relay, sender, recipient, Messengers and swarms each in their own process ==',
+    '',
+    textTable(LAT_HEAD, relayLatencyRows(r)),
+    '',
+    textTable(RELAY_TP_HEAD, relayTpRows(r)),
+    '',
+    textTable(RELAY_MEM_HEAD, relayMemRows(r)),
+    ''
+  ]
+}
+
+function mdRelay (r: BenchResults): string {
+  const c = r.config.relay
+  const m = r.relay.memory
+  return `### Relay (every node in its own process)
+
+- *Mailbox*: a relay process (\`relay/relay-node.ts\` with limits raised out of the way, a \`MailboxStore\` in a
+  temp dir, a \`MailboxService\` with the default limits but deposits/s, burst and quota count at 10^6), a sender
+  process and a recipient process (\`createNode\` + \`MailboxClient\`), both connected to the relay first.
+  The sender deposits ${c.deposits.toLocaleString('en-US')} envelopes of ${c.envelopeBytes} bytes, ${c.batchSize} per request,
+  ${c.depositParallel} requests in flight (timed on the sender: first request -> last answer; every answer means
+  the relay's store batch resolved). Then the recipient fetches (limit ${c.drainLimit}) and acknowledges until the relay
+  has nothing more (timed on the recipient: first fetch -> last answer).
+- *Relayed DM*: two \`Messenger\`s listening only on \`/p2p-circuit\` with that relay in \`relays\`, so every
+  message crosses the relay (two TCP hops, a circuit stream inside the relay's Yamux connections). ${c.dmSamples.toLocaleString('en-US')}
+  sequential ${c.dmMessageBytes}-byte messages after ${c.dmWarmup} warm-up, timed as the direct DM one-way figure (which is shown
+  beside it from the same run).
+- *Memory*: a fresh relay process; ${c.swarmProcesses} swarm processes open ${m.peers.toLocaleString('en-US')} connections to it in total
+  (each connection from its own minimal libp2p node: TCP, Noise, Yamux, identify; ${c.swarmParallel} dials in flight per process).
+  The relay's \`process.memoryUsage()\` after a forced GC, idle and with the connections open (plus 1 s to settle).
+${m.extrapolated ? `  **Only ${m.connected} connections were made, so the ${m.rssPeers}-connection figure is extrapolated** (idle RSS + per-connection cost x ${m.rssPeers}).\n` : ''}
+#### Relayed DM latency
+
+${mdTable(LAT_HEAD, relayLatencyRows(r))}
+
+#### Relay mailbox
+
+${mdTable(RELAY_TP_HEAD, relayTpRows(r))}
+
+#### Relay memory
+
+${mdTable(RELAY_MEM_HEAD, relayMemRows(r))}
+`
+}
+
 function textMode (title: string, m: ModeResults): string[] {
   return [
     title,
@@ -175,6 +260,7 @@ export function renderText (r: BenchResults): string {
     ...textMode('== PRIMARY: two processes (A and B each in its own OS process) ==', r.processes),
     textTable(CLOCK_HEAD, clockRows(r.processes)),
     '',
+    ...textRelay(r),
     textTable(TGT_HEAD, r.targets.map((t) => [t.target, t.measured, t.limit, t.verdict])),
     '',
     ...(r.oneProcess !== undefined ? textMode('== secondary: one process (A and B share one JS thread) ==', r.oneProcess) : []),
@@ -221,7 +307,7 @@ export function renderMarkdown (r: BenchResults): string {
 ## How to run
 
 \`\`\`sh
-npm run bench            # build, then the full run (about a minute)
+npm run bench            # build, then the full run (a few minutes, relay scenarios included)
 node dist/test/bench/run.js --quick   # after a build: small N smoke run (does not rewrite this file)
 node dist/test/bench/run.js --no-one-process   # skip the secondary one-process run
 \`\`\`
@@ -319,10 +405,12 @@ ${mdMode(p, c)}
 
 ${mdTable(CLOCK_HEAD, clockRows(p))}
 
+${mdRelay(r)}
 ## Targets
 
 From the issue: "DM latency p50 within 2x of the floor, p99 under 5 ms, at least 10,000 messages/s
-sustained one way; report memory", checked against the two-process figures. The DM latency is
+sustained one way; report memory", checked against the two-process figures, plus the relay targets
+(drain 10,000 queued messages in under 1.5 s, relay RSS under 256 MiB with 1,000 connected peers). The DM latency is
 one-way, so the like-for-like comparison is against the floor's one-way estimate (echo RTT / 2); the
 comparison against the full echo RTT is also shown, but it is twice as lenient. The round-trip rows
 check the same targets without relying on the shared clock.

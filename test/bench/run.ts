@@ -14,6 +14,9 @@
  * peer.ts (PeerMethods + PeerHost.handlers), write the orchestration in scenarios/<name>.ts
  * against PeerHandle, add its options to `configFor`, its result to ModeResults (report.ts)
  * and its rows to the report.
+ *
+ * The relay scenarios (scenarios/relay.ts) run after the two-process floor and DM, in the same
+ * run: a relay process, client processes and (for the memory figure) swarm processes.
  */
 import '../../core/polyfill.js'
 import { execFileSync } from 'node:child_process'
@@ -28,6 +31,7 @@ import { killAllPeers, killAllPeersAndWait, ProcessPeer } from './process-peer.j
 import { renderMarkdown, renderText, type BenchConfig, type BenchResults, type MachineInfo, type ModeResults } from './report.js'
 import { runDm } from './scenarios/dm.js'
 import { runFloor } from './scenarios/floor.js'
+import { runRelay, type RelayResult } from './scenarios/relay.js'
 import { evaluateTargets } from './targets.js'
 import { now } from './util.js'
 
@@ -61,14 +65,17 @@ function parseArgs (argv: string[]): Args {
 
 function configFor (quick: boolean): BenchConfig {
   const messageBytes = 100
+  const relayCommon = { batchSize: 32, envelopeBytes: 200, depositParallel: 4, drainLimit: 256, dmMessageBytes: messageBytes, swarmParallel: 2, rssPeers: 1_000 }
   return quick
     ? {
         floor: { messageBytes, echoWarmup: 100, echoSamples: 500, throughputMessages: 5_000, coalesce: 64, timeoutMs: 30_000 },
-        dm: { messageBytes, latencyWarmup: 50, latencySamples: 300, roundTripSamples: 300, throughputMessages: 2_000, maxOutstanding: 2_000, timeoutMs: 30_000 }
+        dm: { messageBytes, latencyWarmup: 50, latencySamples: 300, roundTripSamples: 300, throughputMessages: 2_000, maxOutstanding: 2_000, timeoutMs: 30_000 },
+        relay: { ...relayCommon, deposits: 1_000, dmWarmup: 20, dmSamples: 200, swarmPeers: 100, swarmProcesses: 2, timeoutMs: 30_000 }
       }
     : {
         floor: { messageBytes, echoWarmup: 500, echoSamples: 5_000, throughputMessages: 50_000, coalesce: 64, timeoutMs: 60_000 },
-        dm: { messageBytes, latencyWarmup: 500, latencySamples: 5_000, roundTripSamples: 5_000, throughputMessages: 50_000, maxOutstanding: 2_000, timeoutMs: 60_000 }
+        dm: { messageBytes, latencyWarmup: 500, latencySamples: 5_000, roundTripSamples: 5_000, throughputMessages: 50_000, maxOutstanding: 2_000, timeoutMs: 60_000 },
+        relay: { ...relayCommon, deposits: 10_000, dmWarmup: 200, dmSamples: 2_000, swarmPeers: 1_000, swarmProcesses: 4, timeoutMs: 60_000 }
       }
 }
 
@@ -172,6 +179,11 @@ async function runProcesses (config: BenchConfig, dataRoot: string): Promise<Mod
   return { mode: 'processes', floor, dm, clocks, pids }
 }
 
+/** The relay scenarios: relay, clients and swarms each in their own process, closed afterwards. */
+async function runRelayScenarios (config: BenchConfig, dataRoot: string): Promise<RelayResult> {
+  return await runRelay(async (name) => await ProcessPeer.spawn(`processes-${name}`), config.relay, dataRoot, (line) => { console.error(line) })
+}
+
 async function runOneProcess (config: BenchConfig, dataRoot: string): Promise<ModeResults> {
   console.error('floor, one process (secondary)...')
   const floor = await withLocalPair('floor', async (a, b) => await runFloor(a, b, config.floor))
@@ -215,10 +227,11 @@ async function main (): Promise<void> {
   process.once('SIGHUP', () => { onSignal(129) })
 
   const processes = await runProcesses(config, dataRoot)
+  const relay = await runRelayScenarios(config, dataRoot)
   const oneProcess = args.oneProcess ? await runOneProcess(config, dataRoot) : undefined
 
   const results: BenchResults = {
-    schema: 2,
+    schema: 3,
     timestamp,
     revision: revision(root),
     quick: args.quick,
@@ -226,8 +239,9 @@ async function main (): Promise<void> {
     machine: machineInfo(loadAvgStart),
     config,
     processes,
+    relay,
     ...(oneProcess !== undefined ? { oneProcess } : {}),
-    targets: evaluateTargets(processes.floor, processes.dm)
+    targets: evaluateTargets(processes.floor, processes.dm, relay)
   }
 
   console.log(renderText(results))

@@ -6,11 +6,18 @@
 import { mib } from './memory.js'
 import type { DmResult } from './scenarios/dm.js'
 import type { FloorResult } from './scenarios/floor.js'
+import type { RelayResult } from './scenarios/relay.js'
 import { round } from './stats.js'
 
 export const TARGET_P99_MS = 5
 export const TARGET_MSGS_PER_SEC = 10_000
 export const TARGET_FLOOR_FACTOR = 2
+/** Relay: the recipient drains 10,000 queued messages within this. */
+export const TARGET_DRAIN_MS = 1500
+export const TARGET_DRAIN_MESSAGES = 10_000
+/** Relay: RSS with 1,000 connected peers. */
+export const TARGET_RELAY_RSS_MIB = 256
+export const TARGET_RELAY_PEERS = 1_000
 
 export type Verdict = 'PASS' | 'FAIL' | 'INFO'
 
@@ -27,7 +34,57 @@ function check (ok: boolean): Verdict {
   return ok ? 'PASS' : 'FAIL'
 }
 
-export function evaluateTargets (floor: FloorResult, dm: DmResult): TargetCheck[] {
+export function evaluateTargets (floor: FloorResult, dm: DmResult, relay?: RelayResult): TargetCheck[] {
+  return [...dmTargets(floor, dm), ...(relay !== undefined ? relayTargets(dm, relay) : [])]
+}
+
+function relayTargets (dm: DmResult, relay: RelayResult): TargetCheck[] {
+  const ms = (n: number): string => `${round(n, 3)} ms`
+  const mb = relay.mailbox
+  const dr = mb.drain
+  const mem = relay.memory
+  const drained = dr.complete && dr.acked === mb.accepted && mb.accepted === mb.deposits
+  const rssMib = mib(mem.rssAtTargetBytes)
+  const direct = dm.latency.toReceived
+  const relayed = relay.dm.toReceived
+  return [
+    {
+      id: 'relay-deposits',
+      target: 'Relay mailbox deposits/s (report)',
+      measured: `${Math.round(mb.depositsPerSec).toLocaleString('en-US')} deposits/s (${mb.accepted.toLocaleString('en-US')}/${mb.deposits.toLocaleString('en-US')} accepted)`,
+      limit: 'reported',
+      verdict: 'INFO'
+    },
+    {
+      id: 'relay-drain',
+      target: `Drain ${TARGET_DRAIN_MESSAGES.toLocaleString('en-US')} queued messages in under ${TARGET_DRAIN_MS / 1000} s`,
+      measured: `${ms(dr.elapsedMs)} for ${dr.acked.toLocaleString('en-US')}` + (drained ? '' : ' (incomplete)'),
+      limit: `< ${ms(TARGET_DRAIN_MS)}`,
+      verdict: mb.deposits < TARGET_DRAIN_MESSAGES ? 'INFO' : check(drained && dr.elapsedMs < TARGET_DRAIN_MS),
+      note: `${dr.fetches} fetch + ack round trips from the recipient process, first fetch -> empty` +
+        (mb.deposits < TARGET_DRAIN_MESSAGES ? `; only ${mb.deposits} queued in this run, so not checked` : '')
+    },
+    {
+      id: 'relay-dm',
+      target: 'Relayed DM one-way latency vs direct, same run (report)',
+      measured: `p50 ${ms(relayed.p50)} (${round(relayed.p50 / direct.p50, 1)}x direct ${ms(direct.p50)}), p99 ${ms(relayed.p99)} (direct ${ms(direct.p99)})`,
+      limit: 'reported',
+      verdict: 'INFO'
+    },
+    {
+      id: 'relay-rss',
+      target: `Relay RSS with ${TARGET_RELAY_PEERS.toLocaleString('en-US')} connected peers under ${TARGET_RELAY_RSS_MIB} MiB`,
+      measured: `${rssMib} MiB${mem.extrapolated ? ` (extrapolated from ${mem.connected})` : ''}, ${round(mem.perConnectionBytes / 1024, 1)} KiB per connection`,
+      limit: `< ${TARGET_RELAY_RSS_MIB} MiB`,
+      verdict: check(Number.isFinite(rssMib) && rssMib < TARGET_RELAY_RSS_MIB),
+      note: `after a GC, in the relay's own process; idle ${mib(mem.before.rssBytes)} MiB, ${mem.connected} connections made` +
+        (mem.failed > 0 ? `, ${mem.failed} failed (${mem.firstError ?? 'unknown error'})` : '') +
+        (mem.extrapolated ? `: idle RSS + per-connection cost x ${TARGET_RELAY_PEERS}` : '')
+    }
+  ]
+}
+
+function dmTargets (floor: FloorResult, dm: DmResult): TargetCheck[] {
   const oneWay = dm.latency.toReceived
   const half = dm.latency.roundTripHalf
   const floorOneWay = floor.oneWayEstimate.p50

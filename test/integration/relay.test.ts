@@ -83,4 +83,49 @@ describe('parley relay (spawned processes)', () => {
     await b.waitFor((l) => l.event === 'message' && l.id === second.id, 60_000, { description: 'message after relay restart' })
     await a.waitFor((l) => l.event === 'status' && l.id === second.id && l.status === 'delivered', 20_000, { description: 'delivered after restart' })
   })
+
+  it('stores and forwards: B offline, A sends 500, R restarts, A quits, B starts and gets all 500 once, in order', { timeout: 120_000 }, async () => {
+    const port = await freePort()
+    const metricsPort = await freePort()
+    const relayArgs = ['--metrics', `127.0.0.1:${metricsPort}`]
+    const relay = await cluster.start({ command: 'relay', label: 'R', port, extraArgs: relayArgs })
+    const relayAddr = relay.ready.addrs[0] ?? ''
+    const nodeOpts = { listen: ['/p2p-circuit'], extraArgs: ['--relay', relayAddr] }
+    const a = await cluster.start({ ...nodeOpts, label: 'A' })
+    const b = await cluster.start({ ...nodeOpts, label: 'B' })
+    await a.call('contact.add', { invite: b.ready.invite })
+    await b.stop() // B goes offline (clean exit)
+
+    const ids: string[] = []
+    for (let i = 0; i < 500; i++) ids.push((await a.call('dm.send', { to: b.ready.peerId, text: `offline ${i}` })).id)
+    // A cannot reach B, so its outbox deposits into B's relay mailbox: status 'sent'.
+    const sent = new Set<string>()
+    await a.waitFor((l) => {
+      if (l.event === 'status' && l.status === 'sent' && typeof l.id === 'string') sent.add(l.id)
+      return ids.every((id) => sent.has(id))
+    }, 60_000, { description: 'all 500 deposited (status sent)' })
+    const held = await httpGet(`http://127.0.0.1:${metricsPort}/metrics`)
+    assert.match(held.body, /^parley_mailbox_items 500$/m, 'the relay holds the 500')
+
+    await relay.terminate()
+    await cluster.restart(relay, { command: 'relay', extraArgs: relayArgs })
+    await a.stop()
+    const b2 = await cluster.restart(b, nodeOpts)
+    const got = new Map<string, number>()
+    await b2.waitFor((l) => {
+      if (l.event === 'message' && typeof l.id === 'string') got.set(l.id, (got.get(l.id) ?? 0) + 1)
+      return ids.every((id) => got.has(id))
+    }, 60_000, { description: 'all 500 at B' })
+    await new Promise((resolve) => setTimeout(resolve, 500)) // any duplicate would show up now
+    const order = b2.events.filter((l) => l.event === 'message').map((l) => l.id)
+    assert.deepEqual(order, ids, 'each exactly once, in send order')
+    const history = await b2.call('dm.history', { with: a.ready.peerId, limit: 1000 })
+    assert.deepEqual(history.messages.map((m) => m.id), ids)
+    let after = ''
+    for (let i = 0; i < 50 && !/^parley_mailbox_items 0$/m.test(after); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      after = (await httpGet(`http://127.0.0.1:${metricsPort}/metrics`)).body
+    }
+    assert.match(after, /^parley_mailbox_items 0$/m, 'gone from the relay')
+  })
 })

@@ -23,7 +23,7 @@ export class Rng {
     return Math.floor(this.next() * max)
   }
 
-  bytes (length: number): Uint8Array {
+  bytes (length: number): Uint8Array<ArrayBuffer> {
     const out = new Uint8Array(length)
     for (let i = 0; i < length; i++) out[i] = this.int(256)
     return out

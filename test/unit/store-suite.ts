@@ -118,7 +118,7 @@ export function runStoreSuite (name: string, make: () => Promise<StoreFixture>):
       }
     }
 
-    function outboxFor (m: MessageRecord, frame?: Uint8Array): OutboxRecord {
+    function outboxFor (m: MessageRecord, frame?: Uint8Array<ArrayBuffer>): OutboxRecord {
       return {
         id: m.id,
         to: m.conversation,

@@ -17,7 +17,7 @@ export function textByteLength (text: string): number {
   return Buffer.byteLength(text, 'utf8')
 }
 
-export function writeEnvelope (env: DmEnvelope): Uint8Array {
+export function writeEnvelope (env: DmEnvelope): Uint8Array<ArrayBuffer> {
   return Envelope.encode({
     id: env.id,
     lamport: env.lamport,

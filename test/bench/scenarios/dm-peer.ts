@@ -88,9 +88,20 @@ export class DmPeer {
   private tpFirstAt = Number.NaN
   private receivedDone: Countdown | undefined
 
-  async start (dataDir: string): Promise<DmStarted> {
+  /**
+   * With `relays`, the Messenger listens only on '/p2p-circuit' (reachable only through the
+   * relay, as in test/integration/relay.test.ts); without, on loopback TCP.
+   */
+  async start (dataDir: string, relays?: string[]): Promise<DmStarted> {
     if (this.messenger !== undefined) throw new Error('messenger already started')
-    const m = new Messenger({ dataDir, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, inboundConnectionThreshold: 1000 })
+    const relayed = relays !== undefined && relays.length > 0
+    const m = new Messenger({
+      dataDir,
+      listen: relayed ? ['/p2p-circuit'] : ['/ip4/127.0.0.1/tcp/0'],
+      ...(relayed ? { relays } : {}),
+      mdns: false,
+      inboundConnectionThreshold: 1000
+    })
     m.on((e) => { this.onEvent(m, e) })
     await m.start()
     this.messenger = m

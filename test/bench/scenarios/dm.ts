@@ -91,7 +91,7 @@ export interface DmRunOptions {
   sharedProcess: boolean
 }
 
-function pairs (run: DmLatencyRun, warmup: number, end: (i: number) => number): number[] {
+export function pairs (run: DmLatencyRun, warmup: number, end: (i: number) => number): number[] {
   const out: number[] = []
   for (let i = warmup; i < run.sentAt.length; i++) out.push(end(i) - (run.sentAt[i] as number))
   return out

@@ -1,0 +1,259 @@
+/**
+ * The per-process side of the relay scenarios (relay.ts). One peer process may play:
+ *   - the relay: relay/relay-node.ts with generous limits, plus a MailboxStore (its own temp
+ *     dir) and a MailboxService whose rate and count limits are raised out of the way;
+ *   - a mailbox client (sender or recipient): a core/net/node.ts node connected to the relay,
+ *     using MailboxClient to deposit, or to fetch and acknowledge until the mailbox is empty;
+ *   - a swarm: many minimal libp2p nodes (TCP + Noise + Yamux + identify), each connected to
+ *     the relay, so the relay process's memory per connection can be measured.
+ * Every timestamp is on the shared clock (sharedNow).
+ */
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { identify } from '@libp2p/identify'
+import type { Libp2p } from '@libp2p/interface'
+import { tcp } from '@libp2p/tcp'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
+import { newMessageId, type PeerIdString } from '../../../core/ids.js'
+import { createNode, type ParleyLibp2p } from '../../../core/net/node.js'
+import { MailboxClient, type Deposit } from '../../../core/protocols/mailbox/client.js'
+import { DEFAULT_MAILBOX_LIMITS, MailboxService } from '../../../relay/mailbox/service.js'
+import { MailboxStore } from '../../../relay/mailbox/store.js'
+import { createRelayNode, DEFAULT_RELAY_LIMITS, type RelayLibp2p } from '../../../relay/relay-node.js'
+import { sharedNow } from '../util.js'
+
+export interface RelayStarted {
+  peerId: string
+  /** TCP addresses, each ending in /p2p/<relay id>. */
+  addrs: string[]
+}
+
+export interface MailboxClientStarted {
+  peerId: string
+}
+
+export interface DepositParams {
+  relayId: string
+  recipient: string
+  deposits: number
+  batchSize: number
+  envelopeBytes: number
+  /** Requests in flight at once. */
+  parallel: number
+}
+
+export interface DepositRun {
+  startedAt: number
+  doneAt: number
+  accepted: number
+  refused: number
+  requests: number
+  /** Refusal names seen, with counts. */
+  refusals: Record<string, number>
+}
+
+export interface DrainParams {
+  relayId: string
+  limit: number
+  timeoutMs: number
+}
+
+export interface DrainRun {
+  startedAt: number
+  doneAt: number
+  fetched: number
+  acked: number
+  fetches: number
+  complete: boolean
+}
+
+export interface SwarmParams {
+  relayAddr: string
+  nodes: number
+  /** Dials in flight at once (the relay accepts only a few pending inbound connections). */
+  parallel: number
+  timeoutMs: number
+}
+
+export interface SwarmRun {
+  connected: number
+  failed: number
+  elapsedMs: number
+  firstError?: string
+}
+
+/** Generous limits: nothing in the benchmark should hit them. */
+const BENCH_RELAY_LIMITS = {
+  ...DEFAULT_RELAY_LIMITS,
+  maxReservations: 100_000,
+  circuitDataLimit: 1024 * 1024 * 1024,
+  circuitDurationLimit: 60 * 60 * 1000,
+  maxConnections: 100_000,
+  inboundConnectionThreshold: 100_000
+}
+
+const BENCH_MAILBOX_LIMITS = {
+  ...DEFAULT_MAILBOX_LIMITS,
+  depositsPerSecond: 1e6,
+  depositBurst: 1e6,
+  quotaCount: 1e6
+}
+
+export class RelayPeer {
+  private relay: { node: RelayLibp2p, store: MailboxStore, mailbox: MailboxService } | undefined
+  private client: ParleyLibp2p | undefined
+  private swarm: Libp2p[] = []
+
+  async startRelay (dataDir: string): Promise<RelayStarted> {
+    if (this.relay !== undefined) throw new Error('relay already started')
+    const store = new MailboxStore(dataDir)
+    await store.open()
+    const node = await createRelayNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], limits: BENCH_RELAY_LIMITS })
+    const mailbox = new MailboxService(node, store, BENCH_MAILBOX_LIMITS)
+    await node.start()
+    await mailbox.start()
+    this.relay = { node, store, mailbox }
+    const peerId = node.peerId.toString()
+    const addrs = node.getMultiaddrs().map(String)
+      .filter((a) => a.includes('/tcp/') && !a.includes('/ws'))
+      .map((a) => a.includes('/p2p/') ? a : `${a}/p2p/${peerId}`)
+    return { peerId, addrs }
+  }
+
+  relayConnections (): number {
+    if (this.relay === undefined) throw new Error('relay not started')
+    return this.relay.node.getConnections().length
+  }
+
+  async stopRelay (): Promise<void> {
+    const r = this.relay
+    this.relay = undefined
+    if (r === undefined) return
+    await r.mailbox.stop()
+    await r.node.stop()
+    await r.store.close()
+  }
+
+  /** A Parley node connected to the relay, for MailboxClient calls. */
+  async startClient (relayAddr: string): Promise<MailboxClientStarted> {
+    if (this.client !== undefined) throw new Error('mailbox client already started')
+    const node = await createNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
+    await node.start()
+    this.client = node
+    await node.dial(multiaddr(relayAddr))
+    return { peerId: node.peerId.toString() }
+  }
+
+  async deposit (p: DepositParams): Promise<DepositRun> {
+    const mb = new MailboxClient(this.requireClient())
+    const envelope = new Uint8Array(p.envelopeBytes).fill(0x65)
+    const recipient = p.recipient
+    const relay = p.relayId as PeerIdString
+    const run: DepositRun = { startedAt: 0, doneAt: 0, accepted: 0, refused: 0, requests: 0, refusals: {} }
+    let left = p.deposits
+    const worker = async (): Promise<void> => {
+      while (left > 0) {
+        const n = Math.min(p.batchSize, left)
+        left -= n
+        const batch: Deposit[] = []
+        for (let i = 0; i < n; i++) batch.push({ recipient, id: newMessageId(), envelope })
+        const results = await mb.deposit(relay, batch)
+        run.requests++
+        for (const r of results) {
+          if (r.ok) {
+            run.accepted++
+          } else {
+            run.refused++
+            run.refusals[r.errorName] = (run.refusals[r.errorName] ?? 0) + 1
+          }
+        }
+      }
+    }
+    run.startedAt = sharedNow()
+    const workers: Array<Promise<void>> = []
+    for (let w = 0; w < p.parallel; w++) workers.push(worker())
+    await Promise.all(workers)
+    run.doneAt = sharedNow()
+    return run
+  }
+
+  /** Fetch (up to `limit` a time) and acknowledge until the relay says the mailbox is empty. */
+  async drain (p: DrainParams): Promise<DrainRun> {
+    const mb = new MailboxClient(this.requireClient())
+    const relay = p.relayId as PeerIdString
+    const run: DrainRun = { startedAt: sharedNow(), doneAt: 0, fetched: 0, acked: 0, fetches: 0, complete: false }
+    const deadline = run.startedAt + p.timeoutMs
+    while (sharedNow() < deadline) {
+      const { items, more } = await mb.fetch(relay, p.limit)
+      run.fetches++
+      run.fetched += items.length
+      if (items.length > 0) run.acked += await mb.ack(relay, items.map((i) => i.id))
+      if (items.length === 0 || !more) {
+        run.complete = true
+        break
+      }
+    }
+    run.doneAt = sharedNow()
+    return run
+  }
+
+  async stopClient (): Promise<void> {
+    const c = this.client
+    this.client = undefined
+    await c?.stop()
+  }
+
+  /** `nodes` minimal libp2p nodes (no listen address), each dialling the relay once. */
+  async startSwarm (p: SwarmParams): Promise<SwarmRun> {
+    const addr = multiaddr(p.relayAddr)
+    const t0 = sharedNow()
+    const deadline = t0 + p.timeoutMs
+    let next = 0
+    let connected = 0
+    let failed = 0
+    let firstError: string | undefined
+    const worker = async (): Promise<void> => {
+      while (next < p.nodes && sharedNow() < deadline) {
+        next++
+        const node = await createLibp2p({
+          privateKey: await generateKeyPair('Ed25519'),
+          transports: [tcp()],
+          connectionEncrypters: [noise()],
+          streamMuxers: [yamux()],
+          services: { identify: identify() }
+        })
+        this.swarm.push(node)
+        try {
+          await node.dial(addr, { signal: AbortSignal.timeout(10_000) })
+          connected++
+        } catch (err) {
+          failed++
+          firstError ??= (err as Error).message
+        }
+      }
+    }
+    const workers: Array<Promise<void>> = []
+    for (let w = 0; w < p.parallel; w++) workers.push(worker())
+    await Promise.all(workers)
+    return { connected, failed, elapsedMs: sharedNow() - t0, ...(firstError !== undefined ? { firstError } : {}) }
+  }
+
+  async stopSwarm (): Promise<void> {
+    const nodes = this.swarm
+    this.swarm = []
+    await Promise.allSettled(nodes.map(async (n) => { await n.stop() }))
+  }
+
+  async stop (): Promise<void> {
+    const results = await Promise.allSettled([this.stopSwarm(), this.stopClient(), this.stopRelay()])
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+    if (failed !== undefined) throw failed.reason
+  }
+
+  private requireClient (): ParleyLibp2p {
+    if (this.client === undefined) throw new Error('mailbox client not started')
+    return this.client
+  }
+}
