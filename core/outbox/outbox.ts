@@ -182,10 +182,9 @@ class PeerQueue {
 
   /** Unreachable: give what is queued to the deposit hook, keep the rest for the next try. */
   private depositThenRetry (): void {
-    const deposit = this.hooks.deposit
-    if (deposit === undefined || this.queued.length === 0) { this.retryLater(); return }
+    if (this.hooks.deposit === undefined || this.queued.length === 0) { this.retryLater(); return }
     const records = this.queued.removeWhere(() => true)
-    deposit.call(this.hooks, this.peer, records).then((ids) => {
+    this.hooks.deposit(this.peer, records).then((ids) => {
       const stored = new Set(ids)
       this.queued.unshiftAll(records.filter((r) => !stored.has(r.id)))
     }, (err: unknown) => {
