@@ -156,40 +156,47 @@ export class MailboxService implements Startable {
     const accepted: StoredMail[] = []
     const pending = new Map<string, { count: number, bytes: number }>()
     const inThisRequest = new Map<string, DepositResult>()
-    for (const d of deposits) {
-      const refuse = (name: string): void => {
-        this.count(name)
-        results.push({ id: d.id, ok: false, errorName: name, expiresAt: 0 })
-      }
+    const refused = (d: Deposit, name: string): DepositResult => {
+      this.count(name)
+      return { id: d.id, ok: false, errorName: name, expiresAt: 0 }
+    }
+    // Validate everything first, then look all survivors up in one read.
+    const checked = deposits.map((d): { d: Deposit, recipient?: PeerIdString, error?: string } => {
       let recipient: PeerIdString
       try {
         recipient = parsePeerId(d.recipient)
       } catch (err) {
-        refuse((err as Error).name)
-        continue
+        return { d, error: (err as Error).name }
       }
-      if (!isMessageId(d.id)) { refuse(InvalidRequestError.name); continue }
-      if (d.envelope.byteLength === 0) { refuse(InvalidRequestError.name); continue }
-      if (d.envelope.byteLength > this.limits.maxEnvelopeBytes) { refuse(EnvelopeTooLargeError.name); continue }
-      const repeat = inThisRequest.get(`${recipient}\x00${d.id}`)
+      if (!isMessageId(d.id) || d.envelope.byteLength === 0) return { d, error: InvalidRequestError.name }
+      if (d.envelope.byteLength > this.limits.maxEnvelopeBytes) return { d, error: EnvelopeTooLargeError.name }
+      return { d, recipient }
+    })
+    const lookups = checked.filter((c) => c.recipient !== undefined).map((c) => ({ recipient: c.recipient as string, id: c.d.id }))
+    const stored = await this.store.existing(lookups)
+    let li = 0
+    for (const { d, recipient, error } of checked) {
+      if (recipient === undefined) { results.push(refused(d, error ?? InvalidRequestError.name)); continue }
+      const alreadyExpiresAt = stored[li++]
+      const key = `${recipient}\x00${d.id}`
+      const repeat = inThisRequest.get(key)
       if (repeat !== undefined) { results.push({ ...repeat }); continue } // the same deposit twice in one request
-      if (!this.takeToken(caller, now)) { refuse(RateLimitedError.name); continue }
-      const existing = await this.store.has(recipient, d.id)
-      if (existing !== undefined) {
-        results.push({ id: d.id, ok: true, errorName: '', expiresAt: existing.expiresAt }) // a retry: already safe
+      if (alreadyExpiresAt !== undefined) {
+        results.push({ id: d.id, ok: true, errorName: '', expiresAt: alreadyExpiresAt }) // a retry: already safe
         continue
       }
+      if (!this.takeToken(caller, now)) { results.push(refused(d, RateLimitedError.name)); continue }
       const used = this.store.usageOf(recipient)
       const add = pending.get(recipient) ?? { count: 0, bytes: 0 }
       if (used.count + add.count + 1 > this.limits.quotaCount || used.bytes + add.bytes + d.envelope.byteLength > this.limits.quotaBytes) {
-        refuse(MailboxFullError.name)
+        results.push(refused(d, MailboxFullError.name))
         continue
       }
       pending.set(recipient, { count: add.count + 1, bytes: add.bytes + d.envelope.byteLength })
       const expiresAt = now + this.limits.ttlMs
       accepted.push({ id: d.id, recipient, sender: caller, envelope: d.envelope, depositedAt: now, expiresAt })
       const result = { id: d.id, ok: true, errorName: '', expiresAt }
-      inThisRequest.set(`${recipient}\x00${d.id}`, result)
+      inThisRequest.set(key, result)
       results.push(result)
     }
     if (accepted.length > 0) {

@@ -59,12 +59,17 @@ export class MailboxStore {
     return { count, bytes, recipients: this.usage.size }
   }
 
-  /** Is this (recipient, id) already stored? Then a retried deposit is acknowledged as is. */
-  async has (recipient: string, id: string): Promise<StoredMail | undefined> {
-    const seq = await this.db.get(`i!${recipient}\x00${id}`)
-    if (seq === undefined) return undefined
-    const value = await this.db.get(`m!${recipient}\x00${seq}`)
-    return value === undefined ? undefined : toMail(recipient, JSON.parse(value) as Row)
+  /** For each (recipient, id): the expiry of the copy already stored, or undefined. Two reads in all. */
+  async existing (keys: ReadonlyArray<{ recipient: string, id: string }>): Promise<Array<number | undefined>> {
+    const seqs = await this.db.getMany(keys.map((k) => `i!${k.recipient}\x00${k.id}`))
+    const hits = keys.map((k, i) => seqs[i] === undefined ? undefined : `m!${k.recipient}\x00${seqs[i] ?? ''}`)
+    const rows = await this.db.getMany(hits.filter((h): h is string => h !== undefined))
+    let r = 0
+    return hits.map((h) => {
+      if (h === undefined) return undefined
+      const value = rows[r++]
+      return value === undefined ? undefined : (JSON.parse(value) as Row).expiresAt
+    })
   }
 
   /** Store these deposits in one durable batch. */

@@ -6,7 +6,7 @@ export const MAX_MAILBOX_ENVELOPE_BYTES = 66 * 1024
 /** Deposits in one request. */
 export const MAX_DEPOSITS_PER_REQUEST = 32
 /** Items one FETCH may return, and ids one ACK may name. */
-export const MAX_FETCH_ITEMS = 256
+export const MAX_FETCH_ITEMS = 1024
 export const MAX_ACK_IDS = 1024
 /** Largest request and response frames. */
 export const MAX_MAILBOX_REQUEST_BYTES = 2 * 1024 * 1024 + 64 * 1024
