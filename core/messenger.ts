@@ -11,11 +11,12 @@ import { forComponent } from './logger.js'
 import { createNode, DEFAULT_LISTEN, listenPorts, reusePorts, type ListenPorts, type ParleyLibp2p } from './net/node.js'
 import { RelayKeeper } from './net/relays.js'
 import { MailboxClient } from './protocols/mailbox/client.js'
+import { DirectoryClient } from './protocols/directory/client.js'
 import { MAX_DEPOSITS_PER_REQUEST, MAX_FETCH_ITEMS } from './protocols/mailbox/constants.js'
 import { Outbox, type OutboxOptions } from './outbox/outbox.js'
 import { readEnvelope, textByteLength, writeEnvelope, type DmEnvelope } from './protocols/dm/codec.js'
 import { MAX_TEXT_BYTES } from './protocols/dm/constants.js'
-import { DmProtocol } from './protocols/dm/dm-protocol.js'
+import { DmProtocol, type DmChannel } from './protocols/dm/dm-protocol.js'
 import { LevelStore } from './store/level-store.js'
 import type { Contact, MessageRecord, OutboxRecord, SettledStatus, Store } from './store/types.js'
 
@@ -67,6 +68,7 @@ export class Messenger {
   private outbox: Outbox | undefined
   private relayKeeper: RelayKeeper | undefined
   private mailbox: MailboxClient | undefined
+  private directory: DirectoryClient | undefined
   private readonly draining = new Set<string>()
   private pollTimer: ReturnType<typeof setInterval> | undefined
   private readonly listeners = new Set<MessengerListener>()
@@ -112,7 +114,7 @@ export class Messenger {
       for (const c of await store.listContacts()) this.contacts.set(c.peerId, c)
 
       this.outbox = new Outbox({
-        open: async (peer, signal) => await this.requireDm().open(peer, { signal }),
+        open: async (peer, signal) => await this.openDm(peer, signal),
         sent: (peer, ids) => { this.onSent(peer, ids) },
         delivered: async (peer, ids) => { await this.settle(peer, ids, 'delivered') },
         expired: async (peer, ids) => { await this.settle(peer, ids, 'failed') },
@@ -173,6 +175,7 @@ export class Messenger {
     for (const c of this.contacts.values()) await this.rememberAddrs(c)
     this.dm = new DmProtocol(node, async (from, envs) => { await this.receive(from, envs) })
     this.mailbox = new MailboxClient(node)
+    this.directory = new DirectoryClient(node)
     node.addEventListener('peer:connect', (evt) => {
       const peer = evt.detail.toString() as PeerIdString
       this.outbox?.kick(peer)
@@ -401,6 +404,42 @@ export class Messenger {
     const view = messageView(r)
     if (view.status === 'pending' && this.sentNotAcked.has(r.id)) view.status = 'sent'
     return view
+  }
+
+  /** Open a DM stream; if the peer cannot be reached, ask our relays where it is now and try once more. */
+  private async openDm (peer: PeerIdString, signal: AbortSignal): Promise<DmChannel> {
+    try {
+      return await this.requireDm().open(peer, { signal })
+    } catch (err) {
+      if (!(await this.locate(peer))) throw err
+      return await this.requireDm().open(peer, { signal })
+    }
+  }
+
+  /**
+   * Ask each connected relay's directory for the peer's current signed record. New
+   * addresses go into the peer store and the contact. True if anything new was learned.
+   */
+  async locate (peer: PeerIdString): Promise<boolean> {
+    const directory = this.directory
+    if (directory === undefined) return false
+    for (const relay of this.relayKeeper?.relayPeers ?? []) {
+      let addrs: string[] | undefined
+      try {
+        addrs = await directory.lookup(relay as PeerIdString, peer)
+      } catch (err) {
+        log('directory lookup of %s at %s failed: %s', peer, relay, (err as Error).message)
+        continue
+      }
+      if (addrs === undefined || addrs.length === 0) continue
+      const known = new Set(this.contacts.get(peer)?.addrs ?? [])
+      const fresh = addrs.map(stripP2p).filter((a) => !known.has(a))
+      if (fresh.length === 0) continue
+      await this.requireNode().peerStore.merge(peerIdFromString(peer), { multiaddrs: addrs.map((a) => multiaddr(a)) })
+      await this.updateContactAddrs(peer, [...fresh, ...known])
+      return true
+    }
+    return false
   }
 
   /**

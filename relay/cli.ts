@@ -10,6 +10,7 @@ import { serveMetrics } from './metrics.js'
 import { createRelayNode, DEFAULT_RELAY_LIMITS, type RelayLimits } from './relay-node.js'
 import { DEFAULT_MAILBOX_LIMITS, MailboxService, type MailboxLimits } from './mailbox/service.js'
 import { MailboxStore } from './mailbox/store.js'
+import { DirectoryService } from './directory/service.js'
 
 export const RELAY_USAGE = `usage: parley relay --data DIR --listen MULTIADDR [--listen MULTIADDR]... [--metrics HOST:PORT]
                     [--config FILE] [--max-reservations N] [--circuit-data-limit BYTES]
@@ -17,7 +18,7 @@ export const RELAY_USAGE = `usage: parley relay --data DIR --listen MULTIADDR [-
                     [--mailbox-quota-count N] [--mailbox-quota-bytes BYTES] [--mailbox-ttl MS]
                     [--mailbox-deposits-per-second N] [--mailbox-deposit-burst N] [--mailbox-max-envelope-bytes BYTES]
 
-Runs a Parley relay: bootstrap peer, circuit relay and store-and-forward mailbox.
+Runs a Parley relay: bootstrap peer, circuit relay, store-and-forward mailbox and directory.
 Every option can also come from the environment (PARLEY_RELAY_DATA, PARLEY_RELAY_LISTEN
 comma-separated, PARLEY_RELAY_METRICS, PARLEY_RELAY_MAX_RESERVATIONS, ...) or from a JSON
 config file (--config; keys as the long options: {"listen": [...], "max-reservations": 500}).
@@ -151,6 +152,7 @@ export async function main (argv: string[]): Promise<number> {
   let node
   let store: MailboxStore | undefined
   let mailbox: MailboxService
+  let directory: DirectoryService
   try {
     const privateKey = await loadOrCreateIdentity(args.dataDir)
     store = new MailboxStore(join(args.dataDir, 'mailbox'))
@@ -158,8 +160,10 @@ export async function main (argv: string[]): Promise<number> {
     node = await createRelayNode({ privateKey, listen: args.listen, limits: args.limits })
     mailbox = new MailboxService(node, store, args.mailbox)
     await mailbox.start()
+    directory = new DirectoryService(node)
+    await directory.start()
     await node.start()
-    if (args.metrics !== undefined) server = await serveMetrics(node, args.metrics.host, args.metrics.port, { store, mailbox })
+    if (args.metrics !== undefined) server = await serveMetrics(node, args.metrics.host, args.metrics.port, { store, mailbox, directory })
   } catch (err) {
     const e = describeError(err)
     process.stdout.write(JSON.stringify({ event: 'error', error: e }) + '\n')
@@ -186,6 +190,7 @@ export async function main (argv: string[]): Promise<number> {
   logEvent('stopping')
   await new Promise<void>((resolve) => { if (server === undefined) resolve(); else server.close(() => { resolve() }) })
   await mailbox.stop()
+  await directory.stop()
   await node.stop()
   await store.close()
   logEvent('stopped')

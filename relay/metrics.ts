@@ -2,15 +2,16 @@ import { createServer, type Server } from 'node:http'
 import type { RelayLibp2p } from './relay-node.js'
 import type { MailboxService } from './mailbox/service.js'
 import type { MailboxStore } from './mailbox/store.js'
+import type { DirectoryService } from './directory/service.js'
 
-export interface MailboxParts { store: MailboxStore, mailbox: MailboxService }
+export interface MailboxParts { store: MailboxStore, mailbox: MailboxService, directory: DirectoryService }
 
 /**
  * The operator's HTTP endpoint: `/health` (200 `{"status":"ok",...}` while the node runs)
  * and `/metrics` (Prometheus text). Bind it to a private address (default 127.0.0.1).
  *
  * @example
- * const server = await serveMetrics(relay, '127.0.0.1', 9090, { store, mailbox })
+ * const server = await serveMetrics(relay, '127.0.0.1', 9090, { store, mailbox, directory })
  */
 export async function serveMetrics (node: RelayLibp2p, host: string, port: number, parts: MailboxParts): Promise<Server> {
   const server = createServer((req, res) => {
@@ -61,5 +62,7 @@ export function renderMetrics (node: RelayLibp2p, parts: MailboxParts): string {
   counter('parley_mailbox_expired_total', 'Envelopes deleted unread at their TTL.', stats.expired)
   lines.push('# HELP parley_mailbox_refused_total Deposits and requests refused, by reason.', '# TYPE parley_mailbox_refused_total counter')
   for (const [reason, n] of stats.refused) lines.push(`parley_mailbox_refused_total{reason="${reason}"} ${n}`)
+  counter('parley_directory_lookups_total', 'Directory lookups answered.', parts.directory.stats.lookups)
+  counter('parley_directory_found_total', 'Directory lookups that returned a record.', parts.directory.stats.found)
   return lines.join('\n') + '\n'
 }
