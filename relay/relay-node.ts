@@ -6,6 +6,7 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify, type Identify } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
 import { circuitRelayServer, type CircuitRelayService } from '@libp2p/circuit-relay-v2'
+import { autoNAT } from '@libp2p/autonat'
 import type { PrivateKey } from '@libp2p/interface'
 
 /** Limits an operator can set; every one has a default sized for chat (docs/relay.md). */
@@ -64,6 +65,8 @@ export async function createRelayNode (options: { privateKey: PrivateKey, listen
     services: {
       identify: identify(),
       ping: ping(),
+      // Answers nodes' autonat dial-back requests, so they learn whether they are reachable.
+      autoNAT: autoNAT(),
       relay: circuitRelayServer({
         reservations: {
           maxReservations: limits.maxReservations,

@@ -7,6 +7,8 @@ import { identify, type Identify } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
 import { mdns } from '@libp2p/mdns'
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { autoNAT } from '@libp2p/autonat'
+import { dcutr } from '@libp2p/dcutr'
 import type { PrivateKey } from '@libp2p/interface'
 
 export interface NodeOptions {
@@ -33,7 +35,7 @@ export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws']
 
 /**
  * The one place a Parley libp2p node is configured: TCP, WebSockets and circuit relay,
- * Noise, Yamux, identify and ping, and mDNS discovery when asked.
+ * Noise, Yamux, identify, ping, autonat and DCUtR, and mDNS discovery when asked.
  *
  * The node is returned stopped so callers can attach listeners first.
  *
@@ -58,7 +60,11 @@ export async function createNode (options: NodeOptions): Promise<ParleyLibp2p> {
     },
     services: {
       identify: identify(),
-      ping: ping()
+      ping: ping(),
+      // autonat: peers tell us whether our addresses are dialable from outside; dcutr: a
+      // relayed connection to a peer is upgraded to a direct one (hole punch) where possible.
+      autoNAT: autoNAT(),
+      dcutr: dcutr()
     }
   })
 }
