@@ -11,8 +11,9 @@ import { forComponent } from './logger.js'
 import { createNode, DEFAULT_LISTEN, listenPorts, reusePorts, type ListenPorts, type ParleyLibp2p } from './net/node.js'
 import { RelayKeeper } from './net/relays.js'
 import { MailboxClient } from './protocols/mailbox/client.js'
+import { readOneFrame } from './protocols/request.js'
 import { DirectoryClient } from './protocols/directory/client.js'
-import { MAX_DEPOSITS_PER_REQUEST, MAX_FETCH_ITEMS } from './protocols/mailbox/constants.js'
+import { MAILBOX_NOTIFY_PROTOCOL, MAX_DEPOSITS_PER_REQUEST, MAX_FETCH_ITEMS } from './protocols/mailbox/constants.js'
 import { Outbox, type OutboxOptions } from './outbox/outbox.js'
 import { readEnvelope, textByteLength, writeEnvelope, type DmEnvelope } from './protocols/dm/codec.js'
 import { MAX_TEXT_BYTES } from './protocols/dm/constants.js'
@@ -176,6 +177,14 @@ export class Messenger {
     this.dm = new DmProtocol(node, async (from, envs) => { await this.receive(from, envs) })
     this.mailbox = new MailboxClient(node)
     this.directory = new DirectoryClient(node)
+    // A relay saying "mail is waiting": fetch from it (only from our own relays).
+    await node.handle(MAILBOX_NOTIFY_PROTOCOL, (stream, connection) => {
+      const relay = connection.remotePeer.toString()
+      readOneFrame(stream, 64).then(async () => {
+        await stream.close()
+        if (this.relayKeeper?.relayPeers.includes(relay) === true) this.drainMailbox(relay)
+      }, (err: unknown) => { stream.abort(err as Error) })
+    }, { maxInboundStreams: 2, maxOutboundStreams: 1, runOnLimitedConnection: true })
     node.addEventListener('peer:connect', (evt) => {
       const peer = evt.detail.toString() as PeerIdString
       this.outbox?.kick(peer)

@@ -10,6 +10,7 @@ import { serveMetrics } from './metrics.js'
 import { createRelayNode, DEFAULT_RELAY_LIMITS, type RelayLimits } from './relay-node.js'
 import { DEFAULT_MAILBOX_LIMITS, MailboxService, type MailboxLimits } from './mailbox/service.js'
 import { MailboxStore } from './mailbox/store.js'
+import { MailboxNotifier } from './mailbox/notifier.js'
 import { DirectoryService } from './directory/service.js'
 
 export const RELAY_USAGE = `usage: parley relay --data DIR --listen MULTIADDR [--listen MULTIADDR]... [--metrics HOST:PORT]
@@ -153,13 +154,17 @@ export async function main (argv: string[]): Promise<number> {
   let store: MailboxStore | undefined
   let mailbox: MailboxService
   let directory: DirectoryService
+  let notifier: MailboxNotifier
   try {
     const privateKey = await loadOrCreateIdentity(args.dataDir)
     store = new MailboxStore(join(args.dataDir, 'mailbox'))
     await store.open()
     node = await createRelayNode({ privateKey, listen: args.listen, limits: args.limits })
-    mailbox = new MailboxService(node, store, args.mailbox)
+    notifier = new MailboxNotifier(node, store)
+    const notify = notifier
+    mailbox = new MailboxService(node, store, args.mailbox, Date.now, (recipients) => { for (const r of recipients) notify.notify(r) })
     await mailbox.start()
+    notifier.start()
     directory = new DirectoryService(node)
     await directory.start()
     await node.start()
@@ -189,6 +194,7 @@ export async function main (argv: string[]): Promise<number> {
   })
   logEvent('stopping')
   await new Promise<void>((resolve) => { if (server === undefined) resolve(); else server.close(() => { resolve() }) })
+  notifier.stop()
   await mailbox.stop()
   await directory.stop()
   await node.stop()

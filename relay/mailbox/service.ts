@@ -67,7 +67,9 @@ export class MailboxService implements Startable {
     private readonly host: Pick<Libp2p, 'handle' | 'unhandle'>,
     private readonly store: MailboxStore,
     private readonly limits: MailboxLimits,
-    private readonly now: () => number = Date.now
+    private readonly now: () => number = Date.now,
+    /** Called with the recipients of every accepted deposit (after the durable write). */
+    private readonly onDeposited: (recipients: Set<string>) => void = () => {}
   ) {}
 
   async start (): Promise<void> {
@@ -202,6 +204,7 @@ export class MailboxService implements Startable {
     if (accepted.length > 0) {
       await this.store.put(accepted) // durable before any "ok" leaves
       this.stats.deposits += accepted.length
+      this.onDeposited(new Set(accepted.map((m) => m.recipient)))
     }
     return results
   }

@@ -2,6 +2,12 @@ import '../../core/polyfill.js'
 import { afterEach, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { request } from 'node:http'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { multiaddr } from '@multiformats/multiaddr'
+import { newMessageId, type PeerIdString } from '../../core/ids.js'
+import { createNode } from '../../core/net/node.js'
+import { writeEnvelope } from '../../core/protocols/dm/codec.js'
+import { MailboxClient } from '../../core/protocols/mailbox/client.js'
 import { Cluster, freePort, type NodeProcess } from '../helpers/node-process.js'
 
 // Real processes on loopback: a `parley relay` and `parley node`s that listen only on
@@ -78,9 +84,17 @@ describe('parley relay (spawned processes)', () => {
 
     await relay.terminate()
     await cluster.restart(relay, { command: 'relay' })
-    // Same identity and address: the nodes' relay keepers redial it and reserve again.
+    // Same identity and address: the nodes' relay keepers redial it and reserve again. Wait
+    // for B's reservation to be back (its circuit address returns), so what follows tests
+    // the circuit, not the mailbox fallback.
+    const circuit = `/p2p/${relay.ready.peerId}/p2p-circuit`
+    await b.poll(async () => {
+      const me = await b.call('whoami', {})
+      return me.addrs.some((x) => x.includes(circuit)) ? me : undefined
+    }, 60_000, 'B reserved again')
     const second = await a.call('dm.send', { to: b.ready.peerId, text: 'after restart' })
-    await b.waitFor((l) => l.event === 'message' && l.id === second.id, 60_000, { description: 'message after relay restart' })
+    await b.waitFor((l) => l.event === 'message' && l.id === second.id, 30_000, { description: 'message after relay restart' })
+    // Acknowledged by B over the circuit: delivered (a mailbox deposit would stop at 'sent').
     await a.waitFor((l) => l.event === 'status' && l.id === second.id && l.status === 'delivered', 20_000, { description: 'delivered after restart' })
   })
 
@@ -127,5 +141,28 @@ describe('parley relay (spawned processes)', () => {
       after = (await httpGet(`http://127.0.0.1:${metricsPort}/metrics`)).body
     }
     assert.match(after, /^parley_mailbox_items 0$/m, 'gone from the relay')
+  })
+
+  it('tells a connected recipient at once that mail is waiting', { timeout: 60_000 }, async () => {
+    const relay = await cluster.start({ command: 'relay', label: 'R' })
+    const relayAddr = relay.ready.addrs[0] ?? ''
+    const b = await cluster.start({ listen: ['/p2p-circuit'], extraArgs: ['--relay', relayAddr], label: 'B' })
+    // Someone deposits straight into B's mailbox while B is online and connected to R.
+    const depositor = await createNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
+    await depositor.start()
+    try {
+      await depositor.dial(multiaddr(relayAddr))
+      const id = newMessageId()
+      const envelope = writeEnvelope({ id, lamport: 1, sentAt: Date.now(), type: 'text', text: 'waiting for you' })
+      const started = Date.now()
+      const [result] = await new MailboxClient(depositor).deposit(relay.ready.peerId as PeerIdString, [{ recipient: b.ready.peerId, id, envelope }])
+      assert.equal(result?.ok, true)
+      // B polls only every 30 s; the relay's notice makes it fetch now.
+      const got = await b.waitFor((l) => l.event === 'message' && l.id === id, 10_000, { description: 'notified delivery' })
+      assert.equal(got.from, depositor.peerId.toString())
+      assert.ok(Date.now() - started < 10_000)
+    } finally {
+      await depositor.stop()
+    }
   })
 })

@@ -13,3 +13,7 @@ export const MAX_MAILBOX_REQUEST_BYTES = 2 * 1024 * 1024 + 64 * 1024
 export const MAX_MAILBOX_RESPONSE_BYTES = 2 * 1024 * 1024 + 64 * 1024
 /** How long a request or response may take before the stream is abandoned. */
 export const MAILBOX_TIMEOUT_MS = 10_000
+/** Relay -> recipient: mail is waiting (one MailboxNotice frame). */
+export const MAILBOX_NOTIFY_PROTOCOL = '/parley/mailbox-notify/1.0.0'
+/** A relay notifies one recipient at most this often. */
+export const NOTIFY_INTERVAL_MS = 1000
