@@ -15,7 +15,7 @@ import { readOneFrame } from './protocols/request.js'
 import { DirectoryClient } from './protocols/directory/client.js'
 import { MAILBOX_NOTIFY_PROTOCOL, MAX_DEPOSITS_PER_REQUEST, MAX_FETCH_ITEMS } from './protocols/mailbox/constants.js'
 import { Outbox, type OutboxOptions } from './outbox/outbox.js'
-import { readEnvelope, textByteLength, writeEnvelope, type DmEnvelope } from './protocols/dm/codec.js'
+import { MAX_RECEIPT_IDS, readEnvelope, textByteLength, writeEnvelope, type DmEnvelope } from './protocols/dm/codec.js'
 import { MAX_TEXT_BYTES } from './protocols/dm/constants.js'
 import { DmProtocol, type DmChannel } from './protocols/dm/dm-protocol.js'
 import { LevelStore } from './store/level-store.js'
@@ -78,6 +78,8 @@ export class Messenger {
   private readonly sentNotAcked = new Map<MessageId, PeerIdString>()
   /** Outgoing messages whose record is still being written; their status events wait for it. */
   private readonly unsaved = new Map<MessageId, Promise<void>>()
+  /** Outbox entries that are receipts, not messages: no status events for them. */
+  private readonly controlIds = new Set<MessageId>()
   private clock = 0
   private name = ''
   private selfId: PeerIdString | undefined
@@ -135,7 +137,10 @@ export class Messenger {
         this.pollTimer.unref?.()
         if (requested.some((a) => a.includes('/p2p-circuit'))) await this.waitForCircuitAddress(CIRCUIT_WAIT_MS)
       }
-      for (const rec of await store.listOutbox()) this.outbox.enqueue(rec)
+      for (const rec of await store.listOutbox()) {
+        if (isReceipt(rec.frame)) this.controlIds.add(rec.id)
+        this.outbox.enqueue(rec)
+      }
       this.greetContacts()
     } catch (err) {
       await this.stop().catch(() => {})
@@ -366,9 +371,13 @@ export class Messenger {
     return this.outbox?.pending(peer === undefined ? undefined : parsePeerId(peer)) ?? 0
   }
 
-  private async receive (from: PeerIdString, envs: DmEnvelope[]): Promise<void> {
+  private async receive (from: PeerIdString, all: DmEnvelope[]): Promise<void> {
     const store = this.requireStore()
     if (!this.contacts.has(from)) await this.addInboundContact(from)
+    const receipts = all.filter((e) => e.type === 'receipt')
+    if (receipts.length > 0) await this.applyReceipts(from, receipts.flatMap((e) => e.receiptFor ?? []))
+    const envs = all.filter((e) => e.type === 'text')
+    if (envs.length === 0) return
     let clock = this.clock
     const now = Date.now()
     const records: MessageRecord[] = envs.map((e) => {
@@ -382,9 +391,38 @@ export class Messenger {
     }
   }
 
+  /** `from` stored these messages of ours (they went through a mailbox): mark them delivered. */
+  private async applyReceipts (from: PeerIdString, ids: MessageId[]): Promise<void> {
+    const store = this.requireStore()
+    const done: MessageId[] = []
+    for (const id of ids) {
+      const m = await store.getMessage(id)
+      // Only our own messages to this very peer; anything else in a receipt is ignored.
+      if (m === undefined || m.direction !== 'out' || m.conversation !== from || m.status === 'delivered') continue
+      this.outbox?.cancel(from, id)
+      done.push(id)
+    }
+    if (done.length > 0) await this.settle(from, done, 'delivered')
+  }
+
+  /** Tell `to` that we stored these of its messages (queued like any envelope, never shown). */
+  private async sendReceipt (to: PeerIdString, ids: MessageId[]): Promise<void> {
+    const store = this.requireStore()
+    const outbox = this.requireOutbox()
+    for (let i = 0; i < ids.length; i += MAX_RECEIPT_IDS) {
+      const id = newMessageId()
+      const sentAt = Date.now()
+      const frame = writeEnvelope({ id, lamport: Math.max(1, this.clock), sentAt, type: 'receipt', text: '', receiptFor: ids.slice(i, i + MAX_RECEIPT_IDS) })
+      const entry: OutboxRecord = { id, to, frame, createdAt: sentAt, expiresAt: sentAt + (this.options.messageTtlMs ?? DEFAULT_MESSAGE_TTL_MS) }
+      this.controlIds.add(id)
+      await store.queueOutbox(entry)
+      outbox.enqueue(entry)
+    }
+  }
+
   private onSent (peer: PeerIdString, ids: MessageId[]): void {
     for (const id of ids) {
-      if (this.sentNotAcked.has(id)) continue
+      if (this.sentNotAcked.has(id) || this.controlIds.has(id)) continue
       this.sentNotAcked.set(id, peer)
       this.emitStatus(id, peer, 'sent')
     }
@@ -392,8 +430,10 @@ export class Messenger {
 
   private async settle (peer: PeerIdString, ids: MessageId[], status: SettledStatus): Promise<void> {
     // Group commit keeps this write after the messages' own records (see LevelStore.commit).
-    await this.requireStore().settleOutgoing(ids.map((id) => ({ id, to: peer, status })))
+    // A receipt leaving the outbox, however it went, just goes (no status, no event).
+    await this.requireStore().settleOutgoing(ids.map((id) => ({ id, to: peer, status: this.controlIds.has(id) ? 'delivered' : status })))
     for (const id of ids) {
+      if (this.controlIds.delete(id)) continue
       this.sentNotAcked.delete(id)
       this.emitStatus(id, peer, status)
     }
@@ -498,7 +538,12 @@ export class Messenger {
         let batch: DmEnvelope[] = []
         let from: PeerIdString | undefined
         const flush = async (): Promise<void> => {
-          if (from !== undefined && batch.length > 0) await this.receive(from, batch)
+          if (from !== undefined && batch.length > 0) {
+            await this.receive(from, batch)
+            // The sender cannot see this delivery (no ack crossed): tell it with a receipt.
+            const texts = batch.filter((e) => e.type === 'text').map((e) => e.id)
+            if (texts.length > 0) await this.sendReceipt(from, texts)
+          }
           batch = []
         }
         for (const item of items) {
@@ -618,6 +663,14 @@ function validateName (name: unknown): string {
 
 function shortId (peer: string): string {
   return `${peer.slice(0, 4)}…${peer.slice(-6)}`
+}
+
+function isReceipt (frame: Uint8Array): boolean {
+  try {
+    return readEnvelope(frame).type === 'receipt'
+  } catch {
+    return false
+  }
 }
 
 /** The relays a contact listens through: from `<relay addr>/p2p/<relay id>/p2p-circuit` addresses. */

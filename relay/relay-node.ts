@@ -3,7 +3,7 @@ import { tcp } from '@libp2p/tcp'
 import { webSockets } from '@libp2p/websockets'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
-import { identify, type Identify } from '@libp2p/identify'
+import { identify, identifyPush, type Identify, type IdentifyPush } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
 import { circuitRelayServer, type CircuitRelayService } from '@libp2p/circuit-relay-v2'
 import { autoNAT } from '@libp2p/autonat'
@@ -35,6 +35,7 @@ export const DEFAULT_RELAY_LIMITS: RelayLimits = {
 
 export interface RelayServices extends Record<string, unknown> {
   identify: Identify
+  identifyPush: IdentifyPush
   ping: Ping
   relay: CircuitRelayService
 }
@@ -64,6 +65,9 @@ export async function createRelayNode (options: { privateKey: PrivateKey, listen
     },
     services: {
       identify: identify(),
+      // Tells connected peers (relays' directories) when our addresses change, e.g. once a
+      // relay reservation gives us a circuit address.
+      identifyPush: identifyPush(),
       ping: ping(),
       // Answers nodes' autonat dial-back requests, so they learn whether they are reachable.
       autoNAT: autoNAT(),

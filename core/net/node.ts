@@ -3,7 +3,7 @@ import { tcp } from '@libp2p/tcp'
 import { webSockets } from '@libp2p/websockets'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
-import { identify, type Identify } from '@libp2p/identify'
+import { identify, identifyPush, type Identify, type IdentifyPush } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
 import { mdns } from '@libp2p/mdns'
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
@@ -26,6 +26,7 @@ export interface NodeOptions {
 
 export interface ParleyServices extends Record<string, unknown> {
   identify: Identify
+  identifyPush: IdentifyPush
   ping: Ping
 }
 
@@ -60,6 +61,9 @@ export async function createNode (options: NodeOptions): Promise<ParleyLibp2p> {
     },
     services: {
       identify: identify(),
+      // Tells connected peers (relays' directories) when our addresses change, e.g. once a
+      // relay reservation gives us a circuit address.
+      identifyPush: identifyPush(),
       ping: ping(),
       // autonat: peers tell us whether our addresses are dialable from outside; dcutr: a
       // relayed connection to a peer is upgraded to a direct one (hole punch) where possible.

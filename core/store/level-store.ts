@@ -150,15 +150,23 @@ export class LevelStore implements Store {
     await this.commit([{ sub: this.contacts, key: peerId }])
   }
 
-  async saveOutgoing (message: MessageRecord, outbox: OutboxRecord, clock: number): Promise<void> {
+  async queueOutbox (outbox: OutboxRecord): Promise<void> {
+    await this.commit([this.outboxOp(outbox)])
+  }
+
+  private outboxOp (outbox: OutboxRecord): Op {
     const value = new Uint8Array(OUTBOX_HEADER + outbox.frame.byteLength)
     const view = new DataView(value.buffer)
     view.setFloat64(0, outbox.createdAt)
     view.setFloat64(8, outbox.expiresAt)
     value.set(outbox.frame, OUTBOX_HEADER)
+    return { sub: this.outbox, key: outboxKey(outbox.to, outbox.id), value }
+  }
+
+  async saveOutgoing (message: MessageRecord, outbox: OutboxRecord, clock: number): Promise<void> {
     this.advanceClock(clock)
     const ops = this.messageOps(message)
-    ops.push({ sub: this.outbox, key: outboxKey(outbox.to, outbox.id), value })
+    ops.push(this.outboxOp(outbox))
     await this.commit(ops)
   }
 

@@ -35,6 +35,10 @@ export class MemoryStore implements Store {
   async putContact (contact: Contact): Promise<void> { this.contacts.set(contact.peerId, copy(contact)) }
   async deleteContact (peerId: PeerIdString): Promise<void> { this.contacts.delete(peerId) }
 
+  async queueOutbox (outbox: OutboxRecord): Promise<void> {
+    this.outbox.set(outboxKey(outbox.to, outbox.id), { ...outbox, frame: outbox.frame.slice() })
+  }
+
   async saveOutgoing (message: MessageRecord, outbox: OutboxRecord, clock: number): Promise<void> {
     this.putMessage(message)
     this.outbox.set(outboxKey(outbox.to, outbox.id), { ...outbox, frame: outbox.frame.slice() })

@@ -74,6 +74,8 @@ export interface Store {
   putContact(contact: Contact): Promise<void>
   deleteContact(peerId: PeerIdString): Promise<void>
 
+  /** An outbox entry with no message record (control envelopes such as receipts). */
+  queueOutbox(outbox: OutboxRecord): Promise<void>
   /** The local copy and its outbox entry, in one write, with the clock. */
   saveOutgoing(message: MessageRecord, outbox: OutboxRecord, clock: number): Promise<void>
   /**

@@ -94,7 +94,7 @@ describe('parley relay (spawned processes)', () => {
     }, 60_000, 'B reserved again')
     const second = await a.call('dm.send', { to: b.ready.peerId, text: 'after restart' })
     await b.waitFor((l) => l.event === 'message' && l.id === second.id, 30_000, { description: 'message after relay restart' })
-    // Acknowledged by B over the circuit: delivered (a mailbox deposit would stop at 'sent').
+    // Acknowledged by B over the circuit.
     await a.waitFor((l) => l.event === 'status' && l.id === second.id && l.status === 'delivered', 20_000, { description: 'delivered after restart' })
   })
 
@@ -164,5 +164,28 @@ describe('parley relay (spawned processes)', () => {
     } finally {
       await depositor.stop()
     }
+  })
+
+  it('a message delivered through a mailbox turns delivered at the sender (receipt)', { timeout: 90_000 }, async () => {
+    const relay = await cluster.start({ command: 'relay', label: 'R' })
+    const relayAddr = relay.ready.addrs[0] ?? ''
+    const nodeOpts = { listen: ['/p2p-circuit'], extraArgs: ['--relay', relayAddr] }
+    const a = await cluster.start({ ...nodeOpts, label: 'A' })
+    const b = await cluster.start({ ...nodeOpts, label: 'B' })
+    await a.call('contact.add', { invite: b.ready.invite })
+    await b.stop()
+    const ids: string[] = []
+    for (let i = 0; i < 5; i++) ids.push((await a.call('dm.send', { to: b.ready.peerId, text: `later ${i}` })).id)
+    const seen = new Map<string, string>()
+    const track = (l: Record<string, unknown>): void => { if (l.event === 'status' && typeof l.id === 'string' && typeof l.status === 'string') seen.set(l.id, l.status) }
+    await a.waitFor((l) => { track(l); return ids.every((id) => seen.get(id) === 'sent') }, 30_000, { description: 'deposited (sent)' })
+    const b2 = await cluster.restart(b, nodeOpts)
+    for (const id of ids) await b2.waitFor((l) => l.event === 'message' && l.id === id, 30_000, { description: `message ${id} at B` })
+    // B's receipt reaches A (through the relay's directory and the circuit, or A's mailbox).
+    await a.waitFor((l) => { track(l); return ids.every((id) => seen.get(id) === 'delivered') }, 60_000, { description: 'delivered at A' })
+    const history = await a.call('dm.history', { with: b.ready.peerId, limit: 10 })
+    assert.deepEqual(history.messages.map((m) => m.status), ids.map(() => 'delivered'))
+    const bHistory = await b2.call('dm.history', { with: a.ready.peerId, limit: 10 })
+    assert.deepEqual(bHistory.messages.map((m) => m.id), ids, 'receipts are not shown as messages')
   })
 })

@@ -2,9 +2,9 @@ import '../../core/polyfill.js'
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { ulidFactory, type MessageId } from '../../core/ids.js'
-import { readAck, readEnvelope, textByteLength, writeAck, writeEnvelope, type DmEnvelope } from '../../core/protocols/dm/codec.js'
+import { MAX_RECEIPT_IDS, readAck, readEnvelope, textByteLength, writeAck, writeEnvelope, type DmEnvelope } from '../../core/protocols/dm/codec.js'
 import { MAX_ACK_IDS, MAX_ENVELOPE_BYTES, MAX_TEXT_BYTES } from '../../core/protocols/dm/constants.js'
-import { Envelope, EnvelopeType, TextBody } from '../../core/protocols/dm/pb/dm.js'
+import { Envelope, EnvelopeType, ReceiptBody, TextBody } from '../../core/protocols/dm/pb/dm.js'
 import { Rng } from './prng.js'
 
 const nextId = ulidFactory(() => 1_700_000_000_000)
@@ -140,6 +140,17 @@ describe('envelope codec', () => {
     const unknownType = new Uint8Array([...known, 0x20, 0x09])
     assert.ok(ENVELOPE_ERRORS.has(tryEnvelope(unknownType)))
     assert.notEqual(tryEnvelope(unknownType), 'ok')
+  })
+
+  it('round-trips receipts and rejects empty, oversized or malformed ones', () => {
+    const ids = [nextId(), nextId(), nextId()]
+    const receipt: DmEnvelope = { id: nextId(), lamport: 3, sentAt: 1700000000000, type: 'receipt', text: '', receiptFor: ids }
+    assert.deepEqual(readEnvelope(writeEnvelope(receipt)), receipt)
+    assertThrowsNamed(() => readEnvelope(writeEnvelope({ ...receipt, receiptFor: [] })), 'InvalidEnvelopeError')
+    const bad = Envelope.encode({ id: nextId(), lamport: 1, sentAt: 1, type: EnvelopeType.RECEIPT, body: ReceiptBody.encode({ ids: ['not-a-ulid'] }) })
+    assertThrowsNamed(() => readEnvelope(bad), 'InvalidEnvelopeError')
+    const tooMany = Envelope.encode({ id: nextId(), lamport: 1, sentAt: 1, type: EnvelopeType.RECEIPT, body: ReceiptBody.encode({ ids: Array.from({ length: MAX_RECEIPT_IDS + 1 }, () => nextId()) }) })
+    assertThrowsNamed(() => readEnvelope(tooMany), 'MalformedFrameError')
   })
 
   it('rejects a body that is not a TextBody with MalformedFrameError', () => {

@@ -312,6 +312,20 @@ export function runStoreSuite (name: string, make: () => Promise<StoreFixture>):
       })
     })
 
+    describe('queueOutbox', () => {
+      it('queues an entry with no message record, and settling removes it', async () => {
+        const id = nextId()
+        const frame = new TextEncoder().encode('a receipt frame')
+        await store.queueOutbox({ id, to: peers.a, frame, createdAt: BASE_TIME, expiresAt: BASE_TIME + 1000 })
+        const listed = await store.listOutbox()
+        assert.deepEqual(listed.map((r) => [r.id, r.to, [...r.frame]]), [[id, peers.a, [...frame]]])
+        assert.equal(await store.getMessage(id), undefined, 'no message record')
+        assert.deepEqual(await store.history(peers.a, { limit: 10 }), [])
+        await store.settleOutgoing([{ id, to: peers.a, status: 'delivered' }])
+        assert.deepEqual(await store.listOutbox(), [])
+      })
+    })
+
     describe('settleOutgoing', () => {
       it('updates the status seen by getMessage, history and listConversations and drops outbox entries', async () => {
         const toA1 = outgoing(peers.a, 2)
