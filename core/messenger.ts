@@ -563,8 +563,25 @@ export class Messenger {
         if (!more) return
       }
     }
-    run().catch((err: unknown) => { log('draining mailbox at %s failed: %s', relay, (err as Error).message) })
+    run()
+      .then(async () => { await this.collectExpired(relay as PeerIdString) })
+      .catch((err: unknown) => { log('draining mailbox at %s failed: %s', relay, (err as Error).message) })
       .finally(() => { this.draining.delete(relay) })
+  }
+
+  /** Ask a relay which of our deposits there expired unread; those messages become failed. */
+  private async collectExpired (relay: PeerIdString): Promise<void> {
+    const mailbox = this.mailbox
+    if (mailbox === undefined) return
+    const expired = await mailbox.expired(relay)
+    const store = this.requireStore()
+    const byPeer = new Map<PeerIdString, MessageId[]>()
+    for (const e of expired) {
+      const m = await store.getMessage(e.id as MessageId)
+      if (m === undefined || m.direction !== 'out' || m.conversation !== e.recipient || m.status !== 'sent') continue
+      byPeer.set(m.conversation, [...(byPeer.get(m.conversation) ?? []), m.id])
+    }
+    for (const [peer, ids] of byPeer) await this.settle(peer, ids, 'failed')
   }
 
   private async addInboundContact (peer: PeerIdString): Promise<void> {

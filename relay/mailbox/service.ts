@@ -115,7 +115,7 @@ export class MailboxService implements Startable {
   }
 
   private async answer (caller: PeerIdString, req: MailboxRequest): Promise<MailboxResponse> {
-    const base: MailboxResponse = { ok: true, errorName: '', errorMessage: '', results: [], items: [], more: false, acked: 0 }
+    const base: MailboxResponse = { ok: true, errorName: '', errorMessage: '', results: [], items: [], more: false, acked: 0, expired: [] }
     try {
       switch (req.kind) {
         case MailboxRequest.Kind.DEPOSIT:
@@ -135,6 +135,8 @@ export class MailboxService implements Startable {
           this.stats.acked += acked
           return { ...base, acked }
         }
+        case MailboxRequest.Kind.EXPIRED:
+          return { ...base, expired: await this.store.takeExpired(caller, MAX_ACK_IDS) }
         default:
           throw new InvalidRequestError('unknown mailbox request kind')
       }

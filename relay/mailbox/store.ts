@@ -133,7 +133,7 @@ export class MailboxStore {
     const gone: Array<{ recipient: string, id: string, sender: string }> = []
     // Deletes the rows the expiry index names directly (not through the id index), so no
     // row can outlive its expiry whatever state the id index is in.
-    const ops: Array<{ type: 'del', key: string }> = []
+    const ops: Array<{ type: 'del', key: string } | { type: 'put', key: string, value: string }> = []
     const freed: Array<{ recipient: string, bytes: number }> = []
     for await (const key of this.db.keys({ gt: 'e!', lt: `e!${pad(now)}\x01` })) {
       const [, recipient, seq] = key.slice(2).split('\x00') as [string, string, string]
@@ -146,11 +146,25 @@ export class MailboxStore {
       if (indexed === seq) ops.push({ type: 'del', key: `i!${recipient}\x00${row.id}` })
       gone.push({ recipient, id: row.id, sender: row.sender })
       freed.push({ recipient, bytes: Buffer.byteLength(row.envelope, 'base64') })
+      // A tombstone so the sender can learn its message expired unread (EXPIRED request).
+      ops.push({ type: 'put', key: `x!${row.sender}\x00${row.id}`, value: recipient })
     }
     if (ops.length === 0) return gone
     await this.db.batch(ops, { sync: this.sync })
     for (const f of freed) this.addUsage(f.recipient, -1, -f.bytes)
     return gone
+  }
+
+  /** A sender's deposits that expired unread, up to `limit`; they are forgotten once told. */
+  async takeExpired (sender: string, limit: number): Promise<Array<{ id: string, recipient: string }>> {
+    const out: Array<{ id: string, recipient: string }> = []
+    const ops: Array<{ type: 'del', key: string }> = []
+    for await (const [key, recipient] of this.db.iterator({ gt: `x!${sender}\x00`, lt: `x!${sender}\x01`, limit })) {
+      out.push({ id: key.slice(key.indexOf('\x00') + 1), recipient })
+      ops.push({ type: 'del', key })
+    }
+    if (ops.length > 0) await this.db.batch(ops, { sync: this.sync })
+    return out
   }
 
   private addUsage (recipient: string, count: number, bytes: number): void {

@@ -360,6 +360,10 @@ describe('mailbox on a relay', () => {
     assert.equal(await r.service.sweep(), 0, 'a second sweep finds nothing')
     assert.equal(r.service.stats.expired, 1)
     assert.equal(await b.mb.ack(r.id, [d.id]), 0)
+    // The sender (only) learns, once, that its deposit expired unread.
+    assert.deepEqual(await b.mb.expired(r.id), [], 'not the recipient\'s to learn')
+    assert.deepEqual(await a.mb.expired(r.id), [{ id: d.id, recipient: b.id }])
+    assert.deepEqual(await a.mb.expired(r.id), [], 'told once')
   })
 
   it('keeps mail over a relay restart', { timeout: 20_000 }, async () => {

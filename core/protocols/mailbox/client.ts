@@ -33,6 +33,12 @@ export class MailboxClient {
     return { items: res.items, more: res.more }
   }
 
+  /** My deposits at this relay that expired unread since I last asked (told once). */
+  async expired (relay: PeerIdString): Promise<Array<{ id: string, recipient: string }>> {
+    const res = await this.call(relay, { kind: MailboxRequest.Kind.EXPIRED, deposits: [], limit: 0, ids: [] })
+    return res.expired
+  }
+
   async ack (relay: PeerIdString, ids: readonly MessageId[] | readonly string[]): Promise<number> {
     const res = await this.call(relay, { kind: MailboxRequest.Kind.ACK, deposits: [], limit: 0, ids: [...ids] })
     return res.acked
@@ -52,7 +58,7 @@ export class MailboxClient {
     }
     let res: MailboxResponse
     try {
-      res = MailboxResponse.decode(frame, { limits: { results: 1024, items: 1024 } })
+      res = MailboxResponse.decode(frame, { limits: { results: 1024, items: 1024, expired: 1024 } })
     } catch (err) {
       throw new MalformedFrameError(`bad mailbox response: ${(err as Error).message}`)
     }
