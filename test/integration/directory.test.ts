@@ -21,6 +21,7 @@ import { eventually, messageEvents, removeDir, startPeer } from '../helpers/mess
 describe('directory: where is a peer reachable now', () => {
   let relay: RelayLibp2p
   let relayAddr: string
+  let directory: DirectoryService
   const nodes: ParleyLibp2p[] = []
 
   async function peer (): Promise<ParleyLibp2p> {
@@ -32,7 +33,8 @@ describe('directory: where is a peer reachable now', () => {
 
   before(async () => {
     relay = await createRelayNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], limits: { ...DEFAULT_RELAY_LIMITS, inboundConnectionThreshold: 1000 } })
-    await new DirectoryService(relay).start()
+    directory = new DirectoryService(relay)
+    await directory.start()
     await relay.start()
     relayAddr = relay.getMultiaddrs()[0]?.toString() ?? ''
   })
@@ -83,6 +85,34 @@ describe('directory: where is a peer reachable now', () => {
       })().catch(() => {})
     })
     await assert.rejects(new DirectoryClient(c).lookup(liar.peerId.toString() as PeerIdString, victim.peerId.toString() as PeerIdString), { name: 'ForgedRecordError' })
+  })
+
+  it('resets streams carrying bad frames and keeps answering', async () => {
+    const raw = await peer()
+    await raw.dial(multiaddr(relayAddr))
+    const attack = async (bytes: Uint8Array, close: boolean): Promise<void> => {
+      const s = await raw.dialProtocol(relay.peerId, DIRECTORY_PROTOCOL)
+      s.send(bytes)
+      if (close) await s.close().catch(() => {})
+      let reply = 0
+      try {
+        for await (const chunk of s) reply += chunk.byteLength
+      } catch {
+        // reset: expected
+      }
+      assert.equal(reply, 0, 'no answer to a bad frame')
+    }
+    await attack(Uint8Array.from([0x80, 0x80, 0x80, 0x80, 0x10, 1, 2, 3]), false) // claims 4 GiB
+    await attack(Uint8Array.from([0x10, 1, 2]), true) // truncated
+    await attack(Uint8Array.from([0x03, 0xff, 0xff, 0xff]), true) // does not decode
+    for (let i = 0; i < 10; i++) await attack(new Uint8Array(64).map(() => Math.floor(Math.random() * 256)), true)
+    for (const name of ['FrameTooLargeError', 'TruncatedFrameError', 'MalformedFrameError']) {
+      assert.ok((directory.stats.refused.get(name) ?? 0) >= 1, `${name} counted: ${JSON.stringify([...directory.stats.refused])}`)
+    }
+    // Still answering honest lookups.
+    const c = await peer()
+    await c.dial(multiaddr(relayAddr))
+    await eventually(async () => await new DirectoryClient(c).lookup(relay.peerId.toString() as PeerIdString, raw.peerId.toString() as PeerIdString) !== undefined, 'honest lookup after attacks', 10_000)
   })
 
   it('lets a sender find a contact that moved to a new address', { timeout: 60_000 }, async () => {
