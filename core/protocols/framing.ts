@@ -1,4 +1,5 @@
 import { Uint8ArrayList } from 'uint8arraylist'
+import type { MessageStream } from '@libp2p/interface'
 import { FrameTooLargeError, InvalidLengthPrefixError, TruncatedFrameError } from './errors.js'
 
 const MAX_VARINT_BYTES = 5 // lengths are < 2^32; a longer prefix is hostile
@@ -91,4 +92,12 @@ function varintLength (n: number): number {
   let len = 1
   while (n >= 0x80) { n = Math.floor(n / 128); len++ }
   return len
+}
+
+/**
+ * Length-prefix `frames` into one write on `stream`, then wait for the transport to drain
+ * if it asked us to. Every protocol writes through this, so backpressure is handled once.
+ */
+export async function sendFrames (stream: Pick<MessageStream, 'send' | 'onDrain'>, frames: readonly Uint8Array[]): Promise<void> {
+  if (!stream.send(encodeFrames(frames))) await stream.onDrain()
 }

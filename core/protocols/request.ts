@@ -1,5 +1,5 @@
 import type { Stream } from '@libp2p/interface'
-import { FrameDecoder, encodeFrames } from './framing.js'
+import { FrameDecoder, sendFrames } from './framing.js'
 import { TruncatedFrameError } from './errors.js'
 
 /**
@@ -8,7 +8,7 @@ import { TruncatedFrameError } from './errors.js'
  */
 export async function requestResponse (stream: Stream, request: Uint8Array, maxResponseBytes: number): Promise<Uint8Array> {
   const decoder = new FrameDecoder(maxResponseBytes)
-  if (!stream.send(encodeFrames([request]))) await stream.onDrain()
+  await sendFrames(stream, [request])
   await stream.close() // our side is done; the response still arrives
   for await (const chunk of stream) {
     for (const frame of decoder.push(chunk)) return frame
@@ -29,6 +29,6 @@ export async function readOneFrame (stream: Stream, maxBytes: number): Promise<U
 
 /** Write one response frame and close our side. */
 export async function writeOneFrame (stream: Stream, frame: Uint8Array): Promise<void> {
-  if (!stream.send(encodeFrames([frame]))) await stream.onDrain()
+  await sendFrames(stream, [frame])
   await stream.close()
 }

@@ -1,7 +1,7 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Libp2p } from '@libp2p/interface'
 import { forComponent } from '../../core/logger.js'
-import { encodeFrames } from '../../core/protocols/framing.js'
+import { sendFrames } from '../../core/protocols/framing.js'
 import { MAILBOX_NOTIFY_PROTOCOL, NOTIFY_INTERVAL_MS } from '../../core/protocols/mailbox/constants.js'
 import { MailboxNotice } from '../../core/protocols/mailbox/pb/mailbox.js'
 import type { MailboxStore } from './store.js'
@@ -51,7 +51,7 @@ export class MailboxNotifier {
     const waiting = this.store.usageOf(recipient).count
     this.node.dialProtocol(id, MAILBOX_NOTIFY_PROTOCOL, { runOnLimitedConnection: true, signal: AbortSignal.timeout(5000) })
       .then(async (stream) => {
-        if (!stream.send(encodeFrames([MailboxNotice.encode({ waiting })]))) await stream.onDrain()
+        await sendFrames(stream, [MailboxNotice.encode({ waiting })])
         await stream.close()
       })
       .catch((err: unknown) => { log('notifying %s failed: %s', recipient, (err as Error).message) })

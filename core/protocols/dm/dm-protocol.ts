@@ -2,7 +2,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { AbortOptions, Connection, Libp2p, Startable, Stream } from '@libp2p/interface'
 import type { MessageId, PeerIdString } from '../../ids.js'
 import { forComponent } from '../../logger.js'
-import { encodeFrames, FrameDecoder } from '../framing.js'
+import { FrameDecoder, sendFrames } from '../framing.js'
 import { ProtocolLimitError } from '../errors.js'
 import { readAck, readEnvelope, writeAck, type DmEnvelope } from './codec.js'
 import { DM_PROTOCOL, MAX_ACK_BYTES, MAX_ACK_IDS, MAX_DM_STREAMS, MAX_ENVELOPE_BYTES, MAX_PENDING_BYTES, SEND_WINDOW } from './constants.js'
@@ -101,7 +101,7 @@ export class DmProtocol implements Startable {
           const batch = pending.splice(0, MAX_ACK_IDS)
           pendingBytes = 0
           await this.sink(from, batch)
-          await sendAll(stream, encodeFrames([writeAck(batch.map((e) => e.id))]))
+          await sendFrames(stream, [writeAck(batch.map((e) => e.id))])
         }
       } catch (err) {
         fail(err as Error)
@@ -158,7 +158,7 @@ export class DmChannel {
   }
 
   async write (envelopes: readonly Uint8Array[]): Promise<void> {
-    await sendAll(this.stream, encodeFrames(envelopes))
+    await sendFrames(this.stream, envelopes)
   }
 
   async close (): Promise<void> {
@@ -182,9 +182,4 @@ export class DmChannel {
       return err as Error
     }
   }
-}
-
-/** Send, then wait for the transport to drain if it asked us to. */
-export async function sendAll (stream: Stream, data: Uint8Array): Promise<void> {
-  if (!stream.send(data)) await stream.onDrain()
 }
