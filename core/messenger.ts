@@ -13,7 +13,8 @@ import { RelayKeeper } from './net/relays.js'
 import { MailboxClient } from './protocols/mailbox/client.js'
 import { readOneFrame } from './protocols/request.js'
 import { DirectoryClient } from './protocols/directory/client.js'
-import { MAILBOX_NOTIFY_PROTOCOL, MAX_DEPOSITS_PER_REQUEST, MAX_FETCH_ITEMS } from './protocols/mailbox/constants.js'
+import { MAILBOX_NOTIFY_PROTOCOL } from './protocols/mailbox/constants.js'
+import { MailboxCourier } from './mailbox/courier.js'
 import { Outbox, type OutboxOptions } from './outbox/outbox.js'
 import { MAX_RECEIPT_IDS, readEnvelope, textByteLength, writeEnvelope, type DmEnvelope } from './protocols/dm/codec.js'
 import { MAX_TEXT_BYTES } from './protocols/dm/constants.js'
@@ -68,9 +69,8 @@ export class Messenger {
   private dm: DmProtocol | undefined
   private outbox: Outbox | undefined
   private relayKeeper: RelayKeeper | undefined
-  private mailbox: MailboxClient | undefined
+  private courier: MailboxCourier | undefined
   private directory: DirectoryClient | undefined
-  private readonly draining = new Set<string>()
   private pollTimer: ReturnType<typeof setInterval> | undefined
   private readonly listeners = new Set<MessengerListener>()
   private readonly contacts = new Map<PeerIdString, Contact>()
@@ -121,7 +121,7 @@ export class Messenger {
         sent: (peer, ids) => { this.onSent(peer, ids) },
         delivered: async (peer, ids) => { await this.settle(peer, ids, 'delivered') },
         expired: async (peer, ids) => { await this.settle(peer, ids, 'failed') },
-        deposit: async (peer, records) => await this.depositToMailboxes(peer, records)
+        deposit: async (peer, records) => await this.courier?.deposit(peer, records) ?? []
       }, o.outbox)
       const requested = o.listen ?? DEFAULT_LISTEN
       const node = await this.startNode(privateKey, requested, parsePorts(await store.getSetting('listenPorts')))
@@ -180,7 +180,14 @@ export class Messenger {
     this.node = node
     for (const c of this.contacts.values()) await this.rememberAddrs(c)
     this.dm = new DmProtocol(node, async (from, envs) => { await this.receive(from, envs) })
-    this.mailbox = new MailboxClient(node)
+    this.courier = new MailboxCourier(new MailboxClient(node), {
+      dial: async (addr) => { await node.dial(multiaddr(addr)) },
+      addrsOf: (peer) => this.contacts.get(peer)?.addrs,
+      receive: async (from, envs) => { await this.receive(from, envs) },
+      sendReceipt: async (to, ids) => { await this.sendReceipt(to, ids) },
+      settle: async (peer, ids, status) => { await this.settle(peer, ids, status) },
+      getMessage: async (id) => await this.requireStore().getMessage(id)
+    })
     this.directory = new DirectoryClient(node)
     // A relay saying "mail is waiting": fetch from it (only from our own relays).
     await node.handle(MAILBOX_NOTIFY_PROTOCOL, (stream, connection) => {
@@ -491,97 +498,8 @@ export class Messenger {
     return false
   }
 
-  /**
-   * The contact is unreachable directly: deposit into the mailbox of a relay it listens
-   * through (its circuit addresses name them), in order, 32 at a time. Deposited messages
-   * become 'sent' (persisted) and leave the outbox; the recipient drains them on connect.
-   */
-  private async depositToMailboxes (peer: PeerIdString, records: OutboxRecord[]): Promise<MessageId[]> {
-    const contact = this.contacts.get(peer)
-    const mailbox = this.mailbox
-    if (contact === undefined || mailbox === undefined) return []
-    const stored: MessageId[] = []
-    let rest = records
-    for (const relay of relaysOf(contact.addrs)) {
-      try {
-        await this.requireNode().dial(multiaddr(relay.addr))
-        while (rest.length > 0) {
-          const chunk = rest.slice(0, MAX_DEPOSITS_PER_REQUEST)
-          const results = await mailbox.deposit(relay.peerId, chunk.map((r) => ({ recipient: peer, id: r.id, envelope: r.frame })))
-          const ok = results.filter((r) => r.ok).map((r) => r.id as MessageId)
-          stored.push(...ok)
-          rest = rest.slice(chunk.length)
-          if (ok.length < chunk.length) {
-            log('relay %s refused %d deposits for %s: %s', relay.peerId, chunk.length - ok.length, peer, results.find((r) => !r.ok)?.errorName)
-            break // keep order: the refused ones wait for the next try
-          }
-        }
-      } catch (err) {
-        log('depositing for %s at %s failed: %s', peer, relay.peerId, (err as Error).message)
-      }
-      if (rest.length === 0) break
-    }
-    if (stored.length > 0) await this.settle(peer, stored, 'sent')
-    return stored
-  }
-
-  /** Fetch our mail from a relay, store it (deduped like direct mail), then ack it there. */
   private drainMailbox (relay: string): void {
-    const mailbox = this.mailbox
-    if (mailbox === undefined || this.draining.has(relay) || !this.running) return
-    this.draining.add(relay)
-    const run = async (): Promise<void> => {
-      for (;;) {
-        const { items, more } = await mailbox.fetch(relay as PeerIdString, MAX_FETCH_ITEMS)
-        if (items.length === 0) return
-        // Consecutive items from one sender form one batch, keeping the mailbox's order.
-        let batch: DmEnvelope[] = []
-        let from: PeerIdString | undefined
-        const flush = async (): Promise<void> => {
-          if (from !== undefined && batch.length > 0) {
-            await this.receive(from, batch)
-            // The sender cannot see this delivery (no ack crossed): tell it with a receipt.
-            const texts = batch.filter((e) => e.type === 'text').map((e) => e.id)
-            if (texts.length > 0) await this.sendReceipt(from, texts)
-          }
-          batch = []
-        }
-        for (const item of items) {
-          let env: DmEnvelope
-          try {
-            env = readEnvelope(item.envelope)
-          } catch (err) {
-            log('dropping a malformed envelope from %s in the mailbox: %s', item.sender, (err as Error).name)
-            continue
-          }
-          if (item.sender !== from) await flush()
-          from = item.sender as PeerIdString
-          batch.push(env)
-        }
-        await flush()
-        await mailbox.ack(relay as PeerIdString, items.map((i) => i.id)) // only after our write
-        if (!more) return
-      }
-    }
-    run()
-      .then(async () => { await this.collectExpired(relay as PeerIdString) })
-      .catch((err: unknown) => { log('draining mailbox at %s failed: %s', relay, (err as Error).message) })
-      .finally(() => { this.draining.delete(relay) })
-  }
-
-  /** Ask a relay which of our deposits there expired unread; those messages become failed. */
-  private async collectExpired (relay: PeerIdString): Promise<void> {
-    const mailbox = this.mailbox
-    if (mailbox === undefined) return
-    const expired = await mailbox.expired(relay)
-    const store = this.requireStore()
-    const byPeer = new Map<PeerIdString, MessageId[]>()
-    for (const e of expired) {
-      const m = await store.getMessage(e.id as MessageId)
-      if (m === undefined || m.direction !== 'out' || m.conversation !== e.recipient || m.status !== 'sent') continue
-      byPeer.set(m.conversation, [...(byPeer.get(m.conversation) ?? []), m.id])
-    }
-    for (const [peer, ids] of byPeer) await this.settle(peer, ids, 'failed')
+    if (this.running) this.courier?.drain(relay)
   }
 
   private async addInboundContact (peer: PeerIdString): Promise<void> {
@@ -688,19 +606,6 @@ function isReceipt (frame: Uint8Array): boolean {
   } catch {
     return false
   }
-}
-
-/** The relays a contact listens through: from `<relay addr>/p2p/<relay id>/p2p-circuit` addresses. */
-function relaysOf (addrs: readonly string[]): Array<{ peerId: PeerIdString, addr: string }> {
-  const out = new Map<string, string>()
-  for (const a of addrs) {
-    const i = a.indexOf('/p2p-circuit')
-    if (i === -1) continue
-    const relayAddr = a.slice(0, i)
-    const m = /\/p2p\/([^/]+)$/.exec(relayAddr)
-    if (m?.[1] !== undefined && !out.has(m[1])) out.set(m[1], relayAddr)
-  }
-  return [...out].map(([peerId, addr]) => ({ peerId: peerId as PeerIdString, addr }))
 }
 
 /** Drop a trailing /p2p/<id> (the peer id travels separately); keep relay hops intact. */

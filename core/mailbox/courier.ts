@@ -1,0 +1,135 @@
+import type { MessageId, PeerIdString } from '../ids.js'
+import { forComponent } from '../logger.js'
+import { readEnvelope, type DmEnvelope } from '../protocols/dm/codec.js'
+import type { MailboxClient } from '../protocols/mailbox/client.js'
+import { MAX_DEPOSITS_PER_REQUEST, MAX_FETCH_ITEMS } from '../protocols/mailbox/constants.js'
+import type { MessageRecord, OutboxRecord, SettledStatus } from '../store/types.js'
+
+const log = forComponent('mailbox')
+
+/** What the courier needs from the node that owns it. */
+export interface CourierHost {
+  /** Connect to a relay by multiaddr (with /p2p/<id>). */
+  dial(addr: string): Promise<void>
+  /** A contact's known addresses (its circuit addresses name its relays). */
+  addrsOf(peer: PeerIdString): readonly string[] | undefined
+  /** Store received envelopes exactly like direct mail (validation, dedupe, events). */
+  receive(from: PeerIdString, envs: DmEnvelope[]): Promise<void>
+  /** Queue a delivery receipt for `to`. */
+  sendReceipt(to: PeerIdString, ids: MessageId[]): Promise<void>
+  /** Record a status for our outgoing messages and tell the user. */
+  settle(peer: PeerIdString, ids: MessageId[], status: SettledStatus): Promise<void>
+  getMessage(id: MessageId): Promise<MessageRecord | undefined>
+}
+
+/**
+ * The node's side of relay mailboxes: deposits envelopes for a contact that cannot be
+ * reached (at the relays its circuit addresses name, in order), drains our own mail from a
+ * relay (stored like direct mail, acked at the relay only afterwards, then a receipt to each
+ * sender), and collects notices of our deposits that expired unread.
+ *
+ * @example
+ * const courier = new MailboxCourier(new MailboxClient(libp2p), host)
+ * const stored = await courier.deposit(bob, outboxRecords) // ids now safe at Bob's relay
+ * courier.drain(relayPeerId)
+ */
+export class MailboxCourier {
+  private readonly draining = new Set<string>()
+
+  constructor (private readonly client: MailboxClient, private readonly host: CourierHost) {}
+
+  /** Deposit, 32 per request; stops at the first refusal so order holds. Returns stored ids. */
+  async deposit (peer: PeerIdString, records: OutboxRecord[]): Promise<MessageId[]> {
+    const stored: MessageId[] = []
+    let rest = records
+    for (const relay of relaysOf(this.host.addrsOf(peer) ?? [])) {
+      try {
+        await this.host.dial(relay.addr)
+        while (rest.length > 0) {
+          const chunk = rest.slice(0, MAX_DEPOSITS_PER_REQUEST)
+          const results = await this.client.deposit(relay.peerId, chunk.map((r) => ({ recipient: peer, id: r.id, envelope: r.frame })))
+          const ok = results.filter((r) => r.ok).map((r) => r.id as MessageId)
+          stored.push(...ok)
+          rest = rest.slice(chunk.length)
+          if (ok.length < chunk.length) {
+            log('relay %s refused %d deposits for %s: %s', relay.peerId, chunk.length - ok.length, peer, results.find((r) => !r.ok)?.errorName)
+            break // keep order: the refused ones wait for the next try
+          }
+        }
+      } catch (err) {
+        log('depositing for %s at %s failed: %s', peer, relay.peerId, (err as Error).message)
+      }
+      if (rest.length === 0) break
+    }
+    if (stored.length > 0) await this.host.settle(peer, stored, 'sent')
+    return stored
+  }
+
+  /** Fetch our mail from a relay (one drain per relay at a time), then collect expiry notices. */
+  drain (relay: string): void {
+    if (this.draining.has(relay)) return
+    this.draining.add(relay)
+    this.drainNow(relay as PeerIdString)
+      .then(async () => { await this.collectExpired(relay as PeerIdString) })
+      .catch((err: unknown) => { log('draining mailbox at %s failed: %s', relay, (err as Error).message) })
+      .finally(() => { this.draining.delete(relay) })
+  }
+
+  private async drainNow (relay: PeerIdString): Promise<void> {
+    for (;;) {
+      const { items, more } = await this.client.fetch(relay, MAX_FETCH_ITEMS)
+      if (items.length === 0) return
+      // Consecutive items from one sender form one batch, keeping the mailbox's order.
+      let batch: DmEnvelope[] = []
+      let from: PeerIdString | undefined
+      const flush = async (): Promise<void> => {
+        if (from !== undefined && batch.length > 0) {
+          await this.host.receive(from, batch)
+          // The sender cannot see this delivery (no ack crossed): tell it with a receipt.
+          const texts = batch.filter((e) => e.type === 'text').map((e) => e.id)
+          if (texts.length > 0) await this.host.sendReceipt(from, texts)
+        }
+        batch = []
+      }
+      for (const item of items) {
+        let env: DmEnvelope
+        try {
+          env = readEnvelope(item.envelope)
+        } catch (err) {
+          log('dropping a malformed envelope from %s in the mailbox: %s', item.sender, (err as Error).name)
+          continue
+        }
+        if (item.sender !== from) await flush()
+        from = item.sender as PeerIdString
+        batch.push(env)
+      }
+      await flush()
+      await this.client.ack(relay, items.map((i) => i.id)) // only after our write
+      if (!more) return
+    }
+  }
+
+  /** Our deposits at this relay that expired unread become failed. */
+  private async collectExpired (relay: PeerIdString): Promise<void> {
+    const byPeer = new Map<PeerIdString, MessageId[]>()
+    for (const e of await this.client.expired(relay)) {
+      const m = await this.host.getMessage(e.id as MessageId)
+      if (m === undefined || m.direction !== 'out' || m.conversation !== e.recipient || m.status !== 'sent') continue
+      byPeer.set(m.conversation, [...(byPeer.get(m.conversation) ?? []), m.id])
+    }
+    for (const [peer, ids] of byPeer) await this.host.settle(peer, ids, 'failed')
+  }
+}
+
+/** The relays a contact listens through: from `<relay addr>/p2p/<relay id>/p2p-circuit` addresses. */
+export function relaysOf (addrs: readonly string[]): Array<{ peerId: PeerIdString, addr: string }> {
+  const out = new Map<string, string>()
+  for (const a of addrs) {
+    const i = a.indexOf('/p2p-circuit')
+    if (i === -1) continue
+    const relayAddr = a.slice(0, i)
+    const m = /\/p2p\/([^/]+)$/.exec(relayAddr)
+    if (m?.[1] !== undefined && !out.has(m[1])) out.set(m[1], relayAddr)
+  }
+  return [...out].map(([peerId, addr]) => ({ peerId: peerId as PeerIdString, addr }))
+}
