@@ -90,7 +90,7 @@ describe('directory: where is a peer reachable now', () => {
   it('resets streams carrying bad frames and keeps answering', async () => {
     const raw = await peer()
     await raw.dial(multiaddr(relayAddr))
-    const attack = async (bytes: Uint8Array, close: boolean): Promise<void> => {
+    const attack = async (bytes: Uint8Array, close: boolean, mayDecode = false): Promise<void> => {
       const s = await raw.dialProtocol(relay.peerId, DIRECTORY_PROTOCOL)
       s.send(bytes)
       if (close) await s.close().catch(() => {})
@@ -100,12 +100,13 @@ describe('directory: where is a peer reachable now', () => {
       } catch {
         // reset: expected
       }
-      assert.equal(reply, 0, 'no answer to a bad frame')
+      if (!mayDecode) assert.equal(reply, 0, 'no answer to a bad frame')
     }
     await attack(Uint8Array.from([0x80, 0x80, 0x80, 0x80, 0x10, 1, 2, 3]), false) // claims 4 GiB
     await attack(Uint8Array.from([0x10, 1, 2]), true) // truncated
     await attack(Uint8Array.from([0x03, 0xff, 0xff, 0xff]), true) // does not decode
-    for (let i = 0; i < 10; i++) await attack(new Uint8Array(64).map(() => Math.floor(Math.random() * 256)), true)
+    // Random bytes sometimes form a valid (if meaningless) request, which gets a normal answer.
+    for (let i = 0; i < 10; i++) await attack(new Uint8Array(64).map(() => Math.floor(Math.random() * 256)), true, true)
     for (const name of ['FrameTooLargeError', 'TruncatedFrameError', 'MalformedFrameError']) {
       assert.ok((directory.stats.refused.get(name) ?? 0) >= 1, `${name} counted: ${JSON.stringify([...directory.stats.refused])}`)
     }
