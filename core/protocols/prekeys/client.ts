@@ -1,0 +1,99 @@
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { Libp2p } from '@libp2p/interface'
+import { BindingError } from '../../crypto/binding.js'
+import { InvalidPeerIdError, InvalidRequestError, type ParleyError } from '../../errors.js'
+import { parsePeerId } from '../../identity/invite.js'
+import type { PeerIdString } from '../../ids.js'
+import { MalformedFrameError, ProtocolLimitError } from '../errors.js'
+import { requestResponse } from '../request.js'
+import {
+  bundleFromPb, checkHeaderShape, checkOneTimeKeys, headerToPb, oneTimeKeyToPb, verifyHeader,
+  type BundleData, type BundleHeaderData, type OneTimeKeyData
+} from './codec.js'
+import { MAX_PREKEY_RESPONSE_BYTES, PREKEYS_TIMEOUT_MS, PREKEYS_PROTOCOL } from './constants.js'
+import { InvalidBundleError, PrekeyRefusedError, PrekeyStoreFullError, PublishNotAcceptedError } from './errors.js'
+import { PrekeyRequest, PrekeyResponse } from './pb/prekeys.js'
+
+/** Refusals a server may send that this client throws as their own classes. */
+const KNOWN_REFUSALS: ReadonlyMap<string, new (message: string) => ParleyError> = new Map<string, new (message: string) => ParleyError>([
+  [BindingError.name, BindingError],
+  [InvalidBundleError.name, InvalidBundleError],
+  [PrekeyStoreFullError.name, PrekeyStoreFullError],
+  [PublishNotAcceptedError.name, PublishNotAcceptedError],
+  [ProtocolLimitError.name, ProtocolLimitError],
+  [InvalidPeerIdError.name, InvalidPeerIdError],
+  [InvalidRequestError.name, InvalidRequestError]
+])
+
+/** The error a refusal named `name` is thrown as: its own class when known, else PrekeyRefusedError. */
+export function refusalError (name: string, message: string): ParleyError {
+  const Known = KNOWN_REFUSALS.get(name)
+  return Known === undefined ? new PrekeyRefusedError(name, message) : new Known(`refused by the server: ${message}`)
+}
+
+/**
+ * The client side of `/parley/prekeys/1.0.0`. `publish` stores our bundle on a relay (the
+ * relay takes the owner from the connection, never from the request); `fetch` gets a
+ * peer's bundle from a relay or from the peer itself and always verifies it, so a relay
+ * that swaps keys is caught (BindingError / InvalidBundleError) rather than believed.
+ *
+ * @example
+ * const prekeys = new PrekeyClient(libp2p)
+ * const remaining = await prekeys.publish(relayId, header, oneTimeKeys) // one-time keys the relay holds for us
+ * const bundle = await prekeys.fetch(relayId, bobId) // verified, or undefined if the relay has none
+ */
+export class PrekeyClient {
+  constructor (private readonly host: Pick<Libp2p, 'dialProtocol'>) {}
+
+  /** Store our header (replacing the previous one) and add one-time keys; returns how many the server now holds for us. */
+  async publish (server: PeerIdString, header: BundleHeaderData, preKeys: OneTimeKeyData[]): Promise<number> {
+    checkHeaderShape(header)
+    checkOneTimeKeys(preKeys)
+    const res = await this.call(server, {
+      op: PrekeyRequest.Op.PUBLISH,
+      header: headerToPb(header),
+      preKeys: preKeys.map(oneTimeKeyToPb),
+      owner: ''
+    })
+    return res.remaining
+  }
+
+  /**
+   * `owner`'s bundle (header plus at most one one-time key), verified against `owner`'s peer
+   * id; undefined if the server has none. Throws BindingError or InvalidBundleError if the
+   * answer is not `owner`'s.
+   */
+  async fetch (server: PeerIdString, owner: PeerIdString): Promise<BundleData | undefined> {
+    parsePeerId(owner)
+    const res = await this.call(server, { op: PrekeyRequest.Op.FETCH, preKeys: [], owner })
+    if (res.bundle === undefined) return undefined
+    const bundle = bundleFromPb(res.bundle)
+    await verifyHeader(owner, bundle.header)
+    return bundle
+  }
+
+  private async call (server: PeerIdString, req: PrekeyRequest): Promise<PrekeyResponse> {
+    // One deadline for the dial, the request and the response.
+    const signal = AbortSignal.timeout(PREKEYS_TIMEOUT_MS)
+    const stream = await this.host.dialProtocol(peerIdFromString(server), PREKEYS_PROTOCOL, { signal, runOnLimitedConnection: true })
+    const onTimeout = (): void => { stream.abort(signal.reason instanceof Error ? signal.reason : new Error('prekey request timed out')) }
+    signal.addEventListener('abort', onTimeout, { once: true })
+    let frame: Uint8Array
+    try {
+      frame = await requestResponse(stream, PrekeyRequest.encode(req), MAX_PREKEY_RESPONSE_BYTES)
+    } catch (err) {
+      stream.abort(err as Error)
+      throw err
+    } finally {
+      signal.removeEventListener('abort', onTimeout)
+    }
+    let res: PrekeyResponse
+    try {
+      res = PrekeyResponse.decode(frame)
+    } catch (err) {
+      throw new MalformedFrameError(`bad prekey response: ${(err as Error).message}`)
+    }
+    if (!res.ok) throw refusalError(res.errorName, res.errorMessage)
+    return res
+  }
+}
