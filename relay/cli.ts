@@ -12,14 +12,18 @@ import { DEFAULT_MAILBOX_LIMITS, MailboxService, type MailboxLimits } from './ma
 import { MailboxStore } from './mailbox/store.js'
 import { MailboxNotifier } from './mailbox/notifier.js'
 import { DirectoryService } from './directory/service.js'
+import { DEFAULT_PREKEY_LIMITS, type PrekeyLimits } from './prekeys/service.js'
+import { PrekeyStore } from './prekeys/store.js'
 
 export const RELAY_USAGE = `usage: parley relay --data DIR --listen MULTIADDR [--listen MULTIADDR]... [--metrics HOST:PORT]
                     [--config FILE] [--max-reservations N] [--circuit-data-limit BYTES]
                     [--circuit-duration-limit MS] [--max-connections N] [--inbound-connection-threshold N]
                     [--mailbox-quota-count N] [--mailbox-quota-bytes BYTES] [--mailbox-ttl MS]
                     [--mailbox-deposits-per-second N] [--mailbox-deposit-burst N] [--mailbox-max-envelope-bytes BYTES]
+                    [--prekeys-max-owners N] [--prekeys-claim-burst N] [--prekeys-claims-per-minute N]
 
-Runs a Parley relay: bootstrap peer, circuit relay, store-and-forward mailbox and directory.
+Runs a Parley relay: bootstrap peer, circuit relay, store-and-forward mailbox, directory and
+prekey directory.
 Every option can also come from the environment (PARLEY_RELAY_DATA, PARLEY_RELAY_LISTEN
 comma-separated, PARLEY_RELAY_METRICS, PARLEY_RELAY_MAX_RESERVATIONS, ...) or from a JSON
 config file (--config; keys as the long options: {"listen": [...], "max-reservations": 500}).
@@ -31,6 +35,7 @@ export interface RelayArgs {
   metrics?: { host: string, port: number }
   limits: RelayLimits
   mailbox: MailboxLimits
+  prekeys: PrekeyLimits
 }
 
 const LIMIT_KEYS: Array<[keyof RelayLimits, string]> = [
@@ -50,6 +55,12 @@ const MAILBOX_KEYS: Array<[keyof MailboxLimits, string]> = [
   ['ttlMs', 'mailbox-ttl']
 ]
 
+const PREKEY_KEYS: Array<[keyof PrekeyLimits, string]> = [
+  ['maxOwners', 'prekeys-max-owners'],
+  ['claimBurst', 'prekeys-claim-burst'],
+  ['claimsPerMinute', 'prekeys-claims-per-minute']
+]
+
 type Raw = Record<string, string | string[] | undefined>
 
 export async function parseRelayArgs (argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<RelayArgs | 'help'> {
@@ -61,7 +72,7 @@ export async function parseRelayArgs (argv: string[], env: NodeJS.ProcessEnv = p
       metrics: { type: 'string' },
       config: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
-      ...Object.fromEntries([...LIMIT_KEYS, ...MAILBOX_KEYS].map(([, flag]) => [flag, { type: 'string' as const }]))
+      ...Object.fromEntries([...LIMIT_KEYS, ...MAILBOX_KEYS, ...PREKEY_KEYS].map(([, flag]) => [flag, { type: 'string' as const }]))
     },
     strict: true,
     allowPositionals: false
@@ -110,6 +121,8 @@ export async function parseRelayArgs (argv: string[], env: NodeJS.ProcessEnv = p
   for (const [key, flag] of LIMIT_KEYS) limits[key] = positive(flag) ?? limits[key]
   const mailbox = { ...DEFAULT_MAILBOX_LIMITS }
   for (const [key, flag] of MAILBOX_KEYS) mailbox[key] = positive(flag) ?? mailbox[key]
+  const prekeys = { ...DEFAULT_PREKEY_LIMITS }
+  for (const [key, flag] of PREKEY_KEYS) prekeys[key] = positive(flag) ?? prekeys[key]
   const dataRaw = pick('data')
   const metricsRaw = pick('metrics')
   return {
@@ -117,6 +130,7 @@ export async function parseRelayArgs (argv: string[], env: NodeJS.ProcessEnv = p
     listen,
     limits,
     mailbox,
+    prekeys,
     ...(typeof metricsRaw === 'string' ? { metrics: parseHostPort(metricsRaw) } : {})
   }
 }
@@ -152,6 +166,7 @@ export async function main (argv: string[]): Promise<number> {
   let server: Server | undefined
   let node
   let store: MailboxStore | undefined
+  let prekeyStore: PrekeyStore | undefined
   let mailbox: MailboxService
   let directory: DirectoryService
   let notifier: MailboxNotifier
@@ -159,7 +174,9 @@ export async function main (argv: string[]): Promise<number> {
     const privateKey = await loadOrCreateIdentity(args.dataDir)
     store = new MailboxStore(join(args.dataDir, 'mailbox'))
     await store.open()
-    node = await createRelayNode({ privateKey, listen: args.listen, limits: args.limits })
+    prekeyStore = new PrekeyStore(join(args.dataDir, 'prekeys'))
+    await prekeyStore.open()
+    node = await createRelayNode({ privateKey, listen: args.listen, limits: args.limits, prekeys: { store: prekeyStore, limits: args.prekeys } })
     notifier = new MailboxNotifier(node, store)
     const notify = notifier
     mailbox = new MailboxService(node, store, args.mailbox, Date.now, (recipients) => { for (const r of recipients) notify.notify(r) })
@@ -175,6 +192,7 @@ export async function main (argv: string[]): Promise<number> {
     process.stderr.write(`parley relay: cannot start: ${e.name}: ${e.message}\n`)
     await node?.stop()
     await store?.close().catch(() => {})
+    await prekeyStore?.close().catch(() => {})
     return 1
   }
   const addrs = node.getMultiaddrs().map((a) => a.toString())
@@ -186,7 +204,7 @@ export async function main (argv: string[]): Promise<number> {
     ...(metricsAddr !== undefined && metricsAddr !== null && typeof metricsAddr === 'object' ? { metrics: `http://${metricsAddr.address}:${metricsAddr.port}` } : {})
   }
   process.stdout.write(JSON.stringify(ready) + '\n')
-  logEvent('started', { peerId: ready.peerId, addrs, limits: args.limits, mailbox: args.mailbox, mailboxHolds: store.totals() })
+  logEvent('started', { peerId: ready.peerId, addrs, limits: args.limits, mailbox: args.mailbox, mailboxHolds: store.totals(), prekeys: args.prekeys, prekeysHold: prekeyStore.totals() })
 
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve)
@@ -199,6 +217,7 @@ export async function main (argv: string[]): Promise<number> {
   await directory.stop()
   await node.stop()
   await store.close()
+  await prekeyStore.close()
   logEvent('stopped')
   return 0
 }

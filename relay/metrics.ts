@@ -64,5 +64,18 @@ export function renderMetrics (node: RelayLibp2p, parts: MailboxParts): string {
   for (const [reason, n] of stats.refused) lines.push(`parley_mailbox_refused_total{reason="${reason}"} ${n}`)
   counter('parley_directory_lookups_total', 'Directory lookups answered.', parts.directory.stats.lookups)
   counter('parley_directory_found_total', 'Directory lookups that returned a record.', parts.directory.stats.found)
+  const prekeys = node.services.prekeys
+  if (prekeys !== undefined) {
+    const held = prekeys.store.totals()
+    const served = prekeys.server.stats
+    gauge('parley_prekeys_owners', 'Owners whose prekey bundle is stored.', held.owners)
+    gauge('parley_prekeys_one_time_keys', 'One-time prekeys stored, all owners.', held.oneTimeKeys)
+    counter('parley_prekeys_publishes_total', 'Bundles published (headers stored).', served.publishes)
+    counter('parley_prekeys_fetches_total', 'FETCH requests answered.', served.fetches)
+    counter('parley_prekeys_one_time_handed_out_total', 'One-time prekeys handed out (each once).', prekeys.stats.handedOut)
+    counter('parley_prekeys_withheld_total', 'FETCHes answered without a one-time prekey: requester over its claim budget.', prekeys.stats.withheld)
+    lines.push('# HELP parley_prekeys_refused_total Prekey requests refused and streams reset, by reason.', '# TYPE parley_prekeys_refused_total counter')
+    for (const [reason, n] of served.refused) lines.push(`parley_prekeys_refused_total{reason="${reason}"} ${n}`)
+  }
   return lines.join('\n') + '\n'
 }

@@ -8,6 +8,9 @@ import { ping, type Ping } from '@libp2p/ping'
 import { circuitRelayServer, type CircuitRelayService } from '@libp2p/circuit-relay-v2'
 import { autoNAT } from '@libp2p/autonat'
 import type { PrivateKey } from '@libp2p/interface'
+import type { ProtocolHost } from '../core/protocols/prekeys/server.js'
+import { DEFAULT_PREKEY_LIMITS, PrekeyService, type PrekeyLimits } from './prekeys/service.js'
+import type { PrekeyStore } from './prekeys/store.js'
 
 /** Limits an operator can set; every one has a default sized for chat (docs/relay.md). */
 export interface RelayLimits {
@@ -38,20 +41,34 @@ export interface RelayServices extends Record<string, unknown> {
   identifyPush: IdentifyPush
   ping: Ping
   relay: CircuitRelayService
+  /** The prekey directory, when createRelayNode was given a store. */
+  prekeys?: PrekeyService
 }
 
 export type RelayLibp2p = Libp2p<RelayServices>
 
+export interface RelayNodeOptions {
+  privateKey: PrivateKey
+  listen: string[]
+  limits: RelayLimits
+  /**
+   * Run the prekey directory (`/parley/prekeys/1.0.0`) on this open store; it starts and
+   * stops with the node (`node.services.prekeys`). The caller opens and closes the store.
+   */
+  prekeys?: { store: PrekeyStore, limits?: PrekeyLimits, now?: () => number }
+}
+
 /**
- * The relay's libp2p node: TCP and WebSockets, Noise, Yamux, identify, ping and a
- * circuit-relay-v2 server with explicit limits. Returned stopped.
+ * The relay's libp2p node: TCP and WebSockets, Noise, Yamux, identify, ping, a
+ * circuit-relay-v2 server with explicit limits and, given a store, the prekey directory.
+ * Returned stopped.
  *
  * @example
- * const relay = await createRelayNode({ privateKey, listen: ['/ip4/0.0.0.0/tcp/4001'], limits: DEFAULT_RELAY_LIMITS })
+ * const relay = await createRelayNode({ privateKey, listen: ['/ip4/0.0.0.0/tcp/4001'], limits: DEFAULT_RELAY_LIMITS, prekeys: { store } })
  * await relay.start()
  */
-export async function createRelayNode (options: { privateKey: PrivateKey, listen: string[], limits: RelayLimits }): Promise<RelayLibp2p> {
-  const { limits } = options
+export async function createRelayNode (options: RelayNodeOptions): Promise<RelayLibp2p> {
+  const { limits, prekeys } = options
   return await createLibp2p<RelayServices>({
     start: false,
     privateKey: options.privateKey,
@@ -78,7 +95,10 @@ export async function createRelayNode (options: { privateKey: PrivateKey, listen
           defaultDataLimit: BigInt(limits.circuitDataLimit),
           defaultDurationLimit: limits.circuitDurationLimit
         }
-      })
+      }),
+      ...(prekeys === undefined
+        ? {}
+        : { prekeys: (components: { registrar: ProtocolHost }) => new PrekeyService(components.registrar, prekeys.store, prekeys.limits ?? DEFAULT_PREKEY_LIMITS, prekeys.now) })
     }
   })
 }
