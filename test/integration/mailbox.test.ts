@@ -1,7 +1,7 @@
 import '../../core/polyfill.js'
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -11,7 +11,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { createNode, type ParleyLibp2p } from '../../core/net/node.js'
 import { newMessageId, type PeerIdString } from '../../core/ids.js'
-import { encodeFrames, FrameDecoder } from '../../core/protocols/framing.js'
+import { encodeFrames } from '../../core/protocols/framing.js'
 import { requestResponse } from '../../core/protocols/request.js'
 import { MailboxClient, type Deposit, type DepositResult, type MailItem } from '../../core/protocols/mailbox/client.js'
 import { MAILBOX_PROTOCOL, MAX_DEPOSITS_PER_REQUEST, MAX_MAILBOX_REQUEST_BYTES, MAX_MAILBOX_RESPONSE_BYTES } from '../../core/protocols/mailbox/constants.js'
@@ -19,16 +19,11 @@ import { MailboxRequest, MailboxResponse } from '../../core/protocols/mailbox/pb
 import { createRelayNode, DEFAULT_RELAY_LIMITS, type RelayLibp2p } from '../../relay/relay-node.js'
 import { DEFAULT_MAILBOX_LIMITS, MailboxService, type MailboxLimits } from '../../relay/mailbox/service.js'
 import { MailboxStore } from '../../relay/mailbox/store.js'
+import { attackStream, pseudoRandomBytes, RESET, varint } from '../helpers/bad-frames.js'
+import { FakeClock } from '../helpers/fake-clock.js'
 
 // A relay (libp2p node + MailboxService + level MailboxStore in a temp dir) and three peers,
 // all in this process, talking over real TCP on 127.0.0.1.
-
-/** A clock the test moves by hand; the service reads it for deposit times, TTLs and rate buckets. */
-class FakeClock {
-  t = 1_700_000_000_000
-  readonly now = (): number => this.t
-  advance (ms: number): void { this.t += ms }
-}
 
 interface TestRelay {
   node: RelayLibp2p
@@ -418,42 +413,19 @@ describe('bad input on /parley/mailbox/1.0.0', () => {
     for (const d of dirs) await rm(d, { recursive: true, force: true })
   })
 
-  /**
-   * Write `bytes`, optionally close our end, and report how the stream ended: the error's
-   * name on a reset, `answer:<errorName|ok>` if the relay answered, else the stream status.
-   */
+  /** Write `bytes` (see attackStream) and report how the stream ended. */
   async function attack (bytes: Uint8Array, closeWrite: boolean): Promise<string> {
-    const s = await raw.dialProtocol(peerIdFromString(r.id), MAILBOX_PROTOCOL)
-    const decoder = new FrameDecoder(MAX_MAILBOX_RESPONSE_BYTES)
-    try {
-      if (!s.send(bytes)) await s.onDrain()
-      if (closeWrite) await s.close()
-      for await (const chunk of s) {
-        for (const frame of decoder.push(chunk)) {
-          const res = MailboxResponse.decode(frame)
-          s.abort(new Error('answered'))
-          return `answer:${res.ok ? 'ok' : res.errorName}`
-        }
-      }
-      return decoder.buffered > 0 ? 'partial answer' : s.status
-    } catch (err) {
-      return (err as Error).name
-    }
+    return await attackStream(raw, r.id, MAILBOX_PROTOCOL, bytes, closeWrite, MAX_MAILBOX_RESPONSE_BYTES, (f) => MailboxResponse.decode(f))
   }
 
   const refused = (name: string): number => r.service.stats.refused.get(name) ?? 0
-  const RESET = /Reset|reset|Abort/
 
   it('resets the stream on a length prefix claiming 4 GiB', { timeout: 20_000 }, async () => {
     const prefix = Uint8Array.from([0x80, 0x80, 0x80, 0x80, 0x10]) // varint 2^32
     assert.match(await attack(Uint8Array.from([...prefix, 1, 2, 3]), false), RESET)
     assert.equal(refused('FrameTooLargeError'), 1)
     // one byte over the request limit is refused the same way
-    let n = MAX_MAILBOX_REQUEST_BYTES + 1
-    const varint: number[] = []
-    while (n >= 0x80) { varint.push((n & 0x7f) | 0x80); n = Math.floor(n / 128) }
-    varint.push(n)
-    assert.match(await attack(Uint8Array.from(varint), false), RESET)
+    assert.match(await attack(varint(MAX_MAILBOX_REQUEST_BYTES + 1), false), RESET)
     assert.equal(refused('FrameTooLargeError'), 2)
     // a prefix that never ends
     assert.match(await attack(Uint8Array.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), false), RESET)
@@ -468,11 +440,7 @@ describe('bad input on /parley/mailbox/1.0.0', () => {
     const before = new Map(r.service.stats.refused)
     const outcomes: string[] = []
     for (let round = 0; round < 40; round++) {
-      const bytes = new Uint8Array(200)
-      for (let i = 0; i < bytes.byteLength; i += 32) {
-        bytes.set(createHash('sha256').update(`mailbox ${round} ${i}`).digest().subarray(0, bytes.byteLength - i), i)
-      }
-      outcomes.push(await attack(bytes, true))
+      outcomes.push(await attack(pseudoRandomBytes(`mailbox ${round}`, 200), true))
     }
     assert.ok(outcomes.every((o) => RESET.test(o)), `every random stream reset: ${outcomes.join(', ')}`)
     const added = (name: string): number => refused(name) - (before.get(name) ?? 0)
