@@ -6,7 +6,7 @@ import { IdFilter } from './id-filter.js'
 import { Journal, type JournalOp } from './journal.js'
 import { forComponent } from '../logger.js'
 import { conversationRange, messageSortKey, outboxKey } from './keys.js'
-import type { Contact, ConversationSummary, HistoryQuery, MessageRecord, MessageStatus, OutboxRecord, Store, SettledStatus } from './types.js'
+import type { Contact, ConversationSummary, CryptoChanges, HistoryQuery, MessageRecord, MessageStatus, OutboxRecord, Store, SettledStatus } from './types.js'
 
 type Db = Level<string, string>
 type Sub = AbstractSublevel<Db, string | Uint8Array | Buffer, string, string>
@@ -45,6 +45,7 @@ export class LevelStore implements Store {
   private readonly status: Sub
   private readonly outbox: BinSub
   private readonly convs: Sub
+  private readonly crypto: BinSub
   private pendingOps: Op[] = []
   private waiters: Array<{ resolve: () => void, reject: (err: unknown) => void }> = []
   private flushing = false
@@ -76,6 +77,7 @@ export class LevelStore implements Store {
     this.status = sub('status')
     this.outbox = this.db.sublevel<string, Uint8Array>('outbox', { valueEncoding: 'view' })
     this.convs = sub('convs')
+    this.crypto = this.db.sublevel<string, Uint8Array>('crypto', { valueEncoding: 'view' })
   }
 
   async open (): Promise<void> {
@@ -170,14 +172,14 @@ export class LevelStore implements Store {
     await this.commit(ops)
   }
 
-  async saveIncoming (messages: MessageRecord[], clock: number): Promise<MessageRecord[]> {
+  async saveIncoming (messages: MessageRecord[], clock: number, crypto?: CryptoChanges): Promise<MessageRecord[]> {
     // Serialised so two copies of one message arriving at once (direct and mailbox) dedupe.
-    const run = this.incomingLock.then(async () => await this.saveIncomingNow(messages, clock))
+    const run = this.incomingLock.then(async () => await this.saveIncomingNow(messages, clock, crypto))
     this.incomingLock = run.catch(() => {})
     return await run
   }
 
-  private async saveIncomingNow (messages: MessageRecord[], clock: number): Promise<MessageRecord[]> {
+  private async saveIncomingNow (messages: MessageRecord[], clock: number, crypto: CryptoChanges | undefined): Promise<MessageRecord[]> {
     // Ids are one namespace: an id already stored (from anyone, or our own) is a duplicate.
     // Only ids the filter cannot rule out cost a read.
     const maybe = messages.filter((m) => this.ids.mightContain(m.id))
@@ -195,6 +197,7 @@ export class LevelStore implements Store {
       fresh.push(m)
       for (const op of this.messageOps(m)) ops.push(op)
     }
+    if (crypto !== undefined) ops.push(...this.cryptoOps(crypto))
     this.advanceClock(clock)
     await this.commit(ops)
     return fresh
@@ -258,6 +261,30 @@ export class LevelStore implements Store {
       out.push({ id, to, createdAt: view.getFloat64(0), expiresAt: view.getFloat64(8), frame: new Uint8Array(value.subarray(OUTBOX_HEADER)) })
     }
     return out
+  }
+
+  async getCrypto (key: string): Promise<Uint8Array | undefined> {
+    await this.ready()
+    const v = await this.crypto.get(key)
+    return v === undefined ? undefined : plain(v)
+  }
+
+  async listCrypto (prefix: string): Promise<Array<{ key: string, value: Uint8Array }>> {
+    await this.ready()
+    const out: Array<{ key: string, value: Uint8Array }> = []
+    for await (const [key, value] of this.crypto.iterator({ gte: prefix, lt: prefix + '\xff' })) out.push({ key, value: plain(value) })
+    return out
+  }
+
+  async putCrypto (changes: CryptoChanges): Promise<void> {
+    if (changes.size === 0) return
+    await this.commit(this.cryptoOps(changes))
+  }
+
+  private cryptoOps (changes: CryptoChanges): Op[] {
+    const ops: Op[] = []
+    for (const [key, value] of changes) ops.push(value === null ? { sub: this.crypto, key } : { sub: this.crypto, key, value })
+    return ops
   }
 
   private advanceClock (clock: number): void {
@@ -400,6 +427,11 @@ function toRootOp (op: JournalOp): RootOp {
   if (op.value === undefined) return { type: 'del', key: op.key }
   if (typeof op.value === 'string') return { type: 'put', key: op.key, value: op.value }
   return { type: 'put', key: op.key, value: op.value, valueEncoding: 'view' }
+}
+
+/** level hands out Buffers; callers get plain Uint8Arrays (same memory, no copy). */
+function plain (v: Uint8Array): Uint8Array {
+  return new Uint8Array(v.buffer, v.byteOffset, v.byteLength)
 }
 
 function parse<T> (value: string): T {

@@ -1,6 +1,6 @@
 import type { MessageId, PeerIdString } from '../ids.js'
 import { messageSortKey, outboxKey } from './keys.js'
-import type { Contact, ConversationSummary, HistoryQuery, MessageRecord, OutboxRecord, Store, SettledStatus } from './types.js'
+import type { Contact, ConversationSummary, CryptoChanges, HistoryQuery, MessageRecord, OutboxRecord, Store, SettledStatus } from './types.js'
 
 /**
  * The in-memory Store: same contract as LevelStore (the shared suite proves it), for
@@ -15,6 +15,7 @@ export class MemoryStore implements Store {
   private readonly sortKeys = new Map<MessageId, string>()
   private readonly conversations = new Map<PeerIdString, Map<MessageId, string>>()
   private readonly outbox = new Map<string, OutboxRecord>()
+  private readonly crypto = new Map<string, Uint8Array>()
 
   async open (): Promise<void> {}
   async close (): Promise<void> {}
@@ -45,7 +46,8 @@ export class MemoryStore implements Store {
     this.clock = Math.max(this.clock, clock)
   }
 
-  async saveIncoming (messages: MessageRecord[], clock: number): Promise<MessageRecord[]> {
+  async saveIncoming (messages: MessageRecord[], clock: number, crypto?: CryptoChanges): Promise<MessageRecord[]> {
+    if (crypto !== undefined) await this.putCrypto(crypto)
     const fresh: MessageRecord[] = []
     for (const m of messages) {
       if (this.messages.has(m.id)) continue
@@ -94,6 +96,24 @@ export class MemoryStore implements Store {
     return [...this.outbox.entries()]
       .sort((a, b) => a[0] < b[0] ? -1 : 1)
       .map(([, r]) => ({ ...r, frame: r.frame.slice() }))
+  }
+
+  async getCrypto (key: string): Promise<Uint8Array | undefined> {
+    return this.crypto.get(key)?.slice()
+  }
+
+  async listCrypto (prefix: string): Promise<Array<{ key: string, value: Uint8Array }>> {
+    return [...this.crypto.entries()]
+      .filter(([key]) => key.startsWith(prefix))
+      .sort((a, b) => a[0] < b[0] ? -1 : 1)
+      .map(([key, value]) => ({ key, value: value.slice() }))
+  }
+
+  async putCrypto (changes: CryptoChanges): Promise<void> {
+    for (const [key, value] of changes) {
+      if (value === null) this.crypto.delete(key)
+      else this.crypto.set(key, value.slice())
+    }
   }
 
   private putMessage (m: MessageRecord): void {

@@ -37,6 +37,13 @@ export interface OutboxRecord {
   expiresAt: number
 }
 
+/**
+ * Changes to the Signal protocol state (sessions, keys, identities), by key; `null`
+ * deletes. Written together with the messages they belong to, so a crash never leaves a
+ * ratchet that moved without the message it decrypted (see core/crypto/signal-state.ts).
+ */
+export type CryptoChanges = ReadonlyMap<string, Uint8Array | null>
+
 export interface HistoryQuery {
   limit: number
   /** Return messages ordered before this one (for scrolling up). */
@@ -80,9 +87,10 @@ export interface Store {
   saveOutgoing(message: MessageRecord, outbox: OutboxRecord, clock: number): Promise<void>
   /**
    * Store received messages not seen before (by id) with the clock, in one write. Returns
-   * the ones that were new, in input order; duplicates are dropped.
+   * the ones that were new, in input order; duplicates are dropped. `crypto` (the ratchet
+   * state that decrypting them produced) goes into the same write.
    */
-  saveIncoming(messages: MessageRecord[], clock: number): Promise<MessageRecord[]>
+  saveIncoming(messages: MessageRecord[], clock: number, crypto?: CryptoChanges): Promise<MessageRecord[]>
   /**
    * Set the status of outgoing messages and drop their outbox entries, in one write:
    * 'sent' (handed to a relay mailbox, awaiting the recipient), 'delivered' or 'failed'.
@@ -96,4 +104,10 @@ export interface Store {
   listConversations(): Promise<ConversationSummary[]>
   /** Every outbox entry, oldest first per recipient. */
   listOutbox(): Promise<OutboxRecord[]>
+
+  /** Signal protocol state: one value, or every key/value under a prefix (in key order). */
+  getCrypto(key: string): Promise<Uint8Array | undefined>
+  listCrypto(prefix: string): Promise<Array<{ key: string, value: Uint8Array }>>
+  /** Apply Signal state changes in one durable write. */
+  putCrypto(changes: CryptoChanges): Promise<void>
 }

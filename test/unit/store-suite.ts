@@ -593,6 +593,44 @@ export function runStoreSuite (name: string, make: () => Promise<StoreFixture>):
       })
     })
 
+    describe('crypto state', () => {
+      it('puts, overwrites, deletes and lists by prefix in key order', async () => {
+        const bytes = (n: number): Uint8Array => new Uint8Array([n, n + 1, n + 2])
+        assert.equal(await store.getCrypto('session:x'), undefined)
+        await store.putCrypto(new Map([['session:b', bytes(2)], ['session:a', bytes(1)], ['prekey:7', bytes(7)], ['sessionz', bytes(9)]]))
+        assert.deepEqual(await store.getCrypto('session:a'), bytes(1))
+        await store.putCrypto(new Map<string, Uint8Array | null>([['session:a', bytes(10)], ['prekey:7', null]]))
+        assert.deepEqual(await store.getCrypto('session:a'), bytes(10))
+        assert.equal(await store.getCrypto('prekey:7'), undefined)
+        assert.deepEqual(await store.listCrypto('session:'), [{ key: 'session:a', value: bytes(10) }, { key: 'session:b', value: bytes(2) }])
+        assert.deepEqual(await store.listCrypto('nothing:'), [])
+        await store.putCrypto(new Map())
+      })
+
+      it('goes into the same write as saveIncoming, even when every message is a duplicate', async () => {
+        const m = incoming(peers.a, 1)
+        await store.saveIncoming([m], 1, new Map([['session:a', new Uint8Array([1])]]))
+        assert.deepEqual(await store.getCrypto('session:a'), new Uint8Array([1]))
+        assert.deepEqual(await store.saveIncoming([m], 1, new Map([['session:a', new Uint8Array([2])]])), [])
+        assert.deepEqual(await store.getCrypto('session:a'), new Uint8Array([2]))
+      })
+
+      it('returns copies: mutating a returned value changes nothing stored', async () => {
+        await store.putCrypto(new Map([['k', new Uint8Array([5])]]))
+        const got = await store.getCrypto('k') as Uint8Array
+        got[0] = 9
+        assert.deepEqual(await store.getCrypto('k'), new Uint8Array([5]))
+      })
+
+      it('survives a reopen', async (t) => {
+        await store.putCrypto(new Map([['identity:self', new Uint8Array(64).fill(3)]]))
+        await store.saveIncoming([incoming(peers.b, 1)], 1, new Map([['session:b', new Uint8Array([4, 4])]]))
+        if (!await reopenOrSkip(t)) return
+        assert.deepEqual(await store.getCrypto('identity:self'), new Uint8Array(64).fill(3))
+        assert.deepEqual(await store.getCrypto('session:b'), new Uint8Array([4, 4]))
+      })
+    })
+
     describe('persistence', () => {
       it('keeps clock, settings, contacts, messages, statuses, outbox and order across a reopen', async (t) => {
         const rng = new Rng(99)
