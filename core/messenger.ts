@@ -2,8 +2,10 @@ import { join } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { PrivateKey } from '@libp2p/interface'
-import type { ContactView, ConversationView, MessageView, MessengerEvent, WhoAmI } from './api/contract.js'
-import { InvalidRequestError, MessageTooLargeError, NotRunningError, SelfContactError, UnknownContactError } from './errors.js'
+import type { ContactView, ConversationView, MessageView, MessengerEvent, SafetyNumberView, WhoAmI } from './api/contract.js'
+import { IdentityChangedError, SignalCipher, type DecryptResult, type IdentityStatus, type SignalCipherOptions } from './crypto/cipher.js'
+import { BindingError } from './crypto/binding.js'
+import { InvalidRequestError, MessageTooLargeError, NotRunningError, ParleyError, SelfContactError, UnknownContactError } from './errors.js'
 import { newMessageId, type MessageId, type PeerIdString } from './ids.js'
 import { ensurePrivateDir, loadOrCreateIdentity, peerIdString } from './identity/identity.js'
 import { decodeInvite, encodeInvite, parsePeerId } from './identity/invite.js'
@@ -14,20 +16,36 @@ import { MailboxClient } from './protocols/mailbox/client.js'
 import { readOneFrame } from './protocols/request.js'
 import { DirectoryClient } from './protocols/directory/client.js'
 import { MAILBOX_NOTIFY_PROTOCOL } from './protocols/mailbox/constants.js'
-import { MailboxCourier } from './mailbox/courier.js'
+import { MailboxCourier, relaysOf } from './mailbox/courier.js'
 import { Outbox, type OutboxOptions } from './outbox/outbox.js'
-import { MAX_RECEIPT_IDS, readEnvelope, textByteLength, writeEnvelope, type DmEnvelope } from './protocols/dm/codec.js'
+import { MAX_RECEIPT_IDS, readEnvelope, textByteLength, writeEnvelope, writeSealed, type DmEnvelope, type Rejection, type SealedFrame } from './protocols/dm/codec.js'
+import { PrekeyClient } from './protocols/prekeys/client.js'
+import { PrekeyServer } from './protocols/prekeys/server.js'
 import { MAX_TEXT_BYTES } from './protocols/dm/constants.js'
 import { DmProtocol, type DmChannel } from './protocols/dm/dm-protocol.js'
 import { LevelStore } from './store/level-store.js'
-import type { Contact, MessageRecord, OutboxRecord, SettledStatus, Store } from './store/types.js'
+import type { Contact, CryptoChanges, MessageRecord, OutboxRecord, SettledStatus, Store } from './store/types.js'
 
 const log = forComponent('messenger')
+
+/** No prekey bundle for a peer could be had (from the peer itself or any relay). */
+export class NoBundleError extends ParleyError {
+  static override name = 'NoBundleError'
+  override name = 'NoBundleError'
+}
 
 export const DEFAULT_MESSAGE_TTL_MS = 30 * 24 * 60 * 60 * 1000
 const CIRCUIT_WAIT_MS = 10_000
 const MAILBOX_POLL_MS = 30_000
 const MAX_NAME_LENGTH = 64
+/** Top up a relay's one-time prekeys when it holds fewer than this, up to PREKEY_BATCH. */
+const PREKEY_LOW_WATER = 25
+const PREKEY_BATCH = 100
+/** How often to check whether the signed prekey is due for rotation. */
+const ROTATION_CHECK_MS = 60 * 60 * 1000
+/** One-time prekeys one peer may take from us directly per PREKEY_GRANT_WINDOW_MS. */
+const PREKEY_GRANTS_PER_PEER = 5
+const PREKEY_GRANT_WINDOW_MS = 60_000
 
 export interface MessengerOptions {
   /** Holds identity.key and the level database (`db/`). */
@@ -48,6 +66,14 @@ export interface MessengerOptions {
   /** fsync every store batch (see LevelStoreOptions.sync). */
   syncWrites?: boolean
   inboundConnectionThreshold?: number
+  /** Signal key schedule (signed prekey rotation); mostly for tests. */
+  crypto?: SignalCipherOptions
+  /**
+   * BENCHMARKS ONLY: put envelopes on the wire unencrypted (in a Sealed frame of kind
+   * whisper), so `npm run bench` can measure what E2EE costs on the very same path. Not
+   * reachable from the CLI or MessengerApi; both ends must set it.
+   */
+  benchmarkWithoutE2ee?: boolean
 }
 
 export type MessengerListener = (event: MessengerEvent) => void
@@ -71,7 +97,20 @@ export class Messenger {
   private relayKeeper: RelayKeeper | undefined
   private courier: MailboxCourier | undefined
   private directory: DirectoryClient | undefined
+  private cipher: SignalCipher | undefined
+  private prekeys: PrekeyClient | undefined
+  private prekeyServer: PrekeyServer | undefined
+  /** Session set-ups in progress, per peer (one bundle fetch at a time). */
+  private readonly establishing = new Map<PeerIdString, Promise<void>>()
+  /** Identity trust per peer, mirrored from the cipher for synchronous views. */
+  private readonly identities = new Map<PeerIdString, IdentityStatus>()
+  private readonly prekeyGrants = new Map<PeerIdString, { count: number, since: number }>()
+  /** One-time prekeys each relay said it holds for us after our last publish there. */
+  private readonly prekeysAtRelays = new Map<string, number>()
+  /** Envelopes refused (e.g. do not decrypt), by error name: direct and mailbox. */
+  readonly rejections = new Map<string, number>()
   private pollTimer: ReturnType<typeof setInterval> | undefined
+  private rotationTimer: ReturnType<typeof setInterval> | undefined
   private readonly listeners = new Set<MessengerListener>()
   private readonly contacts = new Map<PeerIdString, Contact>()
   /** Outgoing messages written to a stream but not yet acked (not persisted: see docs). */
@@ -111,6 +150,11 @@ export class Messenger {
     await store.open()
     this.store = store
     try {
+      const cipher = new SignalCipher(store, privateKey, this.selfId, o.crypto)
+      await cipher.open()
+      cipher.onIdentityChange = (peer) => { void this.refreshIdentity(peer) }
+      this.cipher = cipher
+      for (const [peer, status] of await cipher.identityStatuses()) this.identities.set(peer, status)
       this.clock = await store.getClock()
       if (o.name !== undefined) await store.putSetting('name', validateName(o.name))
       this.name = await store.getSetting('name') ?? ''
@@ -120,21 +164,34 @@ export class Messenger {
         open: async (peer, signal) => await this.openDm(peer, signal),
         sent: (peer, ids) => { this.onSent(peer, ids) },
         delivered: async (peer, ids) => { await this.settle(peer, ids, 'delivered') },
-        expired: async (peer, ids) => { await this.settle(peer, ids, 'failed') },
-        deposit: async (peer, records) => await this.courier?.deposit(peer, records) ?? []
+        failed: async (peer, ids) => { await this.settle(peer, ids, 'failed') },
+        seal: async (peer, records) => await this.seal(peer, records, true),
+        rejected: async (peer, rejected) => { await this.onRejected(peer, rejected) },
+        holds: (err) => err instanceof IdentityChangedError,
+        deposit: async (peer, records) => {
+          const courier = this.courier
+          if (courier === undefined) return []
+          const frames = await this.seal(peer, records, false)
+          return await courier.deposit(peer, records.map((r, i) => ({ ...r, frame: frames[i] as Uint8Array<ArrayBuffer> })))
+        }
       }, o.outbox)
       const requested = o.listen ?? DEFAULT_LISTEN
       const node = await this.startNode(privateKey, requested, parsePorts(await store.getSetting('listenPorts')))
       await store.putSetting('listenPorts', JSON.stringify(listenPorts(node.getMultiaddrs().map(String))))
       this.running = true
       if ((o.relays ?? []).length > 0) {
-        this.relayKeeper = new RelayKeeper(node, o.relays ?? [], (relay) => { this.drainMailbox(relay) })
+        this.relayKeeper = new RelayKeeper(node, o.relays ?? [], (relay) => {
+          this.drainMailbox(relay)
+          this.publishPrekeys(relay)
+        })
         this.relayKeeper.start()
         // Mail deposited while we were connected but unreachable (e.g. between reservations).
         this.pollTimer = setInterval(() => {
           for (const r of this.relayKeeper?.relayPeers ?? []) this.drainMailbox(r)
         }, MAILBOX_POLL_MS)
         this.pollTimer.unref?.()
+        this.rotationTimer = setInterval(() => { this.rotatePrekeys() }, ROTATION_CHECK_MS)
+        this.rotationTimer.unref?.()
         if (requested.some((a) => a.includes('/p2p-circuit'))) await this.waitForCircuitAddress(CIRCUIT_WAIT_MS)
       }
       for (const rec of await store.listOutbox()) {
@@ -179,16 +236,25 @@ export class Messenger {
   private async wire (node: ParleyLibp2p): Promise<void> {
     this.node = node
     for (const c of this.contacts.values()) await this.rememberAddrs(c)
-    this.dm = new DmProtocol(node, async (from, envs) => { await this.receive(from, envs) })
+    this.dm = new DmProtocol(node, async (from, frames) => (await this.receive(from, frames)).rejected)
     this.courier = new MailboxCourier(new MailboxClient(node), {
       dial: async (addr) => { await node.dial(multiaddr(addr)) },
       addrsOf: (peer) => this.contacts.get(peer)?.addrs,
-      receive: async (from, envs) => { await this.receive(from, envs) },
+      receive: async (from, frames) => await this.receive(from, frames),
       sendReceipt: async (to, ids) => { await this.sendReceipt(to, ids) },
       settle: async (peer, ids, status) => { await this.settle(peer, ids, status) },
       getMessage: async (id) => await this.requireStore().getMessage(id)
     })
     this.directory = new DirectoryClient(node)
+    this.prekeys = new PrekeyClient(node)
+    // Our own bundle, for peers that meet us directly (each asker gets a few one-time keys).
+    this.prekeyServer = new PrekeyServer(node, {
+      fetch: async (owner, requester) => {
+        if (owner !== this.selfId || this.cipher === undefined) return undefined
+        return await this.cipher.ownBundle(this.grantPrekey(requester))
+      }
+    })
+    await this.prekeyServer.start()
     // A relay saying "mail is waiting": fetch from it (only from our own relays).
     await node.handle(MAILBOX_NOTIFY_PROTOCOL, (stream, connection) => {
       const relay = connection.remotePeer.toString()
@@ -248,11 +314,14 @@ export class Messenger {
     this.relayKeeper?.stop()
     this.relayKeeper = undefined
     clearInterval(this.pollTimer)
+    clearInterval(this.rotationTimer)
+    await this.prekeyServer?.stop().catch(() => {})
     await this.outbox?.stop()
     await this.dm?.stop().catch(() => {})
     await this.node?.stop()
     await this.store?.close()
     this.outbox = undefined
+    this.cipher = undefined
     this.dm = undefined
     this.node = undefined
     this.store = undefined
@@ -378,24 +447,214 @@ export class Messenger {
     return this.outbox?.pending(peer === undefined ? undefined : parsePeerId(peer)) ?? 0
   }
 
-  private async receive (from: PeerIdString, all: DmEnvelope[]): Promise<void> {
+  /**
+   * Decrypt and store what a peer sent (directly or through a mailbox). The ratchet state
+   * and the messages are written together; frames that do not decrypt are rejected by name
+   * (the sender's outbox resets its session and tries again) and change nothing.
+   */
+  private async receive (from: PeerIdString, frames: SealedFrame[]): Promise<{ rejected: Rejection[], texts: MessageId[] }> {
     const store = this.requireStore()
-    if (!this.contacts.has(from)) await this.addInboundContact(from)
-    const receipts = all.filter((e) => e.type === 'receipt')
-    if (receipts.length > 0) await this.applyReceipts(from, receipts.flatMap((e) => e.receiptFor ?? []))
-    const envs = all.filter((e) => e.type === 'text')
-    if (envs.length === 0) return
-    let clock = this.clock
-    const now = Date.now()
-    const records: MessageRecord[] = envs.map((e) => {
-      if (e.lamport > clock) clock = e.lamport
-      return { id: e.id, conversation: from, from, direction: 'in', text: e.text, lamport: e.lamport, sentAt: e.sentAt, receivedAt: now, status: 'received' }
+    const cipher = this.requireCipher()
+    const items = frames.map((f) => ({ kind: f.kind, body: f.ciphertext, ...(f.binding !== undefined ? { binding: f.binding } : {}) }))
+    const decrypt = this.options.benchmarkWithoutE2ee === true ? plaintextPassThrough : cipher.decrypt.bind(cipher)
+    const { envs, fresh, rejected } = await decrypt(from, items, async (results, changes) => {
+      const envs: DmEnvelope[] = []
+      const rejected: Rejection[] = []
+      results.forEach((r, i) => {
+        const frame = frames[i] as SealedFrame
+        if (!r.ok) {
+          // A replayed ciphertext: its message was stored the first time; nothing to do.
+          if (r.error.name !== 'DuplicateCiphertextError') rejected.push({ id: frame.id, error: r.error.name })
+          return
+        }
+        try {
+          const env = readEnvelope(r.plaintext)
+          // The id in clear must be the id inside, or acks and dedupe could be steered.
+          if (env.id !== frame.id) throw new BindingError('sealed id does not match the envelope inside')
+          envs.push(env)
+        } catch (err) {
+          rejected.push({ id: frame.id, error: (err as Error).name })
+        }
+      })
+      let clock = this.clock
+      const now = Date.now()
+      const records: MessageRecord[] = []
+      for (const e of envs) {
+        if (e.type !== 'text') continue
+        if (e.lamport > clock) clock = e.lamport
+        records.push({ id: e.id, conversation: from, from, direction: 'in', text: e.text, lamport: e.lamport, sentAt: e.sentAt, receivedAt: now, status: 'received' })
+      }
+      this.clock = clock
+      const fresh = await store.saveIncoming(records, clock, changes)
+      return { envs, fresh, rejected }
     })
-    this.clock = clock
-    const fresh = await store.saveIncoming(records, clock)
+    for (const r of rejected) {
+      this.rejections.set(r.error, (this.rejections.get(r.error) ?? 0) + 1)
+      log('rejected envelope %s from %s: %s', r.id, from, r.error)
+    }
+    if (envs.length > 0 && !this.contacts.has(from)) await this.addInboundContact(from)
+    const receipts = envs.filter((e) => e.type === 'receipt')
+    if (receipts.length > 0) await this.applyReceipts(from, receipts.flatMap((e) => e.receiptFor ?? []))
     for (const m of fresh) {
       this.emit({ event: 'message', conversation: m.conversation, from: m.from, id: m.id, text: m.text, sentAt: m.sentAt, lamport: m.lamport })
     }
+    return { rejected, texts: envs.filter((e) => e.type === 'text').map((e) => e.id) }
+  }
+
+  /**
+   * Encrypt queued envelopes for a peer, starting a session from its bundle if there is
+   * none: from the peer itself when `direct` (we are connected), else from relays.
+   */
+  private async seal (peer: PeerIdString, records: OutboxRecord[], direct: boolean): Promise<Array<Uint8Array<ArrayBuffer>>> {
+    const cipher = this.requireCipher()
+    if (this.options.benchmarkWithoutE2ee === true) return records.map((r) => writeSealed({ id: r.id, kind: 'whisper', ciphertext: r.frame }))
+    if (!await cipher.hasSession(peer)) await this.establishSession(peer, direct)
+    const cts = await cipher.encrypt(peer, records.map((r) => r.frame))
+    return cts.map((c, i) => writeSealed({
+      id: (records[i] as OutboxRecord).id,
+      kind: c.kind,
+      ciphertext: c.body,
+      ...(c.kind === 'prekey' ? { binding: cipher.ownBinding } : {})
+    }))
+  }
+
+  private async establishSession (peer: PeerIdString, direct: boolean): Promise<void> {
+    let running = this.establishing.get(peer)
+    if (running === undefined) {
+      running = this.fetchBundleAndStart(peer, direct).finally(() => { this.establishing.delete(peer) })
+      this.establishing.set(peer, running)
+    }
+    await running
+  }
+
+  /** Try the peer itself (if `direct`), then our relays and the relays its addresses name. */
+  private async fetchBundleAndStart (peer: PeerIdString, direct: boolean): Promise<void> {
+    const client = this.prekeys
+    if (client === undefined) throw new NotRunningError('messenger not running')
+    const sources: PeerIdString[] = direct ? [peer] : []
+    for (const r of [...(this.relayKeeper?.relayPeers ?? []), ...relaysOf(this.contacts.get(peer)?.addrs ?? []).map((x) => x.peerId)]) {
+      if (!sources.includes(r as PeerIdString)) sources.push(r as PeerIdString)
+    }
+    const reasons: string[] = []
+    for (const source of sources) {
+      try {
+        const bundle = await client.fetch(source, peer)
+        if (bundle === undefined) { reasons.push(`${source}: none`); continue }
+        await this.requireCipher().startSession(peer, bundle)
+        return
+      } catch (err) {
+        if (err instanceof IdentityChangedError) throw err
+        // A relay that lies (BindingError) or is down: try the next source.
+        reasons.push(`${source}: ${(err as Error).name}`)
+        log('no usable bundle for %s from %s: %s', peer, source, (err as Error).message)
+      }
+    }
+    throw new NoBundleError(`no prekey bundle for ${peer} (${reasons.join('; ') || 'no sources'})`)
+  }
+
+  /** The peer could not decrypt what we sent: drop our session so the next try starts afresh. */
+  private async onRejected (peer: PeerIdString, rejected: Rejection[]): Promise<void> {
+    log('%s rejected %d envelopes (%s); resetting the session', peer, rejected.length, rejected[0]?.error)
+    // Written but not taken: back to pending until they go through.
+    for (const r of rejected) {
+      if (this.sentNotAcked.delete(r.id)) this.emitStatus(r.id, peer, 'pending')
+    }
+    await this.requireCipher().resetSession(peer)
+  }
+
+  /**
+   * Seal envelopes for a peer exactly as the outbox would (starting a session from a
+   * relay's bundle if needed), without queueing them: for tools and tests that hand frames
+   * to a mailbox or stream themselves.
+   */
+  async sealEnvelopes (to: string, envelopes: DmEnvelope[]): Promise<Array<Uint8Array<ArrayBuffer>>> {
+    const peer = this.requireContact(to).peerId
+    const records = envelopes.map((e) => ({ id: e.id, to: peer, frame: writeEnvelope(e), createdAt: e.sentAt, expiresAt: e.sentAt + DEFAULT_MESSAGE_TTL_MS }))
+    return await this.seal(peer, records, this.requireNode().getConnections(peerIdFromString(peer)).length > 0)
+  }
+
+  /** One-time prekeys each of our relays holds for us, as of our last publish there. */
+  prekeysAtRelay (): Record<string, number> {
+    return Object.fromEntries(this.prekeysAtRelays)
+  }
+
+  /** Publish our bundle header at a relay and top up its one-time prekeys. */
+  private publishPrekeys (relay: string): void {
+    const cipher = this.cipher
+    const client = this.prekeys
+    if (cipher === undefined || client === undefined || !this.running) return
+    const run = async (): Promise<void> => {
+      const header = await cipher.header()
+      let remaining = await client.publish(relay as PeerIdString, header, [])
+      if (remaining < PREKEY_LOW_WATER) {
+        const keys = await cipher.newOneTimeKeys(PREKEY_BATCH - remaining)
+        remaining = await client.publish(relay as PeerIdString, header, keys)
+      }
+      this.prekeysAtRelays.set(relay, remaining)
+    }
+    run().catch((err: unknown) => { log('publishing prekeys at %s failed: %s', relay, (err as Error).message) })
+  }
+
+  private rotatePrekeys (): void {
+    this.cipher?.rotateIfDue().then((rotated) => {
+      if (rotated) for (const r of this.relayKeeper?.relayPeers ?? []) this.publishPrekeys(r)
+    }, (err: unknown) => { log.error('prekey rotation failed: %e', err) })
+  }
+
+  /** Whether a peer asking us directly for our bundle gets a one-time prekey (a few per minute each). */
+  private grantPrekey (requester: string): boolean {
+    const now = Date.now()
+    const g = this.prekeyGrants.get(requester as PeerIdString)
+    if (g === undefined || now - g.since > PREKEY_GRANT_WINDOW_MS) {
+      this.prekeyGrants.set(requester as PeerIdString, { count: 1, since: now })
+      if (this.prekeyGrants.size > 4096) this.prekeyGrants.clear()
+      return true
+    }
+    g.count++
+    return g.count <= PREKEY_GRANTS_PER_PEER
+  }
+
+  private async refreshIdentity (peer: PeerIdString): Promise<void> {
+    const cipher = this.cipher
+    if (cipher === undefined) return
+    const status = await cipher.identityStatus(peer)
+    const previous = this.identities.get(peer)?.state
+    this.identities.set(peer, status)
+    if (previous === status.state) return
+    if (status.state === 'changed') log('identity key of %s changed: sending is held until the user accepts it', peer)
+    this.emit({ event: 'identity', peerId: peer, identity: status.state })
+  }
+
+  async safetyNumber (peerId: string): Promise<SafetyNumberView> {
+    const peer = this.requireContact(peerId).peerId
+    const cipher = this.requireCipher()
+    if (this.identities.get(peer) === undefined || this.identities.get(peer)?.state === 'unknown') {
+      // No key seen yet: fetch a bundle (this also starts the session).
+      try { await this.establishSession(peer, true) } catch (err) { if (!(err instanceof IdentityChangedError)) log('no bundle for %s: %s', peer, (err as Error).message) }
+      this.identities.set(peer, await cipher.identityStatus(peer))
+    }
+    const n = await cipher.safetyNumber(peer)
+    return { peerId: peer, safetyNumber: n.displayable, scannable: n.scannable, changed: n.changed, verified: n.verified }
+  }
+
+  /** Mark a contact verified (optionally checking the number the user compared); accepts a changed key. */
+  async verifyContact (peerId: string, safetyNumber?: string): Promise<ContactView> {
+    const c = this.requireContact(peerId)
+    const status = await this.requireCipher().verify(c.peerId, safetyNumber)
+    this.identities.set(c.peerId, status)
+    this.emit({ event: 'identity', peerId: c.peerId, identity: status.state })
+    this.outbox?.kick(c.peerId)
+    return this.contactView(c)
+  }
+
+  /** Accept a contact's new identity key: held messages go out, encrypted to the new key. */
+  async acceptIdentity (peerId: string): Promise<ContactView> {
+    const c = this.requireContact(peerId)
+    const status = await this.requireCipher().acceptIdentity(c.peerId)
+    this.identities.set(c.peerId, status)
+    this.emit({ event: 'identity', peerId: c.peerId, identity: status.state })
+    this.outbox?.kick(c.peerId)
+    return this.contactView(c)
   }
 
   /** `from` stored these messages of ours (they went through a mailbox): mark them delivered. */
@@ -447,7 +706,7 @@ export class Messenger {
   }
 
   /** A status event, held back until the message's own record is on disk. */
-  private emitStatus (id: MessageId, peer: PeerIdString, status: 'sent' | 'delivered' | 'failed'): void {
+  private emitStatus (id: MessageId, peer: PeerIdString, status: 'pending' | 'sent' | 'delivered' | 'failed'): void {
     const saved = this.unsaved.get(id)
     if (saved === undefined) {
       this.emit({ event: 'status', id, conversation: peer, status })
@@ -542,7 +801,7 @@ export class Messenger {
 
   private contactView (c: Contact): ContactView {
     const connected = this.node !== undefined && this.node.getConnections(peerIdFromString(c.peerId)).length > 0
-    return { peerId: c.peerId, name: c.name, addrs: c.addrs, origin: c.origin, addedAt: c.addedAt, connected }
+    return { peerId: c.peerId, name: c.name, addrs: c.addrs, origin: c.origin, addedAt: c.addedAt, connected, identity: this.identities.get(c.peerId)?.state ?? 'unknown' }
   }
 
   private requireContact (peerId: string): Contact {
@@ -574,6 +833,11 @@ export class Messenger {
     return this.store
   }
 
+  private requireCipher (): SignalCipher {
+    if (this.cipher === undefined || !this.running) throw new NotRunningError('messenger not running')
+    return this.cipher
+  }
+
   private requireDm (): DmProtocol {
     if (this.dm === undefined) throw new NotRunningError('messenger not running')
     return this.dm
@@ -583,6 +847,15 @@ export class Messenger {
     if (this.outbox === undefined || !this.running) throw new NotRunningError('messenger not running')
     return this.outbox
   }
+}
+
+/** benchmarkWithoutE2ee: the "ciphertext" is the envelope itself. */
+async function plaintextPassThrough<T> (
+  _from: PeerIdString,
+  items: ReadonlyArray<{ body: Uint8Array }>,
+  save: (results: DecryptResult[], changes: CryptoChanges) => Promise<T>
+): Promise<T> {
+  return await save(items.map((i) => ({ ok: true, plaintext: i.body })), new Map())
 }
 
 function messageView (r: MessageRecord): MessageView {

@@ -25,6 +25,23 @@ export interface ContactView {
   addedAt: number
   /** A live connection to this contact right now. */
   connected: boolean
+  /**
+   * Trust in the contact's Signal identity key: unknown (no key seen yet), trusted (first
+   * key seen, not verified), verified (safety number compared), changed (a new key the
+   * user has not accepted: nothing is sent to it).
+   */
+  identity: 'unknown' | 'trusted' | 'verified' | 'changed'
+}
+
+export interface SafetyNumberView {
+  peerId: string
+  /** 60 digits in 12 groups of 5; both sides see the same number. */
+  safetyNumber: string
+  /** Base64 of the scannable fingerprint (what a QR code carries). */
+  scannable: string
+  /** The number is for a changed key that is not accepted yet. */
+  changed: boolean
+  verified: boolean
 }
 
 export interface MessageView {
@@ -52,6 +69,9 @@ export interface Commands {
   'contacts.list': { params: Record<string, never>, result: { contacts: ContactView[] } }
   'contact.rename': { params: { peerId: string, name: string }, result: ContactView }
   'contact.remove': { params: { peerId: string }, result: { removed: boolean } }
+  'contact.safetyNumber': { params: { peerId: string }, result: SafetyNumberView }
+  'contact.verify': { params: { peerId: string, safetyNumber?: string }, result: ContactView }
+  'contact.acceptIdentity': { params: { peerId: string }, result: ContactView }
   'dm.send': { params: { to: string, text: string }, result: MessageView }
   'dm.history': { params: { with: string, limit?: number, before?: string }, result: { messages: MessageView[] } }
   'conversations.list': { params: Record<string, never>, result: { conversations: ConversationView[] } }
@@ -63,7 +83,7 @@ export type CommandResult<C extends CommandName> = Commands[C]['result']
 
 export const COMMAND_NAMES: readonly CommandName[] = [
   'whoami', 'name.set', 'contact.add', 'contacts.list', 'contact.rename', 'contact.remove',
-  'dm.send', 'dm.history', 'conversations.list'
+  'contact.safetyNumber', 'contact.verify', 'contact.acceptIdentity', 'dm.send', 'dm.history', 'conversations.list'
 ]
 
 /** Events pushed to every client. */
@@ -72,6 +92,8 @@ export type MessengerEvent =
   | { event: 'status', id: string, conversation: string, status: MessageStatus }
   | { event: 'contact', contact: ContactView }
   | { event: 'peer', peerId: string, connected: boolean }
+  /** The contact's identity key changed (a warning for the conversation), or was accepted/verified. */
+  | { event: 'identity', peerId: string, identity: ContactView['identity'] }
 
 export interface ErrorShape { name: string, message: string }
 

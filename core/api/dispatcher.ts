@@ -20,6 +20,9 @@ export function createDispatcher (m: Messenger): (cmd: unknown, params: Params) 
     'contacts.list': () => ({ contacts: m.listContacts() }),
     'contact.rename': async (p) => await m.renameContact(str(p, 'peerId'), str(p, 'name')),
     'contact.remove': async (p) => ({ removed: await m.removeContact(str(p, 'peerId')) }),
+    'contact.safetyNumber': async (p) => await m.safetyNumber(str(p, 'peerId')),
+    'contact.verify': async (p) => await m.verifyContact(str(p, 'peerId'), optStr(p, 'safetyNumber')),
+    'contact.acceptIdentity': async (p) => await m.acceptIdentity(str(p, 'peerId')),
     'dm.send': async (p) => await m.sendText(str(p, 'to'), str(p, 'text')),
     'dm.history': async (p) => ({
       messages: await m.history(str(p, 'with'), limit(p), optStr(p, 'before'))

@@ -1,6 +1,6 @@
 import type { MessageId, PeerIdString } from '../ids.js'
 import { forComponent } from '../logger.js'
-import { readEnvelope, type DmEnvelope } from '../protocols/dm/codec.js'
+import { readSealed, type SealedFrame } from '../protocols/dm/codec.js'
 import type { MailboxClient } from '../protocols/mailbox/client.js'
 import { MAX_DEPOSITS_PER_REQUEST, MAX_FETCH_ITEMS } from '../protocols/mailbox/constants.js'
 import type { MessageRecord, OutboxRecord, SettledStatus } from '../store/types.js'
@@ -13,8 +13,11 @@ export interface CourierHost {
   dial(addr: string): Promise<void>
   /** A contact's known addresses (its circuit addresses name its relays). */
   addrsOf(peer: PeerIdString): readonly string[] | undefined
-  /** Store received envelopes exactly like direct mail (validation, dedupe, events). */
-  receive(from: PeerIdString, envs: DmEnvelope[]): Promise<void>
+  /**
+   * Decrypt and store received frames exactly like direct mail (validation, dedupe, events).
+   * Resolves with the ids of the text messages among them (for the delivery receipt).
+   */
+  receive(from: PeerIdString, frames: SealedFrame[]): Promise<{ texts: MessageId[] }>
   /** Queue a delivery receipt for `to`. */
   sendReceipt(to: PeerIdString, ids: MessageId[]): Promise<void>
   /** Record a status for our outgoing messages and tell the user. */
@@ -80,21 +83,22 @@ export class MailboxCourier {
       const { items, more } = await this.client.fetch(relay, MAX_FETCH_ITEMS)
       if (items.length === 0) return
       // Consecutive items from one sender form one batch, keeping the mailbox's order.
-      let batch: DmEnvelope[] = []
+      let batch: SealedFrame[] = []
       let from: PeerIdString | undefined
       const flush = async (): Promise<void> => {
         if (from !== undefined && batch.length > 0) {
-          await this.host.receive(from, batch)
+          // Frames that do not decrypt are dropped here (and counted by the host): the
+          // relay cannot tell the sender, and keeping them would only block the mailbox.
+          const { texts } = await this.host.receive(from, batch)
           // The sender cannot see this delivery (no ack crossed): tell it with a receipt.
-          const texts = batch.filter((e) => e.type === 'text').map((e) => e.id)
           if (texts.length > 0) await this.host.sendReceipt(from, texts)
         }
         batch = []
       }
       for (const item of items) {
-        let env: DmEnvelope
+        let env: SealedFrame
         try {
-          env = readEnvelope(item.envelope)
+          env = readSealed(item.envelope)
         } catch (err) {
           log('dropping a malformed envelope from %s in the mailbox: %s', item.sender, (err as Error).name)
           continue

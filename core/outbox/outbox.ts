@@ -1,13 +1,25 @@
+import { ParleyError } from '../errors.js'
 import type { MessageId, PeerIdString } from '../ids.js'
 import { forComponent } from '../logger.js'
+import type { Rejection } from '../protocols/dm/codec.js'
 import type { OutboxRecord } from '../store/types.js'
 import { Fifo } from './fifo.js'
 
 const log = forComponent('outbox')
 
+/** The receiver refused envelopes on this stream; it is closed and they are sent again. */
+export class EnvelopesRejectedError extends ParleyError {
+  static override name = 'EnvelopesRejectedError'
+  override name = 'EnvelopesRejectedError'
+}
+
+/** An entry is given up (status failed) after the receiver rejected it this many times. */
+export const MAX_REJECTIONS = 3
+
 /** One outbound stream, as the outbox needs it (DmChannel implements it). */
 export interface OutboundChannel {
   onAck: (ids: MessageId[]) => void
+  onReject: (rejected: Rejection[]) => void
   readonly closed: Promise<Error | undefined>
   write(frames: readonly Uint8Array[]): Promise<void>
   abort(err: Error): void
@@ -21,12 +33,24 @@ export interface OutboxHooks {
   sent(peer: PeerIdString, ids: MessageId[]): void
   /** The peer acknowledged durable storage: persist and tell the user. */
   delivered(peer: PeerIdString, ids: MessageId[]): Promise<void>
-  /** These passed their expiry without an ack. */
-  expired(peer: PeerIdString, ids: MessageId[]): Promise<void>
+  /** These are given up: past their expiry without an ack, or rejected MAX_REJECTIONS times. */
+  failed(peer: PeerIdString, ids: MessageId[]): Promise<void>
+  /**
+   * Turn queued entries into the frames that go on the wire (encryption), in order, just
+   * before they are written or deposited. Without it an entry's `frame` is sent as is.
+   */
+  seal?(peer: PeerIdString, records: OutboxRecord[]): Promise<Uint8Array[]>
+  /**
+   * The receiver could not take these (e.g. it cannot decrypt them). Called before they are
+   * sent again (so the hook can, say, reset the session).
+   */
+  rejected?(peer: PeerIdString, rejected: Rejection[]): Promise<void>
+  /** True for errors (from open, seal or deposit) after which the queue waits for `kick` instead of retrying. */
+  holds?(err: Error): boolean
   /**
    * The peer cannot be reached directly: hand these (oldest first) to a store-and-forward
    * path (the peer's relay mailboxes). Resolves with the ids now safely stored there, which
-   * leave the queue; the rest are retried as usual. Optional.
+   * leave the queue; the rest are retried as usual. The hook seals them itself. Optional.
    */
   deposit?(peer: PeerIdString, records: OutboxRecord[]): Promise<MessageId[]>
 }
@@ -85,7 +109,7 @@ export class Outbox {
     this.queues.get(peer)?.cancel(id)
   }
 
-  /** Retry this peer now (it just connected, or the user asked). */
+  /** Retry this peer now (it just connected, the user accepted its new key, or asked). */
   kick (peer: PeerIdString): void {
     this.queues.get(peer)?.kick()
   }
@@ -113,7 +137,8 @@ export class Outbox {
   }
 }
 
-type State = 'idle' | 'opening' | 'open' | 'waiting' | 'stopped'
+/** 'held': waiting for `kick` only (e.g. an identity change the user has to accept). */
+type State = 'idle' | 'opening' | 'open' | 'waiting' | 'held' | 'stopped'
 
 class PeerQueue {
   private state: State = 'idle'
@@ -124,6 +149,11 @@ class PeerQueue {
   private attempts = 0
   private timer: ReturnType<typeof setTimeout> | undefined
   private writing = false
+  private held = false
+  /** Rejections so far per entry (in memory: a restart gives each entry a fresh budget). */
+  private readonly rejections = new Map<MessageId, number>()
+  /** The rejected hook's work, which the next attempt waits for. */
+  private recovering: Promise<void> = Promise.resolve()
   private readonly abort = new AbortController()
 
   constructor (
@@ -147,8 +177,9 @@ class PeerQueue {
   }
 
   kick (): void {
-    if (this.state !== 'waiting') return
+    if (this.state !== 'waiting' && this.state !== 'held') return
     clearTimeout(this.timer)
+    this.held = false
     this.state = 'idle'
     if (this.size > 0) this.connect()
   }
@@ -166,16 +197,18 @@ class PeerQueue {
     this.state = 'opening'
     this.dropExpired()
     if (this.queued.length === 0) { this.state = 'idle'; return }
-    this.hooks.open(this.peer, this.abort.signal).then((ch) => {
+    this.recovering.then(async () => await this.hooks.open(this.peer, this.abort.signal)).then((ch) => {
       if (this.state !== 'opening') { ch.abort(new Error('outbox stopped')); return }
       this.channel = ch
       this.state = 'open'
       ch.onAck = (ids) => { this.onAck(ch, ids) }
+      ch.onReject = (rejected) => { this.onReject(ch, rejected) }
       ch.closed.then((reason) => { this.onClosed(ch, reason) }, (err: unknown) => { this.onClosed(ch, err as Error) })
       this.pump()
     }, (err: unknown) => {
       if (this.state !== 'opening') return
       log('cannot reach %s: %s', this.peer, (err as Error).message)
+      if (this.hooks.holds?.(err as Error) === true) { this.hold(); return }
       this.depositThenRetry()
     })
   }
@@ -190,9 +223,11 @@ class PeerQueue {
     }, (err: unknown) => {
       log('deposit for %s failed: %s', this.peer, (err as Error).message)
       this.queued.unshiftAll(records)
+      if (this.hooks.holds?.(err as Error) === true) this.held = true
     }).finally(() => {
       if (this.state !== 'opening') return
       if (this.queued.length === 0) this.state = 'idle'
+      else if (this.held) this.hold()
       else this.retryLater()
     })
   }
@@ -200,7 +235,7 @@ class PeerQueue {
   private pump (): void {
     if (this.writing || this.state !== 'open' || this.channel === undefined) return
     const ch = this.channel
-    const frames: Uint8Array[] = []
+    const records: OutboxRecord[] = []
     const ids: MessageId[] = []
     let bytes = 0
     while (this.queued.length > 0 && this.inflight.size < this.options.window && bytes < this.options.maxWriteBytes &&
@@ -208,20 +243,60 @@ class PeerQueue {
       const rec = this.queued.shift() as OutboxRecord
       this.inflight.set(rec.id, rec)
       this.inflightBytes += rec.frame.byteLength
-      frames.push(rec.frame)
+      records.push(rec)
       ids.push(rec.id)
       bytes += rec.frame.byteLength
     }
-    if (frames.length === 0) return
+    if (records.length === 0) return
     this.writing = true
-    ch.write(frames).then(() => {
+    const sealed = this.hooks.seal !== undefined ? this.hooks.seal(this.peer, records) : Promise.resolve(records.map((r) => r.frame))
+    sealed.then(async (frames) => { await ch.write(frames) }).then(() => {
       this.writing = false
       this.hooks.sent(this.peer, ids)
       this.pump()
     }, (err: unknown) => {
       this.writing = false
+      // Unacked entries go back to the queue when the channel closes (onClosed).
+      if (this.hooks.holds?.(err as Error) === true) this.held = true
       ch.abort(err as Error)
     })
+  }
+
+  /** Wait for `kick` (the user must act first); what is queued stays queued. */
+  private hold (): void {
+    clearTimeout(this.timer)
+    this.held = false
+    this.state = 'held'
+    log('queue for %s held until the user acts', this.peer)
+  }
+
+  /**
+   * The receiver refused some envelopes: the stream is closed (everything unacked goes back
+   * in order), the rejected hook runs (e.g. a session reset), then a normal retry. An entry
+   * rejected MAX_REJECTIONS times is given up.
+   */
+  private onReject (ch: OutboundChannel, rejected: Rejection[]): void {
+    if (ch !== this.channel) return
+    const givenUp: MessageId[] = []
+    for (const r of rejected) {
+      const rec = this.inflight.get(r.id)
+      if (rec === undefined) continue
+      const n = (this.rejections.get(r.id) ?? 0) + 1
+      if (n < MAX_REJECTIONS) { this.rejections.set(r.id, n); continue }
+      this.rejections.delete(r.id)
+      this.inflight.delete(r.id)
+      this.inflightBytes -= rec.frame.byteLength
+      givenUp.push(r.id)
+    }
+    if (givenUp.length > 0) {
+      log('%s rejected %d entries %d times: giving up on them', this.peer, givenUp.length, MAX_REJECTIONS)
+      this.hooks.failed(this.peer, givenUp).catch((err: unknown) => { log.error('recording failure for %s failed: %e', this.peer, err) })
+    }
+    const recovering = this.hooks.rejected?.(this.peer, rejected)
+    if (recovering !== undefined) {
+      this.recovering = recovering.catch((err: unknown) => { log('recovering from rejection by %s failed: %s', this.peer, (err as Error).message) })
+    }
+    ch.abort(new EnvelopesRejectedError(`${this.peer} rejected ${rejected.length} envelopes: ${rejected[0]?.error ?? ''}`))
   }
 
   private onAck (ch: OutboundChannel, ids: MessageId[]): void {
@@ -232,6 +307,7 @@ class PeerQueue {
       if (rec === undefined) continue
       this.inflight.delete(id)
       this.inflightBytes -= rec.frame.byteLength
+      this.rejections.delete(id)
       done.push(id)
     }
     if (done.length === 0) return
@@ -256,7 +332,8 @@ class PeerQueue {
       return
     }
     log('stream to %s closed with %d unacked: %s', this.peer, this.queued.length, reason?.message ?? 'closed')
-    this.retryLater()
+    if (this.held) this.hold()
+    else this.retryLater()
   }
 
   private retryLater (): void {
@@ -275,7 +352,7 @@ class PeerQueue {
     const now = this.options.now()
     const expired = this.queued.removeWhere((r) => r.expiresAt <= now)
     if (expired.length === 0) return
-    this.hooks.expired(this.peer, expired.map((r) => r.id)).catch((err: unknown) => {
+    this.hooks.failed(this.peer, expired.map((r) => r.id)).catch((err: unknown) => {
       log.error('recording expiry for %s failed: %e', this.peer, err)
     })
   }

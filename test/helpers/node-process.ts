@@ -54,6 +54,8 @@ export interface StartOptions {
   listen?: string[]
   /** `parley relay` instead of `parley node` (its ready line has no invite). */
   command?: 'node' | 'relay'
+  /** Extra environment variables (e.g. DEBUG for verbose logs). */
+  env?: Record<string, string>
 }
 
 export class CommandError extends Error {
@@ -152,7 +154,7 @@ export class NodeProcess {
     const child = spawn(process.execPath, args, {
       cwd: REPO_ROOT,
       stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env }
+      env: { ...process.env, ...(options.env ?? {}) }
     })
     const node = new NodeProcess(child, dataDir, port, options.label ?? options.name ?? `node:${port}`)
     let readyLine: Line

@@ -4,11 +4,10 @@ import assert from 'node:assert/strict'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import type { Stream } from '@libp2p/interface'
 import { createNode, type ParleyLibp2p } from '../../core/net/node.js'
 import { DM_PROTOCOL } from '../../core/protocols/dm/constants.js'
-import { encodeFrames } from '../../core/protocols/framing.js'
-import { writeEnvelope } from '../../core/protocols/dm/codec.js'
+import { encodeFrames, FrameDecoder } from '../../core/protocols/framing.js'
+import { readAck, readSealed, writeEnvelope, writeSealed, type AckFrame } from '../../core/protocols/dm/codec.js'
 import { newMessageId } from '../../core/ids.js'
 import { eventually, messageEvents, removeDir, startPeer, statusEvents, type TestPeer } from '../helpers/messengers.js'
 
@@ -112,22 +111,50 @@ describe('direct messages between two nodes', () => {
     await assert.rejects(a.m.sendText(b.m.peerId, ''), { name: 'InvalidRequestError' })
   })
 
-  it('shows a message delivered twice only once', async () => {
+  it('shows a replayed ciphertext once; rejects a tampered one by name and the session keeps working', async () => {
     const id = newMessageId()
-    const frame = writeEnvelope({ id, lamport: 1_000_000, sentAt: Date.now(), type: 'text', text: 'dup' })
-    // Send the same envelope on two separate streams, as a retry after a lost ack would.
+    const [frame] = await a.m.sealEnvelopes(b.m.peerId, [{ id, lamport: 1_000_000, sentAt: Date.now(), type: 'text', text: 'replay me' }])
+    assert.ok(frame !== undefined)
+    // The same ciphertext on two streams: a retry after a lost ack, or a replay by anyone.
     for (let i = 0; i < 2; i++) {
-      const s = await a.m.libp2p.dialProtocol(peerIdFromString(b.m.peerId), DM_PROTOCOL)
-      s.send(encodeFrames([frame]))
-      await readOneChunk(s)
-      await s.close()
+      const ack = await sendRaw(a, b, frame)
+      assert.deepEqual(ack.ids, [id], 'acked both times')
     }
-    await eventually(async () => (await b.m.history(a.m.peerId, 5)).some((x) => x.id === id), 'dup stored')
-    assert.equal(messageEvents(b.events).filter((e) => e.id === id).length, 1)
+    await eventually(async () => (await b.m.history(a.m.peerId, 5)).some((x) => x.id === id), 'stored')
+    assert.equal(messageEvents(b.events).filter((e) => e.id === id).length, 1, 'shown once')
+
+    const tamperedId = newMessageId()
+    const [genuine] = await a.m.sealEnvelopes(b.m.peerId, [{ id: tamperedId, lamport: 1_000_001, sentAt: Date.now(), type: 'text', text: 'tamper with me' }])
+    assert.ok(genuine !== undefined)
+    const sealed = readSealed(genuine)
+    const flipped = sealed.ciphertext.slice()
+    flipped[flipped.byteLength - 5] = (flipped[flipped.byteLength - 5] ?? 0) ^ 0x01
+    const ack = await sendRaw(a, b, writeSealed({ ...sealed, ciphertext: flipped }))
+    assert.deepEqual(ack.ids, [])
+    assert.deepEqual(ack.rejected, [{ id: tamperedId, error: 'DecryptionError' }])
+    assert.ok((b.m.rejections.get('DecryptionError') ?? 0) >= 1)
+    assert.equal((await b.m.history(a.m.peerId, 1000)).some((x) => x.id === tamperedId), false, 'nothing stored')
+
+    const next = await a.m.sendText(b.m.peerId, 'after the tampering')
+    await eventually(() => messageEvents(b.events).some((e) => e.id === next.id), 'next message decrypts')
   })
 })
 
-describe('bad input on /parley/dm/1.0.0', () => {
+/** Send sealed frames from `from`'s own node on a fresh DM stream and read the ack. */
+async function sendRaw (from: TestPeer, to: TestPeer, frame: Uint8Array): Promise<AckFrame> {
+  const s = await from.m.libp2p.dialProtocol(peerIdFromString(to.m.peerId), DM_PROTOCOL)
+  s.send(encodeFrames([frame]))
+  const decoder = new FrameDecoder(64 * 1024)
+  for await (const chunk of s) {
+    for (const f of decoder.push(chunk)) {
+      await s.close()
+      return readAck(f)
+    }
+  }
+  throw new Error('no ack')
+}
+
+describe('bad input on /parley/dm/2.0.0', () => {
   let b: TestPeer
   let raw: ParleyLibp2p
 
@@ -185,6 +212,25 @@ describe('bad input on /parley/dm/1.0.0', () => {
     await eventually(() => (b.m.dmRejections().TruncatedFrameError ?? 0) >= 1, 'TruncatedFrameError recorded')
   })
 
+  it('rejects well-formed frames whose ciphertext is garbage, naming the error in the ack', async () => {
+    const s = await raw.dialProtocol(target(), DM_PROTOCOL)
+    const frames = [
+      writeSealed({ id: newMessageId(), kind: 'whisper', ciphertext: new Uint8Array(100).fill(7) }),
+      writeSealed({ id: newMessageId(), kind: 'prekey', ciphertext: new Uint8Array(300).fill(9), binding: new Uint8Array(64).fill(1) })
+    ]
+    s.send(encodeFrames(frames))
+    const decoder = new FrameDecoder(64 * 1024)
+    let ack: AckFrame | undefined
+    for await (const chunk of s) {
+      for (const f of decoder.push(chunk)) ack = readAck(f)
+      if (ack !== undefined) break
+    }
+    await s.close().catch(() => {})
+    assert.equal(ack?.ids.length, 0)
+    assert.equal(ack?.rejected.length, 2)
+    for (const r of ack?.rejected ?? []) assert.match(r.error, /^(DecryptionError|NoSessionError|BindingError)$/)
+  })
+
   it('stored nothing from the attacker and still works', async () => {
     const attacker = raw.peerId.toString()
     assert.deepEqual(await b.m.history(attacker, 10), [])
@@ -201,6 +247,4 @@ describe('bad input on /parley/dm/1.0.0', () => {
   })
 })
 
-async function readOneChunk (s: Stream): Promise<void> {
-  for await (const _ of s) return
-}
+

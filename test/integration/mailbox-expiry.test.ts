@@ -6,6 +6,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { DirectoryService } from '../../relay/directory/service.js'
 import { DEFAULT_MAILBOX_LIMITS, MailboxService } from '../../relay/mailbox/service.js'
 import { MailboxStore } from '../../relay/mailbox/store.js'
+import { PrekeyStore } from '../../relay/prekeys/store.js'
 import { createRelayNode, DEFAULT_RELAY_LIMITS } from '../../relay/relay-node.js'
 import { eventually, removeDir, startPeer, statusEvents, tempDir } from '../helpers/messengers.js'
 
@@ -14,7 +15,9 @@ import { eventually, removeDir, startPeer, statusEvents, tempDir } from '../help
 describe('mailbox expiry seen by the sender', () => {
   it('marks a deposited message failed once the relay reports it expired unread', { timeout: 60_000 }, async () => {
     const dir = await tempDir()
-    const relay = await createRelayNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], limits: { ...DEFAULT_RELAY_LIMITS, inboundConnectionThreshold: 1000 } })
+    const prekeyStore = new PrekeyStore(join(dir, 'prekeys'))
+    await prekeyStore.open()
+    const relay = await createRelayNode({ prekeys: { store: prekeyStore }, privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], limits: { ...DEFAULT_RELAY_LIMITS, inboundConnectionThreshold: 1000 } })
     const store = new MailboxStore(join(dir, 'mailbox'))
     await store.open()
     const mailbox = new MailboxService(relay, store, { ...DEFAULT_MAILBOX_LIMITS, ttlMs: 300 })
@@ -27,6 +30,7 @@ describe('mailbox expiry seen by the sender', () => {
     const b = await startPeer(opts)
     try {
       await a.m.addContact(b.m.whoami().invite)
+      await eventually(() => Object.keys(b.m.prekeysAtRelay()).length > 0, 'B published its prekeys')
       await b.m.stop() // never comes back
       const sent = await a.m.sendText(b.m.peerId, 'nobody will read this')
       await eventually(() => statusEvents(a.events, 'sent').some((e) => e.id === sent.id), 'deposited', 30_000)
@@ -39,6 +43,7 @@ describe('mailbox expiry seen by the sender', () => {
       await a.stop()
       await relay.stop()
       await store.close()
+      await prekeyStore.close()
       await removeDir(a.dir)
       await removeDir(b.dir)
       await removeDir(dir)

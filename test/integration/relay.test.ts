@@ -2,13 +2,10 @@ import '../../core/polyfill.js'
 import { afterEach, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { request } from 'node:http'
-import { generateKeyPair } from '@libp2p/crypto/keys'
-import { multiaddr } from '@multiformats/multiaddr'
 import { newMessageId, type PeerIdString } from '../../core/ids.js'
-import { createNode } from '../../core/net/node.js'
-import { writeEnvelope } from '../../core/protocols/dm/codec.js'
 import { MailboxClient } from '../../core/protocols/mailbox/client.js'
 import { Cluster, freePort, type NodeProcess } from '../helpers/node-process.js'
+import { removeDir, startPeer } from '../helpers/messengers.js'
 
 // Real processes on loopback: a `parley relay` and `parley node`s that listen only on
 // /p2p-circuit, so the relay is the only way they can reach each other.
@@ -147,22 +144,25 @@ describe('parley relay (spawned processes)', () => {
     const relay = await cluster.start({ command: 'relay', label: 'R' })
     const relayAddr = relay.ready.addrs[0] ?? ''
     const b = await cluster.start({ listen: ['/p2p-circuit'], extraArgs: ['--relay', relayAddr], label: 'B' })
-    // Someone deposits straight into B's mailbox while B is online and connected to R.
-    const depositor = await createNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
-    await depositor.start()
+    // Someone deposits straight into B's mailbox while B is online and connected to R: a
+    // real sender (in this process), sealing with a session made from B's bundle at R.
+    const depositor = await startPeer({ relays: [relayAddr] })
     try {
-      await depositor.dial(multiaddr(relayAddr))
+      const whoB = await b.call('whoami', {})
+      await depositor.m.addContact(whoB.invite)
       const id = newMessageId()
-      const envelope = writeEnvelope({ id, lamport: 1, sentAt: Date.now(), type: 'text', text: 'waiting for you' })
+      const [envelope] = await depositor.m.sealEnvelopes(b.ready.peerId, [{ id, lamport: 1, sentAt: Date.now(), type: 'text', text: 'waiting for you' }])
+      assert.ok(envelope !== undefined)
       const started = Date.now()
-      const [result] = await new MailboxClient(depositor).deposit(relay.ready.peerId as PeerIdString, [{ recipient: b.ready.peerId, id, envelope }])
+      const [result] = await new MailboxClient(depositor.m.libp2p).deposit(relay.ready.peerId as PeerIdString, [{ recipient: b.ready.peerId, id, envelope }])
       assert.equal(result?.ok, true)
       // B polls only every 30 s; the relay's notice makes it fetch now.
       const got = await b.waitFor((l) => l.event === 'message' && l.id === id, 10_000, { description: 'notified delivery' })
-      assert.equal(got.from, depositor.peerId.toString())
+      assert.equal(got.from, depositor.m.peerId)
       assert.ok(Date.now() - started < 10_000)
     } finally {
       await depositor.stop()
+      await removeDir(depositor.dir)
     }
   })
 

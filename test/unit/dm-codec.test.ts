@@ -208,14 +208,22 @@ describe('envelope codec', () => {
 describe('ack codec', () => {
   it('round-trips ack ids in order', () => {
     const ids = Array.from({ length: 100 }, () => nextId())
-    assert.deepEqual(readAck(writeAck(ids)), ids)
-    assert.deepEqual(readAck(writeAck([])), [])
-    assert.deepEqual(readAck(new Uint8Array(0)), [])
+    assert.deepEqual(readAck(writeAck(ids)).ids, ids)
+    assert.deepEqual(readAck(writeAck([])), { ids: [], rejected: [] })
+    assert.deepEqual(readAck(new Uint8Array(0)), { ids: [], rejected: [] })
+  })
+
+  it('round-trips rejections next to acked ids', () => {
+    const ids = [nextId(), nextId()]
+    const rejected = [{ id: nextId(), error: 'DecryptionError' }, { id: nextId(), error: 'NoSessionError' }]
+    assert.deepEqual(readAck(writeAck(ids, rejected)), { ids, rejected })
+    assertThrowsNamed(() => readAck(writeAck([], [{ id: 'nope' as MessageId, error: 'X' }])), 'MalformedFrameError')
+    assertThrowsNamed(() => readAck(writeAck([], [{ id: nextId(), error: '' }])), 'MalformedFrameError')
   })
 
   it('round-trips the maximum number of ids', () => {
     const ids = Array.from({ length: MAX_ACK_IDS }, () => nextId())
-    assert.deepEqual(readAck(writeAck(ids)), ids)
+    assert.deepEqual(readAck(writeAck(ids)).ids, ids)
   })
 
   it('rejects ids that are not ULIDs with MalformedFrameError', () => {
@@ -234,8 +242,8 @@ describe('ack codec', () => {
     for (let i = 0; i < 5000; i++) {
       const frame = rng.bytes(rng.int(200))
       try {
-        const ids = readAck(frame)
-        for (const id of ids) assert.match(id, /^[0-7][0-9A-HJKMNP-TV-Z]{25}$/)
+        const { ids, rejected } = readAck(frame)
+        for (const id of [...ids, ...rejected.map((r) => r.id)]) assert.match(id, /^[0-7][0-9A-HJKMNP-TV-Z]{25}$/)
       } catch (err) {
         if (err instanceof assert.AssertionError) throw err
         assert.equal(err instanceof Error ? err.name : typeof err, 'MalformedFrameError', Buffer.from(frame).toString('hex'))

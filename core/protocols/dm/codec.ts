@@ -1,8 +1,8 @@
 import { isMessageId, type MessageId } from '../../ids.js'
 import { MalformedFrameError } from '../errors.js'
 import { InvalidEnvelopeError } from './errors.js'
-import { MAX_ACK_IDS, MAX_TEXT_BYTES } from './constants.js'
-import { Ack, Envelope, EnvelopeType, ReceiptBody, TextBody } from './pb/dm.js'
+import { MAX_ACK_IDS, MAX_BINDING_BYTES, MAX_SEALED_BYTES, MAX_TEXT_BYTES } from './constants.js'
+import { Ack, Envelope, EnvelopeType, ReceiptBody, Sealed, SealedType, TextBody } from './pb/dm.js'
 
 /**
  * A validated envelope, as the rest of core sees it: a text message, or a delivery receipt
@@ -68,19 +68,79 @@ export function readEnvelope (frame: Uint8Array): DmEnvelope {
   return { id: env.id, lamport: env.lamport, sentAt: env.sentAt, type: 'text', text: body.text }
 }
 
-export function writeAck (ids: readonly MessageId[]): Uint8Array {
-  return Ack.encode({ ids: [...ids] })
+/**
+ * What travels on /parley/dm and in relay mailboxes: an encrypted envelope and the little a
+ * relay needs in clear (the id, for acks and dedupe). `binding` rides on first messages.
+ */
+export interface SealedFrame {
+  id: MessageId
+  kind: 'prekey' | 'whisper'
+  ciphertext: Uint8Array
+  binding?: Uint8Array
 }
 
-export function readAck (frame: Uint8Array): MessageId[] {
+export function writeSealed (s: SealedFrame): Uint8Array<ArrayBuffer> {
+  return Sealed.encode({
+    id: s.id,
+    type: s.kind === 'prekey' ? SealedType.PREKEY : SealedType.WHISPER,
+    ciphertext: owned(s.ciphertext),
+    binding: s.binding !== undefined ? owned(s.binding) : new Uint8Array()
+  })
+}
+
+function owned (bytes: Uint8Array): Uint8Array<ArrayBuffer> {
+  return bytes.buffer instanceof ArrayBuffer ? bytes as Uint8Array<ArrayBuffer> : new Uint8Array(bytes)
+}
+
+/** Decode and validate one Sealed frame; throws MalformedFrameError / InvalidEnvelopeError. */
+export function readSealed (frame: Uint8Array): SealedFrame {
+  if (frame.byteLength > MAX_SEALED_BYTES) throw new InvalidEnvelopeError(`sealed envelope over ${MAX_SEALED_BYTES} bytes`)
+  let s: Sealed
+  try {
+    s = Sealed.decode(frame)
+  } catch (err) {
+    throw new MalformedFrameError(`sealed envelope does not decode: ${(err as Error).message}`)
+  }
+  if (!isMessageId(s.id)) throw new InvalidEnvelopeError('sealed envelope id is not a ULID')
+  if (s.ciphertext.byteLength === 0) throw new InvalidEnvelopeError('sealed envelope has no ciphertext')
+  if (s.type === SealedType.PREKEY) {
+    if (s.binding.byteLength === 0 || s.binding.byteLength > MAX_BINDING_BYTES) throw new InvalidEnvelopeError('first message without a valid binding')
+    return { id: s.id, kind: 'prekey', ciphertext: s.ciphertext, binding: s.binding }
+  }
+  if (s.type !== SealedType.WHISPER) throw new InvalidEnvelopeError(`unsupported sealed type ${String(s.type)}`)
+  if (s.binding.byteLength !== 0) throw new InvalidEnvelopeError('binding on a message that is not a first message')
+  return { id: s.id, kind: 'whisper', ciphertext: s.ciphertext }
+}
+
+/** An envelope the receiver could not take, and why (a Parley error name). */
+export interface Rejection {
+  id: MessageId
+  error: string
+}
+
+export interface AckFrame {
+  ids: MessageId[]
+  rejected: Rejection[]
+}
+
+const MAX_ERROR_NAME = 64
+
+export function writeAck (ids: readonly MessageId[], rejected: readonly Rejection[] = []): Uint8Array {
+  return Ack.encode({ ids: [...ids], rejected: rejected.map((r) => ({ id: r.id, error: r.error.slice(0, MAX_ERROR_NAME) })) })
+}
+
+export function readAck (frame: Uint8Array): AckFrame {
   let ack: Ack
   try {
-    ack = Ack.decode(frame, { limits: { ids: MAX_ACK_IDS } })
+    ack = Ack.decode(frame, { limits: { ids: MAX_ACK_IDS, rejected: MAX_ACK_IDS } })
   } catch (err) {
     throw new MalformedFrameError(`ack does not decode: ${(err as Error).message}`)
   }
   for (const id of ack.ids) {
     if (!isMessageId(id)) throw new MalformedFrameError('ack carries an id that is not a ULID')
   }
-  return ack.ids as MessageId[]
+  for (const r of ack.rejected) {
+    if (!isMessageId(r.id) || r.error.length === 0 || r.error.length > MAX_ERROR_NAME) throw new MalformedFrameError('ack carries a malformed rejection')
+  }
+  return { ids: ack.ids as MessageId[], rejected: ack.rejected.map((r) => ({ id: r.id as MessageId, error: r.error })) }
 }

@@ -4,8 +4,8 @@ import type { MessageId, PeerIdString } from '../../ids.js'
 import { forComponent } from '../../logger.js'
 import { FrameDecoder, sendFrames } from '../framing.js'
 import { ProtocolLimitError } from '../errors.js'
-import { readAck, readEnvelope, writeAck, type DmEnvelope } from './codec.js'
-import { DM_PROTOCOL, MAX_ACK_BYTES, MAX_ACK_IDS, MAX_DM_STREAMS, MAX_ENVELOPE_BYTES, MAX_PENDING_BYTES, SEND_WINDOW } from './constants.js'
+import { readAck, readSealed, writeAck, type Rejection, type SealedFrame } from './codec.js'
+import { DM_PROTOCOL, MAX_ACK_BYTES, MAX_ACK_IDS, MAX_DM_STREAMS, MAX_PENDING_BYTES, MAX_SEALED_BYTES, SEND_WINDOW } from './constants.js'
 import { DmStreamClosedError } from './errors.js'
 
 const log = forComponent('dm')
@@ -14,10 +14,11 @@ const log = forComponent('dm')
 export type DmHost = Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol'>
 
 /**
- * Where received envelopes go. It must store them durably before it resolves: the ack
- * goes out only after, so a crash before the write means the sender sends again.
+ * Where received frames go. It must store them durably before it resolves: the ack goes
+ * out only after, so a crash before the write means the sender sends again. It answers
+ * with the frames it could not take (e.g. that do not decrypt); the rest are acked.
  */
-export type EnvelopeSink = (from: PeerIdString, envelopes: DmEnvelope[]) => Promise<void>
+export type EnvelopeSink = (from: PeerIdString, frames: SealedFrame[]) => Promise<Rejection[]>
 
 /**
  * `/parley/dm/1.0.0`: long-lived streams carrying batches of envelopes one way and acks
@@ -34,7 +35,7 @@ export type EnvelopeSink = (from: PeerIdString, envelopes: DmEnvelope[]) => Prom
 export class DmProtocol implements Startable {
   private readonly inbound = new Set<Stream>()
   private running = false
-  /** Inbound streams reset, by error name (bad frames, limits): for tests and metrics. */
+  /** Inbound streams reset and envelopes rejected, by error name (bad frames, limits, decryption): for tests and metrics. */
   readonly rejections = new Map<string, number>()
 
   constructor (private readonly host: DmHost, private readonly sink: EnvelopeSink) {}
@@ -75,8 +76,8 @@ export class DmProtocol implements Startable {
   private async handleInbound (stream: Stream, connection: Connection): Promise<void> {
     if (!this.running) { stream.abort(new DmStreamClosedError('node stopping')); return }
     const from = connection.remotePeer.toString() as PeerIdString
-    const decoder = new FrameDecoder(MAX_ENVELOPE_BYTES)
-    const pending: DmEnvelope[] = []
+    const decoder = new FrameDecoder(MAX_SEALED_BYTES)
+    const pending: SealedFrame[] = []
     let pendingBytes = 0
     let busy = false
     let failed = false
@@ -100,8 +101,10 @@ export class DmProtocol implements Startable {
         while (pending.length > 0 && !failed) {
           const batch = pending.splice(0, MAX_ACK_IDS)
           pendingBytes = 0
-          await this.sink(from, batch)
-          await sendFrames(stream, [writeAck(batch.map((e) => e.id))])
+          const rejected = await this.sink(from, batch)
+          const refused = new Set(rejected.map((r) => r.id))
+          for (const r of rejected) this.rejections.set(r.error, (this.rejections.get(r.error) ?? 0) + 1)
+          await sendFrames(stream, [writeAck(batch.filter((e) => !refused.has(e.id)).map((e) => e.id), rejected)])
         }
       } catch (err) {
         fail(err as Error)
@@ -115,7 +118,7 @@ export class DmProtocol implements Startable {
       if (failed) return
       try {
         for (const frame of decoder.push(evt.data)) {
-          pending.push(readEnvelope(frame))
+          pending.push(readSealed(frame))
           pendingBytes += frame.byteLength
         }
         if (pending.length > SEND_WINDOW * 2 || pendingBytes > MAX_PENDING_BYTES) {
@@ -146,11 +149,13 @@ export class DmProtocol implements Startable {
 
 /**
  * The sending end of one DM stream. `write` resolves once the bytes are handed to the
- * transport (respecting backpressure); `onAck` fires as the receiver confirms storage;
- * `closed` resolves when the stream is gone, with the reason if it failed.
+ * transport (respecting backpressure); `onAck` fires as the receiver confirms storage and
+ * `onReject` for envelopes it could not take; `closed` resolves when the stream is gone,
+ * with the reason if it failed.
  */
 export class DmChannel {
   onAck: (ids: MessageId[]) => void = () => {}
+  onReject: (rejected: Rejection[]) => void = () => {}
   readonly closed: Promise<Error | undefined>
 
   constructor (private readonly stream: Stream) {
@@ -173,7 +178,11 @@ export class DmChannel {
     const decoder = new FrameDecoder(MAX_ACK_BYTES)
     try {
       for await (const chunk of this.stream) {
-        for (const frame of decoder.push(chunk)) this.onAck(readAck(frame))
+        for (const frame of decoder.push(chunk)) {
+          const ack = readAck(frame)
+          if (ack.rejected.length > 0) this.onReject(ack.rejected)
+          if (ack.ids.length > 0) this.onAck(ack.ids)
+        }
       }
       decoder.end()
       return new DmStreamClosedError('receiver closed the stream')

@@ -1,8 +1,8 @@
 /** Store-and-forward mailbox on relays (see pb/mailbox.proto). */
 export const MAILBOX_PROTOCOL = '/parley/mailbox/1.0.0'
 
-/** Largest envelope a relay stores (a DM envelope with a full 64 KiB text fits). */
-export const MAX_MAILBOX_ENVELOPE_BYTES = 66 * 1024
+/** Largest envelope a relay stores: a sealed DM frame with a full 64 KiB text fits (69 KiB). */
+export const MAX_MAILBOX_ENVELOPE_BYTES = 70 * 1024
 /** Deposits in one request. */
 export const MAX_DEPOSITS_PER_REQUEST = 32
 /** Items one FETCH may return, and ids one ACK may name. */
