@@ -1,0 +1,275 @@
+import '../../core/polyfill.js'
+import { afterEach, describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { readdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import { IdentityKeyPair, KEMKeyPair, PrivateKey } from '@signalapp/libsignal-client'
+import type { MessengerEvent } from '../../core/api/contract.js'
+import { loadOrCreateIdentity } from '../../core/identity/identity.js'
+import { encodeInvite } from '../../core/identity/invite.js'
+import type { PeerIdString } from '../../core/ids.js'
+import { createNode, type ParleyLibp2p } from '../../core/net/node.js'
+import type { BundleData } from '../../core/protocols/prekeys/codec.js'
+import { PrekeyClient } from '../../core/protocols/prekeys/client.js'
+import { PrekeyServer } from '../../core/protocols/prekeys/server.js'
+import { signBinding } from '../../core/crypto/binding.js'
+import { eventually, messageEvents, removeDir, startPeer, statusEvents, type TestPeer } from '../helpers/messengers.js'
+import { Cluster, freePort } from '../helpers/node-process.js'
+
+// Real relays and nodes on 127.0.0.1 (spawned `parley relay` / `parley node` processes, or
+// Messengers in this process over real libp2p and level): what Signal must guarantee.
+let cluster = new Cluster()
+const cleanups: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c().catch(() => {})
+  await cluster.cleanup()
+  cluster = new Cluster()
+})
+
+async function peer (opts: Parameters<typeof startPeer>[0] = {}): Promise<TestPeer> {
+  const p = await startPeer(opts)
+  cleanups.push(async () => { await p.stop().catch(() => {}); await removeDir(p.dir) })
+  return p
+}
+
+/** Every file under `dir`, recursively, as bytes. */
+async function filesUnder (dir: string): Promise<Array<{ path: string, bytes: Buffer }>> {
+  const out: Array<{ path: string, bytes: Buffer }> = []
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (!entry.isFile()) continue
+    const path = join(entry.parentPath, entry.name)
+    out.push({ path, bytes: await readFile(path) })
+  }
+  return out
+}
+
+function identityEvents (events: MessengerEvent[]): Array<Extract<MessengerEvent, { event: 'identity' }>> {
+  return events.filter((e): e is Extract<MessengerEvent, { event: 'identity' }> => e.event === 'identity')
+}
+
+describe('end-to-end encryption', () => {
+  it('leaves no plaintext at rest on the relay: marker bytes are in neither its data dir nor its logs', { timeout: 90_000 }, async () => {
+    const relay = await cluster.start({ command: 'relay', label: 'R', port: await freePort(), env: { DEBUG: 'parley*' } })
+    const relayAddr = relay.ready.addrs[0] ?? ''
+    const bPort = await freePort()
+    const a = await cluster.start({ listen: ['/p2p-circuit'], extraArgs: ['--relay', relayAddr], label: 'A' })
+    let b = await cluster.start({ listen: ['/p2p-circuit'], extraArgs: ['--relay', relayAddr], label: 'B', port: bPort })
+    const whoB = await b.call('whoami', {})
+    await a.call('contact.add', { invite: whoB.invite })
+    const hello = await a.call('dm.send', { to: whoB.peerId, text: 'hello first' })
+    await b.waitFor((l) => l.event === 'message' && l.id === hello.id, 20_000, { description: 'first message' })
+    await b.terminate()
+
+    const marker = `MARKER-${randomBytes(12).toString('hex')}`
+    const ids: string[] = []
+    for (let i = 0; i < 20; i++) ids.push((await a.call('dm.send', { to: whoB.peerId, text: `${marker} #${i}` })).id)
+    await a.poll(async () => {
+      const h = await a.call('dm.history', { with: whoB.peerId, limit: 50 })
+      return h.messages.filter((m) => ids.includes(m.id) && m.status === 'sent').length === ids.length ? true : undefined
+    }, 30_000, 'all 20 deposited at R')
+    await relay.terminate() // flush everything level holds to disk
+
+    const needles = [Buffer.from(marker, 'utf8'), Buffer.from(Buffer.from(marker).toString('base64').slice(0, 16)), Buffer.from(Buffer.from(marker).toString('hex'))]
+    const files = await filesUnder(relay.dataDir)
+    assert.ok(files.length > 0)
+    for (const f of files) {
+      for (const n of needles) assert.equal(f.bytes.includes(n), false, `marker found in ${f.path}`)
+    }
+    const logs = Buffer.from(relay.stderr + relay.lines.map((l) => JSON.stringify(l)).join('\n'))
+    assert.ok(logs.length > 0, 'the relay logged something')
+    for (const n of needles) assert.equal(logs.includes(n), false, 'marker found in the relay\'s logs')
+
+    // The marker was really carried: B comes back (R too) and shows all 20.
+    await cluster.restart(relay, { command: 'relay', label: 'R' })
+    b = await cluster.restart(b, { listen: ['/p2p-circuit'], extraArgs: ['--relay', relayAddr] })
+    const history = await b.poll(async () => {
+      const h = await b.call('dm.history', { with: a.ready.peerId, limit: 50 })
+      return h.messages.filter((m) => m.text.startsWith(marker)).length === 20 ? h : undefined
+    }, 30_000, 'all 20 at B')
+    assert.deepEqual(history.messages.filter((m) => m.text.startsWith(marker)).map((m) => m.id), ids)
+  })
+
+  it('first contact with someone offline: bundle from the relay, three messages via the mailbox', { timeout: 90_000 }, async () => {
+    const relay = await cluster.start({ command: 'relay', label: 'R' })
+    const relayAddr = relay.ready.addrs[0] ?? ''
+    const opts = { listen: ['/p2p-circuit'], relays: [relayAddr] }
+    const b = await peer(opts)
+    await eventually(() => (b.m.prekeysAtRelay()[relay.ready.peerId] ?? 0) > 0, 'B published its bundle at R')
+    const invite = b.m.whoami().invite
+    await b.stop()
+
+    const a = await peer(opts) // has never talked to B
+    await a.m.addContact(invite)
+    const ids: string[] = []
+    for (const text of ['one', 'two', 'three']) ids.push((await a.m.sendText(b.m.peerId, text)).id)
+    await eventually(() => ids.every((id) => statusEvents(a.events, 'sent').some((e) => e.id === id)), 'deposited', 30_000)
+
+    await b.m.start()
+    await eventually(() => messageEvents(b.events).length >= 3, 'B shows three', 30_000)
+    assert.deepEqual(messageEvents(b.events).map((e) => e.text), ['one', 'two', 'three'])
+    assert.deepEqual(messageEvents(b.events).map((e) => e.id), ids)
+    // Receipts flow back through the new session: A sees them delivered.
+    await eventually(() => ids.every((id) => statusEvents(a.events, 'delivered').some((e) => e.id === id)), 'delivered at A', 30_000)
+  })
+
+  it('refuses a bundle a lying relay swapped for its own keys, and uses an honest relay\'s', { timeout: 90_000 }, async () => {
+    const relay = await cluster.start({ command: 'relay', label: 'R' })
+    const relayAddr = relay.ready.addrs[0] ?? ''
+    const b = await peer({ listen: ['/p2p-circuit'], relays: [relayAddr] })
+    await eventually(() => (b.m.prekeysAtRelay()[relay.ready.peerId] ?? 0) > 0, 'B published its bundle at R')
+
+    // The liar: fetches B's real bundle from R and swaps in its own identity key, signing the
+    // binding with its own libp2p key (it cannot sign as B). Everything else stays valid.
+    const liarKey = await generateKeyPair('Ed25519')
+    const liar: ParleyLibp2p = await createNode({ privateKey: liarKey, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
+    let lies = 0
+    const server = new PrekeyServer(liar, {
+      fetch: async (owner) => {
+        const real = await new PrekeyClient(liar).fetch(relay.ready.peerId as PeerIdString, owner)
+        if (real === undefined) return undefined
+        const fake = IdentityKeyPair.generate()
+        const sign = (k: Uint8Array): Uint8Array => fake.privateKey.sign(new Uint8Array(k))
+        lies++
+        const swapped: BundleData = {
+          header: {
+            ...real.header,
+            identityKey: fake.publicKey.serialize(),
+            binding: await signBinding(liarKey, fake.publicKey.serialize()),
+            signedPreKey: { ...real.header.signedPreKey, signature: sign(real.header.signedPreKey.publicKey) },
+            kyberPreKey: { ...real.header.kyberPreKey, signature: sign(real.header.kyberPreKey.publicKey) }
+          }
+        }
+        return swapped
+      }
+    })
+    await server.start()
+    await liar.start()
+    await liar.dial(multiaddr(relayAddr))
+    cleanups.push(async () => { await liar.stop() })
+    const liarAddr = `${liar.getMultiaddrs()[0]?.toString() ?? ''}`
+
+    // A's own relay is the liar, so A asks it first; then the relay B's address names (R).
+    // B is offline, so there is no direct bundle either.
+    await b.stop()
+    const a = await peer({ relays: [liarAddr] })
+    await a.m.addContact(encodeInvite({ peerId: b.m.peerId, addrs: [`${relayAddr}/p2p-circuit`], name: 'B' }))
+    const sent = await a.m.sendText(b.m.peerId, 'only for the real B')
+    await eventually(() => statusEvents(a.events, 'sent').some((e) => e.id === sent.id), 'deposited at R', 30_000)
+    assert.ok(lies >= 1, 'the liar was asked')
+
+    await b.m.start()
+    await eventually(() => messageEvents(b.events).some((e) => e.id === sent.id), 'B decrypts it', 30_000)
+    // A holds B's real key: both sides compute the same safety number.
+    const atA = await a.m.safetyNumber(b.m.peerId)
+    const atB = await b.m.safetyNumber(a.m.peerId)
+    assert.equal(atA.safetyNumber, atB.safetyNumber)
+  })
+
+  it('with only a lying relay, sends nothing and learns no key', { timeout: 60_000 }, async () => {
+    const bPeer = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString() as PeerIdString // offline, never seen
+    const liarKey = await generateKeyPair('Ed25519')
+    const liar: ParleyLibp2p = await createNode({ privateKey: liarKey, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
+    let lies = 0
+    const server = new PrekeyServer(liar, {
+      fetch: async () => {
+        lies++
+        // A perfectly valid bundle, but of the liar's own peer id: the binding does not name B.
+        const id = IdentityKeyPair.generate()
+        const spk = PrivateKey.generate().getPublicKey().serialize()
+        const kyber = KEMKeyPair.generate().getPublicKey().serialize()
+        return {
+          header: {
+            identityKey: id.publicKey.serialize(),
+            binding: await signBinding(liarKey, id.publicKey.serialize()),
+            registrationId: 7,
+            deviceId: 1,
+            signedPreKey: { id: 1, publicKey: spk, signature: id.privateKey.sign(spk) },
+            kyberPreKey: { id: 1, publicKey: kyber, signature: id.privateKey.sign(kyber) }
+          }
+        }
+      }
+    })
+    await server.start()
+    await liar.start()
+    cleanups.push(async () => { await liar.stop() })
+    const liarAddr = `${liar.getMultiaddrs()[0]?.toString() ?? ''}`
+    const invite = encodeInvite({ peerId: bPeer, addrs: [`${liarAddr}/p2p-circuit`], name: 'B' })
+
+    const a = await peer({ relays: [liarAddr] })
+    await a.m.addContact(invite)
+    const sent = await a.m.sendText(bPeer, 'must not leave')
+    await eventually(() => lies >= 2, 'A asked the liar more than once', 30_000)
+    assert.equal((await a.m.history(bPeer, 5)).find((m) => m.id === sent.id)?.status, 'pending')
+    assert.equal(a.m.listContacts().find((c) => c.peerId === bPeer)?.identity, 'unknown', 'no key accepted')
+    assert.equal(statusEvents(a.events, 'sent').length, 0)
+  })
+
+  it('identity change: A is warned and sends nothing to the new key until it accepts', { timeout: 90_000 }, async () => {
+    const bPort = await freePort()
+    const bListen = [`/ip4/127.0.0.1/tcp/${bPort}`]
+    const a = await peer()
+    const b = await peer({ listen: bListen })
+    await a.m.addContact(b.m.whoami().invite)
+    await b.m.addContact(a.m.whoami().invite)
+    const first = await a.m.sendText(b.m.peerId, 'before the re-install')
+    await eventually(() => messageEvents(b.events).some((e) => e.id === first.id), 'first message')
+    const reply = await b.m.sendText(a.m.peerId, 'hi A')
+    await eventually(() => messageEvents(a.events).some((e) => e.id === reply.id), 'reply')
+    assert.equal(a.m.listContacts()[0]?.identity, 'trusted')
+    const before = await a.m.safetyNumber(b.m.peerId)
+
+    // B re-installs: same libp2p key (same peer id, same address), fresh Signal identity.
+    const bKey = await loadOrCreateIdentity(b.dir)
+    await b.stop()
+    const b2 = await peer({ listen: bListen, privateKey: bKey })
+    assert.equal(b2.m.peerId, b.m.peerId)
+
+    const held = await a.m.sendText(b.m.peerId, 'to whoever holds B now')
+    await eventually(() => identityEvents(a.events).some((e) => e.peerId === b.m.peerId && e.identity === 'changed'), 'identity warning at A', 30_000)
+    assert.equal(a.m.listContacts()[0]?.identity, 'changed')
+    const changed = await a.m.safetyNumber(b.m.peerId)
+    assert.equal(changed.changed, true)
+    assert.notEqual(changed.safetyNumber, before.safetyNumber)
+    await new Promise((resolve) => setTimeout(resolve, 1500))
+    assert.equal(messageEvents(b2.events).length, 0, 'nothing reached the new key')
+    assert.equal((await a.m.history(b.m.peerId, 10)).find((m) => m.id === held.id)?.status, 'pending')
+
+    await a.m.acceptIdentity(b.m.peerId)
+    await eventually(() => messageEvents(b2.events).some((e) => e.id === held.id), 'held message delivered after accepting', 30_000)
+    assert.equal(a.m.listContacts()[0]?.identity, 'trusted')
+    const after = await a.m.safetyNumber(b.m.peerId)
+    assert.equal(after.safetyNumber, changed.safetyNumber)
+    assert.equal(after.safetyNumber, (await b2.m.safetyNumber(a.m.peerId)).safetyNumber)
+  })
+
+  it('identity change seen first in an incoming message: shown, warned, replies held until accepted', { timeout: 90_000 }, async () => {
+    const bPort = await freePort()
+    const bListen = [`/ip4/127.0.0.1/tcp/${bPort}`]
+    const a = await peer()
+    const b = await peer({ listen: bListen })
+    await a.m.addContact(b.m.whoami().invite)
+    const first = await a.m.sendText(b.m.peerId, 'hello')
+    await eventually(() => messageEvents(b.events).some((e) => e.id === first.id), 'first message')
+    const bKey = await loadOrCreateIdentity(b.dir)
+    await b.stop()
+    const b2 = await peer({ listen: bListen, privateKey: bKey })
+    await b2.m.addContact(a.m.whoami().invite)
+    const fromNew = await b2.m.sendText(a.m.peerId, 'it is me, re-installed')
+    await eventually(() => messageEvents(a.events).some((e) => e.id === fromNew.id), 'A shows the message from the new key', 30_000)
+    await eventually(() => identityEvents(a.events).some((e) => e.identity === 'changed'), 'warning', 10_000)
+
+    const answer = await a.m.sendText(b.m.peerId, 'who are you?')
+    await new Promise((resolve) => setTimeout(resolve, 1500))
+    assert.equal(messageEvents(b2.events).some((e) => e.id === answer.id), false, 'held')
+    // Verifying with the right number accepts the key and marks it verified.
+    const number = (await a.m.safetyNumber(b.m.peerId)).safetyNumber
+    const view = await a.m.verifyContact(b.m.peerId, number)
+    assert.equal(view.identity, 'verified')
+    await eventually(() => messageEvents(b2.events).some((e) => e.id === answer.id), 'released after verify', 30_000)
+    await assert.rejects(a.m.verifyContact(b.m.peerId, '1'.repeat(60)), { name: 'SafetyNumberMismatchError' })
+  })
+})
