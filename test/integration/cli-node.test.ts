@@ -127,6 +127,21 @@ void describe('parley node over JSON lines (spawned processes)', () => {
     ])
     assert.equal(messageEvents(a).length, 1)
     assert.equal(messageEvents(b).length, 1)
+
+    // Safety numbers over the API: the same 60 digits on both sides; verify checks them.
+    const snA = await a.call('contact.safetyNumber', { peerId: b.ready.peerId })
+    const snB = await b.call('contact.safetyNumber', { peerId: a.ready.peerId })
+    assert.match(snA.safetyNumber, /^(\d{5} ){11}\d{5}$/)
+    assert.equal(snA.safetyNumber, snB.safetyNumber)
+    assert.ok(snA.scannable.length > 0)
+    assert.deepEqual([snA.changed, snA.verified], [false, false])
+    const wrong = await a.callError({ cmd: 'contact.verify', peerId: b.ready.peerId, safetyNumber: '0'.repeat(60) })
+    assert.equal(wrong.name, 'SafetyNumberMismatchError')
+    const verified = await a.call('contact.verify', { peerId: b.ready.peerId, safetyNumber: snB.safetyNumber })
+    assert.equal(verified.identity, 'verified')
+    assert.equal((await a.call('contact.safetyNumber', { peerId: b.ready.peerId })).verified, true)
+    assert.equal((await a.call('contacts.list', {})).contacts[0]?.identity, 'verified')
+    assert.equal((await b.call('contact.acceptIdentity', { peerId: a.ready.peerId })).identity, 'trusted', 'nothing to accept: unchanged')
     assert.deepEqual(a.badLines, [])
     assert.deepEqual(b.badLines, [])
 
