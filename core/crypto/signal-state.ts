@@ -134,7 +134,7 @@ export class SignalState {
   /** A key that must exist (a prekey libsignal asks for), as libsignal wants it; MissingPreKeyError if not. */
   async require (key: string, missing: string): Promise<Uint8Array<ArrayBuffer>> {
     const bytes = await this.get(key)
-    if (bytes === undefined) throw new MissingPreKeyError(missing)
+    if (bytes === undefined) throw this.fail(new MissingPreKeyError(missing))
     return copyBuffer(bytes)
   }
 
