@@ -41,7 +41,7 @@ const MAX_NAME_LENGTH = 64
 /** Top up a relay's one-time prekeys when it holds fewer than this, up to PREKEY_BATCH. */
 const PREKEY_LOW_WATER = 25
 const PREKEY_BATCH = 100
-/** How often to check whether the signed prekey is due for rotation. */
+/** How often to check whether the signed prekey is due for rotation (more often if the period is shorter). */
 const ROTATION_CHECK_MS = 60 * 60 * 1000
 /** One-time prekeys one peer may take from us directly per PREKEY_GRANT_WINDOW_MS. */
 const PREKEY_GRANTS_PER_PEER = 5
@@ -179,6 +179,9 @@ export class Messenger {
       const node = await this.startNode(privateKey, requested, parsePorts(await store.getSetting('listenPorts')))
       await store.putSetting('listenPorts', JSON.stringify(listenPorts(node.getMultiaddrs().map(String))))
       this.running = true
+      // Our own bundle is served directly too, so rotation runs with or without relays.
+      this.rotationTimer = setInterval(() => { this.rotatePrekeys() }, Math.min(ROTATION_CHECK_MS, (o.crypto?.rotationMs ?? ROTATION_CHECK_MS) / 2))
+      this.rotationTimer.unref?.()
       if ((o.relays ?? []).length > 0) {
         this.relayKeeper = new RelayKeeper(node, o.relays ?? [], (relay) => {
           this.drainMailbox(relay)
@@ -190,8 +193,6 @@ export class Messenger {
           for (const r of this.relayKeeper?.relayPeers ?? []) this.drainMailbox(r)
         }, MAILBOX_POLL_MS)
         this.pollTimer.unref?.()
-        this.rotationTimer = setInterval(() => { this.rotatePrekeys() }, ROTATION_CHECK_MS)
-        this.rotationTimer.unref?.()
         if (requested.some((a) => a.includes('/p2p-circuit'))) await this.waitForCircuitAddress(CIRCUIT_WAIT_MS)
       }
       for (const rec of await store.listOutbox()) {

@@ -116,6 +116,56 @@ describe('end-to-end encryption', () => {
     await eventually(() => ids.every((id) => statusEvents(a.events, 'delivered').some((e) => e.id === id)), 'delivered at A', 30_000)
   })
 
+  it('tops up its one-time prekeys at a relay under the low-water mark, and rotates its signed prekey on schedule', { timeout: 90_000 }, async () => {
+    const relay = await cluster.start({ command: 'relay', label: 'R' })
+    const relayAddr = relay.ready.addrs[0] ?? ''
+    const relayId = relay.ready.peerId as PeerIdString
+    const b = await peer({ listen: ['/p2p-circuit'], relays: [relayAddr] })
+    await eventually(() => b.m.prekeysAtRelay()[relayId] === 100, 'B published 100 one-time prekeys')
+
+    // Others take 80 one-time keys (4 askers, under the relay's per-asker budget).
+    const askers: ParleyLibp2p[] = []
+    for (let i = 0; i < 4; i++) {
+      const n = await createNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
+      await n.start()
+      await n.dial(multiaddr(relayAddr))
+      askers.push(n)
+      cleanups.push(async () => { await n.stop() })
+    }
+    const asker = askers[0] as ParleyLibp2p
+    const taken = new Set<number>()
+    for (const n of askers) {
+      for (let i = 0; i < 20; i++) {
+        const bundle = await new PrekeyClient(n).fetch(relayId, b.m.peerId as PeerIdString)
+        assert.ok(bundle?.oneTime !== undefined, 'a one-time key each time')
+        taken.add(bundle.oneTime.id)
+      }
+    }
+    assert.equal(taken.size, 80, 'all distinct')
+
+    // 20 left, under the low-water mark (25): on its next connection to R, B tops up to 100.
+    await b.restart()
+    await eventually(() => b.m.prekeysAtRelay()[relayId] === 100, `topped up to 100 (${JSON.stringify(b.m.prekeysAtRelay())})`, 30_000)
+    const fresh = await new PrekeyClient(asker).fetch(relayId, b.m.peerId as PeerIdString)
+    assert.ok(fresh?.oneTime !== undefined && !taken.has(fresh.oneTime.id), 'a new one-time key')
+
+    // C rotates every 3 s (instead of 7 days): R soon serves a new signed and Kyber prekey.
+    const c = await peer({ listen: ['/p2p-circuit'], relays: [relayAddr], crypto: { rotationMs: 3000, graceMs: 60_000 } })
+    await eventually(() => (c.m.prekeysAtRelay()[relayId] ?? 0) > 0, 'C published')
+    const first = await new PrekeyClient(asker).fetch(relayId, c.m.peerId as PeerIdString)
+    assert.ok(first !== undefined)
+    await eventually(async () => {
+      const now = await new PrekeyClient(asker).fetch(relayId, c.m.peerId as PeerIdString)
+      return now !== undefined && now.header.signedPreKey.id !== first.header.signedPreKey.id && now.header.kyberPreKey.id !== first.header.kyberPreKey.id
+    }, 'rotated prekeys at R', 20_000)
+    // A new contact starts a session from the rotated bundle. (A first message made from a
+    // pre-rotation bundle within the grace period: test/unit/signal-cipher.test.ts.)
+    const a = await peer({ listen: ['/p2p-circuit'], relays: [relayAddr] })
+    await a.m.addContact(c.m.whoami().invite)
+    const sent = await a.m.sendText(c.m.peerId, 'hello after rotation')
+    await eventually(() => messageEvents(c.events).some((e) => e.id === sent.id), 'delivered after rotation', 30_000)
+  })
+
   it('refuses a bundle a lying relay swapped for its own keys, and uses an honest relay\'s', { timeout: 90_000 }, async () => {
     const relay = await cluster.start({ command: 'relay', label: 'R' })
     const relayAddr = relay.ready.addrs[0] ?? ''
