@@ -136,7 +136,7 @@ describe('end-to-end encryption', () => {
     const taken = new Set<number>()
     for (const n of askers) {
       for (let i = 0; i < 20; i++) {
-        const bundle = await new PrekeyClient(n).fetch(relayId, b.m.peerId as PeerIdString)
+        const bundle = await new PrekeyClient(n).fetch(relayId, b.m.peerId)
         assert.ok(bundle?.oneTime !== undefined, 'a one-time key each time')
         taken.add(bundle.oneTime.id)
       }
@@ -146,16 +146,16 @@ describe('end-to-end encryption', () => {
     // 20 left, under the low-water mark (25): on its next connection to R, B tops up to 100.
     await b.restart()
     await eventually(() => b.m.prekeysAtRelay()[relayId] === 100, `topped up to 100 (${JSON.stringify(b.m.prekeysAtRelay())})`, 30_000)
-    const fresh = await new PrekeyClient(asker).fetch(relayId, b.m.peerId as PeerIdString)
+    const fresh = await new PrekeyClient(asker).fetch(relayId, b.m.peerId)
     assert.ok(fresh?.oneTime !== undefined && !taken.has(fresh.oneTime.id), 'a new one-time key')
 
     // C rotates every 3 s (instead of 7 days): R soon serves a new signed and Kyber prekey.
     const c = await peer({ listen: ['/p2p-circuit'], relays: [relayAddr], crypto: { rotationMs: 3000, graceMs: 60_000 } })
     await eventually(() => (c.m.prekeysAtRelay()[relayId] ?? 0) > 0, 'C published')
-    const first = await new PrekeyClient(asker).fetch(relayId, c.m.peerId as PeerIdString)
+    const first = await new PrekeyClient(asker).fetch(relayId, c.m.peerId)
     assert.ok(first !== undefined)
     await eventually(async () => {
-      const now = await new PrekeyClient(asker).fetch(relayId, c.m.peerId as PeerIdString)
+      const now = await new PrekeyClient(asker).fetch(relayId, c.m.peerId)
       return now !== undefined && now.header.signedPreKey.id !== first.header.signedPreKey.id && now.header.kyberPreKey.id !== first.header.kyberPreKey.id
     }, 'rotated prekeys at R', 20_000)
     // A new contact starts a session from the rotated bundle. (A first message made from a
