@@ -306,9 +306,7 @@ class LevelPreKeyStore extends PreKeyStore {
   }
 
   async getPreKey (id: number): Promise<PreKeyRecord> {
-    const bytes = await this.state.get(CryptoKeys.preKey(id))
-    if (bytes === undefined) throw this.state.fail(new MissingPreKeyError(`no one-time prekey ${id}`))
-    return PreKeyRecord.deserialize(copyBuffer(bytes))
+    return PreKeyRecord.deserialize(await this.state.require(CryptoKeys.preKey(id), `no one-time prekey ${id}`))
   }
 
   async removePreKey (id: number): Promise<void> {
@@ -324,9 +322,7 @@ class LevelSignedPreKeyStore extends SignedPreKeyStore {
   }
 
   async getSignedPreKey (id: number): Promise<SignedPreKeyRecord> {
-    const bytes = await this.state.get(CryptoKeys.signedPreKey(id))
-    if (bytes === undefined) throw this.state.fail(new MissingPreKeyError(`no signed prekey ${id}`))
-    return SignedPreKeyRecord.deserialize(copyBuffer(bytes))
+    return SignedPreKeyRecord.deserialize(await this.state.require(CryptoKeys.signedPreKey(id), `no signed prekey ${id}`))
   }
 }
 
@@ -338,9 +334,7 @@ class LevelKyberPreKeyStore extends KyberPreKeyStore {
   }
 
   async getKyberPreKey (id: number): Promise<KyberPreKeyRecord> {
-    const bytes = await this.state.get(CryptoKeys.kyberPreKey(id))
-    if (bytes === undefined) throw this.state.fail(new MissingPreKeyError(`no Kyber prekey ${id}`))
-    return KyberPreKeyRecord.deserialize(copyBuffer(bytes))
+    return KyberPreKeyRecord.deserialize(await this.state.require(CryptoKeys.kyberPreKey(id), `no Kyber prekey ${id}`))
   }
 
   /**
