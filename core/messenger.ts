@@ -28,6 +28,9 @@ import type { Contact, CryptoChanges, MessageRecord, OutboxRecord, SettledStatus
 
 const log = forComponent('messenger')
 
+/** What became of received frames: the text messages among them, and the frames refused. */
+export interface ReceiveOutcome { texts: MessageId[], rejected: Rejection[] }
+
 /** No prekey bundle for a peer could be had (from the peer itself or any relay). */
 export class NoBundleError extends ParleyError {
   static override name = 'NoBundleError'
@@ -46,6 +49,8 @@ const ROTATION_CHECK_MS = 60 * 60 * 1000
 /** One-time prekeys one peer may take from us directly per PREKEY_GRANT_WINDOW_MS. */
 const PREKEY_GRANTS_PER_PEER = 5
 const PREKEY_GRANT_WINDOW_MS = 60_000
+/** A message is sent again on a peer's retry request at most this often. */
+const MAX_RETRIES = 3
 
 export interface MessengerOptions {
   /** Holds identity.key and the level database (`db/`). */
@@ -104,6 +109,8 @@ export class Messenger {
   private readonly establishing = new Map<PeerIdString, Promise<void>>()
   /** Identity trust per peer, mirrored from the cipher for synchronous views. */
   private readonly identities = new Map<PeerIdString, IdentityStatus>()
+  /** Messages re-queued on a peer's retry request, and how often (in memory). */
+  private readonly retried = new Map<MessageId, number>()
   private readonly prekeyGrants = new Map<PeerIdString, { count: number, since: number }>()
   /** One-time prekeys each relay said it holds for us after our last publish there. */
   private readonly prekeysAtRelays = new Map<string, number>()
@@ -117,7 +124,7 @@ export class Messenger {
   private readonly sentNotAcked = new Map<MessageId, PeerIdString>()
   /** Outgoing messages whose record is still being written; their status events wait for it. */
   private readonly unsaved = new Map<MessageId, Promise<void>>()
-  /** Outbox entries that are receipts, not messages: no status events for them. */
+  /** Outbox entries that are control envelopes (receipts, retry requests), not messages: no status events for them. */
   private readonly controlIds = new Set<MessageId>()
   private clock = 0
   private name = ''
@@ -196,7 +203,7 @@ export class Messenger {
         if (requested.some((a) => a.includes('/p2p-circuit'))) await this.waitForCircuitAddress(CIRCUIT_WAIT_MS)
       }
       for (const rec of await store.listOutbox()) {
-        if (isReceipt(rec.frame)) this.controlIds.add(rec.id)
+        if (isControl(rec.frame)) this.controlIds.add(rec.id)
         this.outbox.enqueue(rec)
       }
       this.greetContacts()
@@ -243,6 +250,7 @@ export class Messenger {
       addrsOf: (peer) => this.contacts.get(peer)?.addrs,
       receive: async (from, frames) => await this.receive(from, frames),
       sendReceipt: async (to, ids) => { await this.sendReceipt(to, ids) },
+      requestRetry: async (to, ids) => { await this.sendControl(to, 'retry', ids) },
       settle: async (peer, ids, status) => { await this.settle(peer, ids, status) },
       getMessage: async (id) => await this.requireStore().getMessage(id)
     })
@@ -453,7 +461,7 @@ export class Messenger {
    * and the messages are written together; frames that do not decrypt are rejected by name
    * (the sender's outbox resets its session and tries again) and change nothing.
    */
-  private async receive (from: PeerIdString, frames: SealedFrame[]): Promise<{ rejected: Rejection[], texts: MessageId[] }> {
+  private async receive (from: PeerIdString, frames: SealedFrame[]): Promise<ReceiveOutcome> {
     const store = this.requireStore()
     const cipher = this.requireCipher()
     const items = frames.map((f) => ({ kind: f.kind, body: f.ciphertext, ...(f.binding !== undefined ? { binding: f.binding } : {}) }))
@@ -495,7 +503,9 @@ export class Messenger {
     }
     if (envs.length > 0 && !this.contacts.has(from)) await this.addInboundContact(from)
     const receipts = envs.filter((e) => e.type === 'receipt')
-    if (receipts.length > 0) await this.applyReceipts(from, receipts.flatMap((e) => e.receiptFor ?? []))
+    if (receipts.length > 0) await this.applyReceipts(from, receipts.flatMap((e) => e.refs ?? []))
+    const retries = envs.filter((e) => e.type === 'retry')
+    if (retries.length > 0) await this.applyRetry(from, retries.flatMap((e) => e.refs ?? []))
     for (const m of fresh) {
       this.emit({ event: 'message', conversation: m.conversation, from: m.from, id: m.id, text: m.text, sentAt: m.sentAt, lamport: m.lamport })
     }
@@ -672,14 +682,42 @@ export class Messenger {
     if (done.length > 0) await this.settle(from, done, 'delivered')
   }
 
+  /**
+   * `from` could not decrypt these messages of ours that it fetched from a mailbox (it lost
+   * its session, e.g. re-installed) and asks for them again: queue them anew, to be sealed
+   * with the session its request came over. Only our own, still undelivered messages to that
+   * very peer, each at most MAX_RETRIES times.
+   */
+  private async applyRetry (from: PeerIdString, ids: MessageId[]): Promise<void> {
+    const store = this.requireStore()
+    const outbox = this.requireOutbox()
+    for (const id of ids) {
+      const m = await store.getMessage(id)
+      if (m === undefined || m.direction !== 'out' || m.conversation !== from || m.status !== 'sent') continue
+      const tries = (this.retried.get(id) ?? 0) + 1
+      if (tries > MAX_RETRIES) continue
+      this.retried.set(id, tries)
+      const frame = writeEnvelope({ id, lamport: m.lamport, sentAt: m.sentAt, type: 'text', text: m.text })
+      const entry: OutboxRecord = { id, to: from, frame, createdAt: Date.now(), expiresAt: m.sentAt + (this.options.messageTtlMs ?? DEFAULT_MESSAGE_TTL_MS) }
+      await store.queueOutbox(entry)
+      outbox.enqueue(entry)
+      log('%s asked for %s again (could not decrypt it from a mailbox)', from, id)
+    }
+  }
+
   /** Tell `to` that we stored these of its messages (queued like any envelope, never shown). */
   private async sendReceipt (to: PeerIdString, ids: MessageId[]): Promise<void> {
+    await this.sendControl(to, 'receipt', ids)
+  }
+
+  /** Queue control envelopes (receipts, retry requests) about `to`'s messages: never shown, no status. */
+  private async sendControl (to: PeerIdString, type: 'receipt' | 'retry', ids: MessageId[]): Promise<void> {
     const store = this.requireStore()
     const outbox = this.requireOutbox()
     for (let i = 0; i < ids.length; i += MAX_RECEIPT_IDS) {
       const id = newMessageId()
       const sentAt = Date.now()
-      const frame = writeEnvelope({ id, lamport: Math.max(1, this.clock), sentAt, type: 'receipt', text: '', receiptFor: ids.slice(i, i + MAX_RECEIPT_IDS) })
+      const frame = writeEnvelope({ id, lamport: Math.max(1, this.clock), sentAt, type, text: '', refs: ids.slice(i, i + MAX_RECEIPT_IDS) })
       const entry: OutboxRecord = { id, to, frame, createdAt: sentAt, expiresAt: sentAt + (this.options.messageTtlMs ?? DEFAULT_MESSAGE_TTL_MS) }
       this.controlIds.add(id)
       await store.queueOutbox(entry)
@@ -874,9 +912,9 @@ function shortId (peer: string): string {
   return `${peer.slice(0, 4)}…${peer.slice(-6)}`
 }
 
-function isReceipt (frame: Uint8Array): boolean {
+function isControl (frame: Uint8Array): boolean {
   try {
-    return readEnvelope(frame).type === 'receipt'
+    return readEnvelope(frame).type !== 'text'
   } catch {
     return false
   }

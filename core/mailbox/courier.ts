@@ -1,11 +1,14 @@
 import type { MessageId, PeerIdString } from '../ids.js'
 import { forComponent } from '../logger.js'
-import { readSealed, type SealedFrame } from '../protocols/dm/codec.js'
+import { readSealed, type Rejection, type SealedFrame } from '../protocols/dm/codec.js'
 import type { MailboxClient } from '../protocols/mailbox/client.js'
 import { MAX_DEPOSITS_PER_REQUEST, MAX_FETCH_ITEMS } from '../protocols/mailbox/constants.js'
 import type { MessageRecord, OutboxRecord, SettledStatus } from '../store/types.js'
 
 const log = forComponent('mailbox')
+
+/** Decryption failures a new session can fix (not forgeries: those are just dropped). */
+const RETRYABLE = new Set(['NoSessionError', 'DecryptionError', 'MissingPreKeyError'])
 
 /** What the courier needs from the node that owns it. */
 export interface CourierHost {
@@ -15,11 +18,14 @@ export interface CourierHost {
   addrsOf(peer: PeerIdString): readonly string[] | undefined
   /**
    * Decrypt and store received frames exactly like direct mail (validation, dedupe, events).
-   * Resolves with the ids of the text messages among them (for the delivery receipt).
+   * Resolves with the ids of the text messages among them (for the delivery receipt) and
+   * the frames it could not decrypt.
    */
-  receive(from: PeerIdString, frames: SealedFrame[]): Promise<{ texts: MessageId[] }>
+  receive(from: PeerIdString, frames: SealedFrame[]): Promise<{ texts: MessageId[], rejected: Rejection[] }>
   /** Queue a delivery receipt for `to`. */
   sendReceipt(to: PeerIdString, ids: MessageId[]): Promise<void>
+  /** Queue a retry request for `to`: "send these again, I could not decrypt them". */
+  requestRetry(to: PeerIdString, ids: MessageId[]): Promise<void>
   /** Record a status for our outgoing messages and tell the user. */
   settle(peer: PeerIdString, ids: MessageId[], status: SettledStatus): Promise<void>
   getMessage(id: MessageId): Promise<MessageRecord | undefined>
@@ -87,11 +93,13 @@ export class MailboxCourier {
       let from: PeerIdString | undefined
       const flush = async (): Promise<void> => {
         if (from !== undefined && batch.length > 0) {
-          // Frames that do not decrypt are dropped here (and counted by the host): the
-          // relay cannot tell the sender, and keeping them would only block the mailbox.
-          const { texts } = await this.host.receive(from, batch)
+          const { texts, rejected } = await this.host.receive(from, batch)
           // The sender cannot see this delivery (no ack crossed): tell it with a receipt.
           if (texts.length > 0) await this.host.sendReceipt(from, texts)
+          // Frames that do not decrypt leave the mailbox too (they would block it). If a new
+          // session could fix them (we lost ours), ask the sender to send them again.
+          const retry = rejected.filter((r) => RETRYABLE.has(r.error)).map((r) => r.id)
+          if (retry.length > 0) await this.host.requestRetry(from, retry)
         }
         batch = []
       }

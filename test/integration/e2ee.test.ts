@@ -296,6 +296,33 @@ describe('end-to-end encryption', () => {
     assert.equal(after.safetyNumber, (await b2.m.safetyNumber(a.m.peerId)).safetyNumber)
   })
 
+  it('a re-installed recipient asks for the mailbox messages it cannot decrypt, and gets them once the sender accepts its new key', { timeout: 90_000 }, async () => {
+    const relay = await cluster.start({ command: 'relay', label: 'R' })
+    const relayAddr = relay.ready.addrs[0] ?? ''
+    const opts = { listen: ['/p2p-circuit'], relays: [relayAddr] }
+    const a = await peer(opts)
+    const b = await peer(opts)
+    await a.m.addContact(b.m.whoami().invite)
+    const hello = await a.m.sendText(b.m.peerId, 'hello')
+    await eventually(() => messageEvents(b.events).some((e) => e.id === hello.id), 'first message')
+    const bKey = await loadOrCreateIdentity(b.dir)
+    await b.stop()
+    const ids: string[] = []
+    for (const text of ['while you were away 1', 'while you were away 2', 'while you were away 3']) ids.push((await a.m.sendText(b.m.peerId, text)).id)
+    await eventually(() => ids.every((id) => statusEvents(a.events, 'sent').some((e) => e.id === id)), 'deposited', 30_000)
+
+    // B re-installs (same libp2p key, new Signal identity) and drains its mailbox: nothing
+    // decrypts, so it asks A for those messages again, over a new session.
+    const b2 = await peer({ ...opts, privateKey: bKey })
+    await eventually(() => identityEvents(a.events).some((e) => e.identity === 'changed'), 'A warned of B\'s new key', 30_000)
+    await new Promise((resolve) => setTimeout(resolve, 1000))
+    assert.equal(messageEvents(b2.events).length, 0, 'held until A accepts')
+    await a.m.acceptIdentity(b.m.peerId)
+    await eventually(() => ids.every((id) => messageEvents(b2.events).some((e) => e.id === id)), 'all three at the new install', 30_000)
+    assert.deepEqual(messageEvents(b2.events).map((e) => e.text), ['while you were away 1', 'while you were away 2', 'while you were away 3'])
+    await eventually(() => ids.every((id) => statusEvents(a.events, 'delivered').some((e) => e.id === id)), 'delivered at A', 30_000)
+  })
+
   it('identity change seen first in an incoming message: shown, warned, replies held until accepted', { timeout: 90_000 }, async () => {
     const bPort = await freePort()
     const bListen = [`/ip4/127.0.0.1/tcp/${bPort}`]

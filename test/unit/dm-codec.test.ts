@@ -142,11 +142,14 @@ describe('envelope codec', () => {
     assert.notEqual(tryEnvelope(unknownType), 'ok')
   })
 
-  it('round-trips receipts and rejects empty, oversized or malformed ones', () => {
+  it('round-trips receipts and retry requests and rejects empty, oversized or malformed ones', () => {
     const ids = [nextId(), nextId(), nextId()]
-    const receipt: DmEnvelope = { id: nextId(), lamport: 3, sentAt: 1700000000000, type: 'receipt', text: '', receiptFor: ids }
+    const receipt: DmEnvelope = { id: nextId(), lamport: 3, sentAt: 1700000000000, type: 'receipt', text: '', refs: ids }
     assert.deepEqual(readEnvelope(writeEnvelope(receipt)), receipt)
-    assertThrowsNamed(() => readEnvelope(writeEnvelope({ ...receipt, receiptFor: [] })), 'InvalidEnvelopeError')
+    const retry: DmEnvelope = { ...receipt, id: nextId(), type: 'retry' }
+    assert.deepEqual(readEnvelope(writeEnvelope(retry)), retry)
+    assertThrowsNamed(() => readEnvelope(writeEnvelope({ ...receipt, refs: [] })), 'InvalidEnvelopeError')
+    assertThrowsNamed(() => readEnvelope(writeEnvelope({ ...retry, refs: [] })), 'InvalidEnvelopeError')
     const bad = Envelope.encode({ id: nextId(), lamport: 1, sentAt: 1, type: EnvelopeType.RECEIPT, body: ReceiptBody.encode({ ids: ['not-a-ulid'] }) })
     assertThrowsNamed(() => readEnvelope(bad), 'InvalidEnvelopeError')
     const tooMany = Envelope.encode({ id: nextId(), lamport: 1, sentAt: 1, type: EnvelopeType.RECEIPT, body: ReceiptBody.encode({ ids: Array.from({ length: MAX_RECEIPT_IDS + 1 }, () => nextId()) }) })

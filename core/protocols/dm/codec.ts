@@ -5,16 +5,18 @@ import { MAX_ACK_IDS, MAX_BINDING_BYTES, MAX_SEALED_BYTES, MAX_TEXT_BYTES } from
 import { Ack, Envelope, EnvelopeType, ReceiptBody, Sealed, SealedType, TextBody } from './pb/dm.js'
 
 /**
- * A validated envelope, as the rest of core sees it: a text message, or a delivery receipt
- * (`receiptFor`: ids of the receiver's own messages that the sender has stored; text empty).
+ * A validated envelope, as the rest of core sees it: a text message, or a control envelope
+ * about the receiver's own messages (`refs`; text empty): a delivery receipt (the sender
+ * stored them) or a retry request (the sender got them from a mailbox but could not decrypt
+ * them, e.g. after a re-install, and asks for them again over a new session).
  */
 export interface DmEnvelope {
   id: MessageId
   lamport: number
   sentAt: number
-  type: 'text' | 'receipt'
+  type: 'text' | 'receipt' | 'retry'
   text: string
-  receiptFor?: MessageId[]
+  refs?: MessageId[]
 }
 
 /** Most ids one receipt may carry. */
@@ -25,13 +27,13 @@ export function textByteLength (text: string): number {
 }
 
 export function writeEnvelope (env: DmEnvelope): Uint8Array<ArrayBuffer> {
-  const receipt = env.type === 'receipt'
+  const control = env.type !== 'text'
   return Envelope.encode({
     id: env.id,
     lamport: env.lamport,
     sentAt: env.sentAt,
-    type: receipt ? EnvelopeType.RECEIPT : EnvelopeType.TEXT,
-    body: receipt ? ReceiptBody.encode({ ids: [...(env.receiptFor ?? [])] }) : TextBody.encode({ text: env.text })
+    type: env.type === 'receipt' ? EnvelopeType.RECEIPT : env.type === 'retry' ? EnvelopeType.RETRY : EnvelopeType.TEXT,
+    body: control ? ReceiptBody.encode({ ids: [...(env.refs ?? [])] }) : TextBody.encode({ text: env.text })
   })
 }
 
@@ -47,7 +49,7 @@ export function readEnvelope (frame: Uint8Array): DmEnvelope {
   if (!isMessageId(env.id)) throw new InvalidEnvelopeError('envelope id is not a ULID')
   if (!Number.isSafeInteger(env.lamport) || env.lamport < 1) throw new InvalidEnvelopeError('envelope lamport must be a positive integer')
   if (!Number.isSafeInteger(env.sentAt) || env.sentAt < 0) throw new InvalidEnvelopeError('envelope sentAt must be a timestamp')
-  if (env.type === EnvelopeType.RECEIPT) {
+  if (env.type === EnvelopeType.RECEIPT || env.type === EnvelopeType.RETRY) {
     let receipt: ReceiptBody
     try {
       receipt = ReceiptBody.decode(env.body, { limits: { ids: MAX_RECEIPT_IDS } })
@@ -55,7 +57,7 @@ export function readEnvelope (frame: Uint8Array): DmEnvelope {
       throw new MalformedFrameError(`receipt body does not decode: ${(err as Error).message}`)
     }
     if (receipt.ids.length === 0 || !receipt.ids.every(isMessageId)) throw new InvalidEnvelopeError('receipt ids must be ULIDs')
-    return { id: env.id, lamport: env.lamport, sentAt: env.sentAt, type: 'receipt', text: '', receiptFor: receipt.ids }
+    return { id: env.id, lamport: env.lamport, sentAt: env.sentAt, type: env.type === EnvelopeType.RECEIPT ? 'receipt' : 'retry', text: '', refs: receipt.ids }
   }
   if (env.type !== EnvelopeType.TEXT) throw new InvalidEnvelopeError(`unsupported envelope type ${String(env.type)}`)
   if (env.body.byteLength > MAX_TEXT_BYTES + 16) throw new InvalidEnvelopeError('text body too large')
