@@ -9,9 +9,16 @@
  * call and collect the timestamps (shared clock) with the next.
  */
 import { collectGarbage, PeakSampler, snapshot, type MemorySnapshot } from './memory.js'
-import { DmPeer, type DmBlastParams, type DmBlastRun, type DmLatencyParams, type DmLatencyRun, type DmReceived, type DmStarted } from './scenarios/dm-peer.js'
+import { runCryptoBench, type CryptoParams, type CryptoRun } from './scenarios/crypto-peer.js'
+import {
+  DmPeer, type DepositSealedParams, type DmBlastParams, type DmBlastRun, type DmLatencyParams, type DmLatencyRun, type DmReceived, type DmStarted,
+  type DmStartParams, type SealParams, type SealRun
+} from './scenarios/dm-peer.js'
 import { FloorPeer, type EchoParams, type EchoRun, type SinkSendParams, type SinkSendRun, type SinkWaitResult } from './scenarios/floor-peer.js'
-import { RelayPeer, type DepositParams, type DepositRun, type DrainParams, type DrainRun, type MailboxClientStarted, type RelayStarted, type SwarmParams, type SwarmRun } from './scenarios/relay-peer.js'
+import {
+  RelayPeer, type DepositRun, type DrainParams, type DrainRun, type MailboxClientParams, type MailboxClientStarted, type RelayStarted,
+  type SwarmParams, type SwarmRun
+} from './scenarios/relay-peer.js'
 import { now, sharedNow } from './util.js'
 
 type Empty = Record<string, never>
@@ -43,20 +50,25 @@ export interface PeerMethods {
   'floor.sinkExpect': { params: { count: number }, result: Empty }
   'floor.sinkWait': { params: { timeoutMs: number }, result: SinkWaitResult }
   'floor.stop': { params: Empty, result: Empty }
-  /** With relays: listen only on '/p2p-circuit' through them. */
-  'dm.start': { params: { dataDir: string, relays?: string[] }, result: DmStarted }
+  'dm.start': { params: DmStartParams, result: DmStarted }
   'dm.addContact': { params: { invite: string, name: string }, result: Empty }
   'dm.latency': { params: DmLatencyParams, result: DmLatencyRun }
   'dm.arrivals': { params: Empty, result: { arrivals: Record<string, number> } }
   'dm.expect': { params: { count: number }, result: Empty }
-  'dm.waitReceived': { params: { timeoutMs: number }, result: DmReceived }
+  'dm.waitReceived': { params: { timeoutMs: number, stallMs?: number }, result: DmReceived }
   'dm.blast': { params: DmBlastParams, result: DmBlastRun }
+  'dm.prekeysAtRelay': { params: Empty, result: { relays: Record<string, number> } }
+  'dm.rejections': { params: Empty, result: { rejections: Record<string, number> } }
+  'dm.connectedAt': { params: { peer: string }, result: { t: number | undefined } }
+  'dm.seal': { params: SealParams, result: SealRun }
+  'dm.deposit': { params: DepositSealedParams, result: DepositRun }
   'dm.stop': { params: Empty, result: Empty }
+  /** Two SignalCiphers in this process: encrypt + decrypt cost per message (crypto-peer.ts). */
+  'crypto.run': { params: CryptoParams, result: CryptoRun }
   'relay.start': { params: { dataDir: string }, result: RelayStarted }
   'relay.connections': { params: Empty, result: { connections: number } }
   'relay.stop': { params: Empty, result: Empty }
-  'mailbox.start': { params: { relayAddr: string }, result: MailboxClientStarted }
-  'mailbox.deposit': { params: DepositParams, result: DepositRun }
+  'mailbox.start': { params: MailboxClientParams, result: MailboxClientStarted }
   'mailbox.drain': { params: DrainParams, result: DrainRun }
   'mailbox.stop': { params: Empty, result: Empty }
   'swarm.start': { params: SwarmParams, result: SwarmRun }
@@ -118,19 +130,24 @@ export class PeerHost {
     'floor.sinkExpect': async ({ count }) => { this.floor.sinkExpect(count); return {} },
     'floor.sinkWait': async ({ timeoutMs }) => await this.floor.sinkWait(timeoutMs),
     'floor.stop': async () => { await this.floor.stop(); return {} },
-    'dm.start': async ({ dataDir, relays }) => await this.dm.start(dataDir, relays),
+    'dm.start': async (p) => await this.dm.start(p),
     'dm.addContact': async ({ invite, name }) => { await this.dm.addContact(invite, name); return {} },
     'dm.latency': async (p) => await this.dm.latency(p),
     'dm.arrivals': async () => ({ arrivals: this.dm.takeArrivals() }),
     'dm.expect': async ({ count }) => { this.dm.expect(count); return {} },
-    'dm.waitReceived': async ({ timeoutMs }) => await this.dm.waitReceived(timeoutMs),
+    'dm.waitReceived': async ({ timeoutMs, stallMs }) => await this.dm.waitReceived(timeoutMs, stallMs),
     'dm.blast': async (p) => await this.dm.blast(p),
+    'dm.prekeysAtRelay': async () => ({ relays: this.dm.prekeysAtRelay() }),
+    'dm.rejections': async () => ({ rejections: this.dm.rejections() }),
+    'dm.connectedAt': async ({ peer }) => ({ t: this.dm.connectedAt(peer) }),
+    'dm.seal': async (p) => await this.dm.seal(p),
+    'dm.deposit': async (p) => await this.dm.deposit(p),
     'dm.stop': async () => { await this.dm.stop(); return {} },
+    'crypto.run': async (p) => await runCryptoBench(p),
     'relay.start': async ({ dataDir }) => await this.relay.startRelay(dataDir),
     'relay.connections': async () => ({ connections: this.relay.relayConnections() }),
     'relay.stop': async () => { await this.relay.stopRelay(); return {} },
-    'mailbox.start': async ({ relayAddr }) => await this.relay.startClient(relayAddr),
-    'mailbox.deposit': async (p) => await this.relay.deposit(p),
+    'mailbox.start': async (p) => await this.relay.startClient(p),
     'mailbox.drain': async (p) => await this.relay.drain(p),
     'mailbox.stop': async () => { await this.relay.stopClient(); return {} },
     'swarm.start': async (p) => await this.relay.startSwarm(p),

@@ -4,11 +4,12 @@
  */
 import type { ClockCheck } from './clock.js'
 import { mib, type MemorySnapshot } from './memory.js'
+import type { CryptoOptions, CryptoPhaseResult, CryptoResult } from './scenarios/crypto.js'
 import type { DmOptions, DmResult, ProcessMemory } from './scenarios/dm.js'
 import type { FloorOptions, FloorResult, FloorThroughput } from './scenarios/floor.js'
-import type { RelayOptions, RelayResult } from './scenarios/relay.js'
-import { round, type LatencySummary } from './stats.js'
-import { signedMib, type TargetCheck } from './targets.js'
+import type { DepositFigures, RelayOptions, RelayResult } from './scenarios/relay.js'
+import { rate, round, type LatencySummary } from './stats.js'
+import { added, kindsText, signedMib, TARGET_E2EE_ADDED_P50_MS, type TargetCheck } from './targets.js'
 
 export interface MachineInfo {
   os: string
@@ -29,6 +30,7 @@ export interface MachineInfo {
 export interface BenchConfig {
   floor: FloorOptions
   dm: DmOptions
+  crypto: CryptoOptions
   relay: RelayOptions
 }
 
@@ -36,7 +38,10 @@ export interface BenchConfig {
 export interface ModeResults {
   mode: 'processes' | 'one-process'
   floor: FloorResult
+  /** With E2EE (what every Messenger does). */
   dm: DmResult
+  /** processes only: the same DM scenario with benchmarkWithoutE2ee on both ends. */
+  dmPlain?: DmResult
   /** processes only: B's shared clock minus A's, checked over IPC around each scenario. */
   clocks: ClockCheck[]
   /** OS process ids of A and B per scenario. */
@@ -44,7 +49,7 @@ export interface ModeResults {
 }
 
 export interface BenchResults {
-  schema: 3
+  schema: 4
   timestamp: string
   /** `git describe --always --dirty` of the tree that was measured, if available. */
   revision: string
@@ -54,6 +59,8 @@ export interface BenchResults {
   config: BenchConfig
   /** Primary: each node in its own OS process. The targets are checked against these. */
   processes: ModeResults
+  /** E2EE cost per message: two SignalCiphers in one fresh process, no network. */
+  crypto: CryptoResult
   /** The relay scenarios (every node in its own process), in the same run. */
   relay: RelayResult
   /** Secondary: both nodes in the harness's process, sharing one JS thread. */
@@ -169,11 +176,24 @@ function relayLatencyRows (r: BenchResults): string[][] {
 }
 
 function relayTpRows (r: BenchResults): string[][] {
+  const c = r.config.relay
   const mb = r.relay.mailbox
   const dr = mb.drain
+  const md = mb.messengerDrain
+  const dep = (label: string, d: DepositFigures): string[] =>
+    [label, fmtRate(d.depositsPerSec), d.refused === 0 ? String(d.accepted) : `${d.accepted}/${mb.deposits} (${d.refused} refused)`, fmtMs(d.depositMs)]
+  const rejected = Object.values(md.rejections).reduce((n, v) => n + v, 0)
+  const incomplete = md.stalled ? ` (stalled: nothing for ${md.stallMs / 1000} s)` : md.complete ? '' : ' (timed out)'
   return [
-    [`Deposits (${r.config.relay.batchSize} per request, ${r.config.relay.depositParallel} in flight)`, fmtRate(mb.depositsPerSec), mb.refused === 0 ? String(mb.accepted) : `${mb.accepted}/${mb.deposits} (${mb.refused} refused)`, fmtMs(mb.depositMs)],
-    [`Drain: fetch ${r.config.relay.drainLimit} + ack until empty (${dr.fetches} fetches)`, fmtRate(dr.perSec), dr.complete && dr.acked === mb.accepted ? String(dr.acked) : `${dr.acked}/${mb.accepted}${dr.complete ? '' : ' (timed out)'}`, fmtMs(dr.elapsedMs)]
+    dep(`Deposits: sealed frames (${Math.round(mb.sealed.meanBytes)} B), ${c.batchSize} per request, ${c.depositParallel} in flight`, mb),
+    [`Messenger drain: connected -> last message event (decrypted, stored, acked)${rejected > 0 ? `, ${rejected} rejected` : ''}`, fmtRate(md.perSec),
+      md.complete && md.received === mb.accepted ? String(md.received) : `${md.received}/${mb.accepted}${incomplete}`, fmtMs(md.elapsedMs)],
+    ['Messenger drain: Messenger.start called -> last message event', fmtRate(rate(md.received, md.totalMs)), String(md.received), fmtMs(md.totalMs)],
+    mb.secondDeposit !== undefined
+      ? dep('Deposits again (round 2, same frames\' size)', mb.secondDeposit)
+      : ['Deposits again (round 2): skipped, round 1 was left in the mailbox', '', '', ''],
+    [`Protocol-level drain: fetch ${c.drainLimit} + ack until empty (${dr.fetches} fetches)`, fmtRate(dr.perSec),
+      dr.complete && dr.acked === dr.expected ? String(dr.acked) : `${dr.acked}/${dr.expected}${dr.complete ? '' : ' (timed out)'}`, fmtMs(dr.elapsedMs)]
   ]
 }
 
@@ -204,15 +224,26 @@ function textRelay (r: BenchResults): string[] {
 function mdRelay (r: BenchResults): string {
   const c = r.config.relay
   const m = r.relay.memory
+  const mb = r.relay.mailbox
   return `### Relay (every node in its own process)
 
-- *Mailbox*: a relay process (\`relay/relay-node.ts\` with limits raised out of the way, a \`MailboxStore\` in a
-  temp dir, a \`MailboxService\` with the default limits but deposits/s, burst and quota count at 10^6), a sender
-  process and a recipient process (\`createNode\` + \`MailboxClient\`), both connected to the relay first.
-  The sender deposits ${c.deposits.toLocaleString('en-US')} envelopes of ${c.envelopeBytes} bytes, ${c.batchSize} per request,
-  ${c.depositParallel} requests in flight (timed on the sender: first request -> last answer; every answer means
-  the relay's store batch resolved). Then the recipient fetches (limit ${c.drainLimit}) and acknowledges until the relay
-  has nothing more (timed on the recipient: first fetch -> last answer).
+- *Mailbox*: a relay process (\`relay/relay-node.ts\` with limits raised out of the way and its prekey directory
+  on a \`PrekeyStore\`, a \`MailboxStore\` and a \`MailboxService\` with the default limits but deposits/s, burst and
+  quotas at 10^6 / 1 GiB, all in a temp dir), a sender \`Messenger\` and a recipient \`Messenger\` (listening only on
+  \`/p2p-circuit\` through the relay), each in its own process. The recipient publishes its prekey bundle at the relay
+  and stops. Set-up, not timed in any figure: the sender seals ${(2 * mb.deposits).toLocaleString('en-US')} text envelopes
+  (${c.dmMessageBytes}-byte texts) for it with \`Messenger.sealEnvelopes\`, ${c.sealBatch} per call, its session coming from the
+  relay's bundle as for any offline contact: ${kindsText(mb.sealed.kinds)} frames of ${Math.round(mb.sealed.meanBytes)} bytes on
+  average, in ${Math.round(mb.sealed.elapsedMs)} ms. Then, timed:
+  - the sender deposits ${mb.deposits.toLocaleString('en-US')} of them, ${c.batchSize} per request, ${c.depositParallel} requests in flight (on the
+    sender: first request -> last answer; every answer means the relay's store batch resolved);
+  - the recipient \`Messenger\` starts again and its courier drains the mailbox as it does on every connect (fetch 1,024 at a
+    time, decrypt, store, ack, queue a receipt): from its connection to the relay being up to its last \`message\` event
+    (the time from \`Messenger.start\` is shown too; the wait gives up once no message came for ${mb.messengerDrain.stallMs / 1000} s);
+  - the sender deposits the other ${mb.deposits.toLocaleString('en-US')} (unless the Messenger left round 1's in the mailbox: then
+    those are drained here) and a bare \`MailboxClient\` with the recipient's key fetches (limit ${c.drainLimit}) and
+    acknowledges until the relay has nothing more (the relay's share of a drain, nothing decrypted; on the recipient:
+    first fetch -> last answer).
 - *Relayed DM*: two \`Messenger\`s listening only on \`/p2p-circuit\` with that relay in \`relays\`, so every
   message crosses the relay (two TCP hops, a circuit stream inside the relay's Yamux connections). ${c.dmSamples.toLocaleString('en-US')}
   sequential ${c.dmMessageBytes}-byte messages after ${c.dmWarmup} warm-up, timed as the direct DM one-way figure (which is shown
@@ -233,6 +264,131 @@ ${mdTable(RELAY_TP_HEAD, relayTpRows(r))}
 
 ${mdTable(RELAY_MEM_HEAD, relayMemRows(r))}
 `
+}
+
+const PHASE_LABEL: Record<CryptoPhaseResult['phase'], string> = {
+  prekey: 'prekey: A -> B before B ever answered',
+  whisper: 'whisper: A -> B after B answered (steady state)',
+  alternating: 'alternating: A -> B, B -> A, ... (a DH ratchet step each)'
+}
+
+const CRYPTO_HEAD = ['Per message (ms)', 'encrypt p50', 'encrypt p99', 'decrypt p50', 'decrypt p99', 'both p50', 'both p99', 'msgs/s', 'ciphertext B', 'Sealed frame B']
+
+function cryptoRows (c: CryptoResult): string[][] {
+  return c.phases.map((p) => [
+    PHASE_LABEL[p.phase], fmtMs(p.encrypt.p50), fmtMs(p.encrypt.p99), fmtMs(p.decrypt.p50), fmtMs(p.decrypt.p99),
+    fmtMs(p.perMessage.p50), fmtMs(p.perMessage.p99), fmtRate(p.msgsPerSec), String(Math.round(p.ciphertextBytes)), String(Math.round(p.sealedBytes))
+  ])
+}
+
+function e2eeLatencyRows (dm: DmResult, plain: DmResult): string[][] {
+  return [
+    latencyRow('DM one-way (shared clock), E2EE', dm.latency.toReceived),
+    latencyRow('DM one-way (shared clock), without E2EE', plain.latency.toReceived),
+    latencyRow('DM round trip / 2, E2EE', dm.latency.roundTripHalf),
+    latencyRow('DM round trip / 2, without E2EE', plain.latency.roundTripHalf),
+    latencyRow('DM sendText -> delivered event (A), E2EE', dm.latency.toDelivered),
+    latencyRow('DM sendText -> delivered event (A), without E2EE', plain.latency.toDelivered)
+  ]
+}
+
+const ADDED_HEAD = ['Added by E2EE (ms)', 'p50 E2EE', 'p50 without', 'p50 added', 'p99 E2EE', 'p99 without', 'p99 added']
+
+function addedRows (dm: DmResult, plain: DmResult): string[][] {
+  const signed = (n: number): string => Number.isFinite(n) ? `${n >= 0 ? '+' : ''}${fmtMs(n)}` : 'n/a'
+  const row = (label: string, e: LatencySummary, p: LatencySummary): string[] =>
+    [label, fmtMs(e.p50), fmtMs(p.p50), signed(added(e.p50, p.p50)), fmtMs(e.p99), fmtMs(p.p99), signed(added(e.p99, p.p99))]
+  return [
+    row('DM one-way (shared clock)', dm.latency.toReceived, plain.latency.toReceived),
+    row('DM round trip / 2', dm.latency.roundTripHalf, plain.latency.roundTripHalf),
+    row('DM sendText -> delivered event (A)', dm.latency.toDelivered, plain.latency.toDelivered)
+  ]
+}
+
+function e2eeThroughputRows (dm: DmResult, plain: DmResult): string[][] {
+  const rows: string[][] = []
+  for (const [label, d] of [['E2EE', dm], ['without E2EE', plain]] as const) {
+    const tp = d.throughput
+    rows.push([`DM: received by B, ${label}`, fmtRate(tp.receivedPerSec), `${tp.received}/${tp.messages}`, fmtMs(tp.receivedMs)])
+    rows.push([`DM: delivered (acked) at A, ${label}`, fmtRate(tp.deliveredPerSec), `${tp.delivered}/${tp.messages}`, fmtMs(tp.deliveredMs)])
+  }
+  return rows
+}
+
+function cpuRows (dm: DmResult, plain: DmResult): string[][] {
+  const cell = (p: ProcessMemory | undefined): string => p === undefined ? 'n/a' : `${Math.round(p.cpuMs)} ms (${Math.round((100 * p.cpuMs) / p.cpuWallMs)}%)`
+  return [
+    ['E2EE', cell(dm.memory[0]), cell(dm.memory[1])],
+    ['without E2EE', cell(plain.memory[0]), cell(plain.memory[1])]
+  ]
+}
+
+const CPU_HEAD = ['CPU in the throughput run (% of one core)', 'A (sender)', 'B (receiver)']
+
+function textE2ee (r: BenchResults): string[] {
+  const plain = r.processes.dmPlain
+  return [
+    '== E2EE: crypto cost per message (one process, no network), and DM with vs without E2EE (two processes) ==',
+    '',
+    textTable(CRYPTO_HEAD, cryptoRows(r.crypto)),
+    '',
+    ...(plain === undefined
+      ? []
+      : [
+          textTable(LAT_HEAD, e2eeLatencyRows(r.processes.dm, plain)),
+          '',
+          textTable(ADDED_HEAD, addedRows(r.processes.dm, plain)),
+          '',
+          textTable(TP_HEAD, e2eeThroughputRows(r.processes.dm, plain)),
+          '',
+          textTable(CPU_HEAD, cpuRows(r.processes.dm, plain)),
+          ''
+        ])
+  ]
+}
+
+function mdE2ee (r: BenchResults): string {
+  const c = r.config.crypto
+  const cr = r.crypto
+  const plain = r.processes.dmPlain
+  const dm = r.config.dm
+  return `### End-to-end encryption (what it costs)
+
+- *Crypto cost per message*: two \`SignalCipher\`s (\`core/crypto/cipher.ts\`), each over a real \`LevelStore\` in its own temp
+  dir, in one fresh process, no network. A starts a session from B's own bundle; each message is one text envelope as
+  \`sendText\` encodes it (${cr.envelopeBytes} bytes for a ${cr.messageBytes}-byte text, padded to Signal's 160-byte block), encrypted
+  by A (\`encrypt\`, whose ratchet state is committed to A's store before it resolves) and decrypted by B (\`decrypt\`, its
+  \`save\` calling \`store.saveIncoming([], 0, changes)\`, the write a Messenger makes with the messages), one at a time, each
+  call timed. ${c.samples.toLocaleString('en-US')} messages after ${c.warmup.toLocaleString('en-US')} warm-up in each phase, in this order: *prekey* (before B has
+  ever answered every message is a PreKeySignalMessage, carrying the PQXDH set-up including a Kyber ciphertext), then B
+  answers once, *whisper* (A -> B again: plain SignalMessages, the steady state), *alternating* (each message turns the
+  DH ratchet). msgs/s is one message encrypted and decrypted after another on one thread.
+- *DM with vs without E2EE*: the two-process DM scenario above (E2EE, as every Messenger runs) and the same scenario code
+  again in the same run, fresh processes, same counts (${dm.latencySamples.toLocaleString('en-US')} one-way and ${dm.roundTripSamples.toLocaleString('en-US')} round-trip samples,
+  ${dm.throughputMessages.toLocaleString('en-US')} messages), with \`benchmarkWithoutE2ee: true\` on both Messengers: envelopes go on the very same
+  path (outbox, Sealed frames, \`/parley/dm/2.0.0\`, receive, store) unencrypted. "Added" is E2EE minus without, per
+  percentile. In the one-way run B never answers, so every message A sends is a prekey message; the round-trip and
+  throughput runs come after B's first reply, so theirs are whisper messages. The target: under
+  ${TARGET_E2EE_ADDED_P50_MS} ms added at p50 (see Targets).
+
+#### Crypto cost per message
+
+${mdTable(CRYPTO_HEAD, cryptoRows(cr))}
+${plain === undefined
+    ? ''
+    : `
+#### DM latency with and without E2EE
+
+${mdTable(LAT_HEAD, e2eeLatencyRows(r.processes.dm, plain))}
+
+${mdTable(ADDED_HEAD, addedRows(r.processes.dm, plain))}
+
+#### DM throughput with and without E2EE
+
+${mdTable(TP_HEAD, e2eeThroughputRows(r.processes.dm, plain))}
+
+${mdTable(CPU_HEAD, cpuRows(r.processes.dm, plain))}
+`}`
 }
 
 function textMode (title: string, m: ModeResults): string[] {
@@ -260,6 +416,7 @@ export function renderText (r: BenchResults): string {
     ...textMode('== PRIMARY: two processes (A and B each in its own OS process) ==', r.processes),
     textTable(CLOCK_HEAD, clockRows(r.processes)),
     '',
+    ...textE2ee(r),
     ...textRelay(r),
     textTable(TGT_HEAD, r.targets.map((t) => [t.target, t.measured, t.limit, t.verdict])),
     '',
@@ -368,6 +525,8 @@ Latency is measured both ways, so one does not rest on the clock assumption alon
     frame per \`send\`, once with ${c.floor.coalesce} frames per \`send\` (the DM outbox also coalesces frames into one write).
 - **Parley DM**: two \`Messenger\`s, each with a real level database in a fresh temp dir (default
   \`syncWrites: false\`: batches survive a process crash, not an OS crash); A and B add each other by invite.
+  Every envelope is end-to-end encrypted (Signal: A's first send fetches B's bundle from B and starts the
+  session); the same scenario without E2EE is measured too, see *End-to-end encryption* below.
   - *Latency, one way*: \`a.sendText(b, text)\` with ${c.dm.messageBytes}-byte texts, one at a time:
     ${c.dm.latencySamples.toLocaleString('en-US')} samples after ${c.dm.latencyWarmup.toLocaleString('en-US')} warm-up,
     from the call (on A) to B's \`message\` event for that text (which fires after B stored it). Each sample waits
@@ -405,12 +564,14 @@ ${mdMode(p, c)}
 
 ${mdTable(CLOCK_HEAD, clockRows(p))}
 
+${mdE2ee(r)}
 ${mdRelay(r)}
 ## Targets
 
 From the issue: "DM latency p50 within 2x of the floor, p99 under 5 ms, at least 10,000 messages/s
-sustained one way; report memory", checked against the two-process figures, plus the relay targets
-(drain 10,000 queued messages in under 1.5 s, relay RSS under 256 MiB with 1,000 connected peers). The DM latency is
+sustained one way; report memory", checked against the two-process figures (with E2EE), plus the E2EE
+target (under ${TARGET_E2EE_ADDED_P50_MS} ms added at p50, against the same scenario without E2EE in the same run) and the relay
+targets (drain 10,000 queued messages in under 1.5 s, relay RSS under 256 MiB with 1,000 connected peers). The DM latency is
 one-way, so the like-for-like comparison is against the floor's one-way estimate (echo RTT / 2); the
 comparison against the full echo RTT is also shown, but it is twice as lenient. The round-trip rows
 check the same targets without relying on the shared clock.

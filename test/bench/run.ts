@@ -15,6 +15,11 @@
  * against PeerHandle, add its options to `configFor`, its result to ModeResults (report.ts)
  * and its rows to the report.
  *
+ * End-to-end encryption: the two-process DM scenario runs twice, with E2EE (the primary DM
+ * figures) and with `benchmarkWithoutE2ee` on both ends (same code, same counts), so the
+ * report can show what E2EE adds; and scenarios/crypto.ts measures encrypt + decrypt per
+ * message in one fresh process, without the network.
+ *
  * The relay scenarios (scenarios/relay.ts) run after the two-process floor and DM, in the same
  * run: a relay process, client processes and (for the memory figure) swarm processes.
  */
@@ -29,6 +34,7 @@ import { checkClocks, type ClockCheck } from './clock.js'
 import { LocalPeer, type PeerHandle } from './peer.js'
 import { killAllPeers, killAllPeersAndWait, ProcessPeer } from './process-peer.js'
 import { renderMarkdown, renderText, type BenchConfig, type BenchResults, type MachineInfo, type ModeResults } from './report.js'
+import { runCrypto, type CryptoResult } from './scenarios/crypto.js'
 import { runDm } from './scenarios/dm.js'
 import { runFloor } from './scenarios/floor.js'
 import { runRelay, type RelayResult } from './scenarios/relay.js'
@@ -65,16 +71,18 @@ function parseArgs (argv: string[]): Args {
 
 function configFor (quick: boolean): BenchConfig {
   const messageBytes = 100
-  const relayCommon = { batchSize: 32, envelopeBytes: 200, depositParallel: 4, drainLimit: 256, dmMessageBytes: messageBytes, swarmParallel: 2, rssPeers: 1_000 }
+  const relayCommon = { batchSize: 32, sealBatch: 500, depositParallel: 4, drainLimit: 256, dmMessageBytes: messageBytes, swarmParallel: 2, rssPeers: 1_000 }
   return quick
     ? {
         floor: { messageBytes, echoWarmup: 100, echoSamples: 500, throughputMessages: 5_000, coalesce: 64, timeoutMs: 30_000 },
         dm: { messageBytes, latencyWarmup: 50, latencySamples: 300, roundTripSamples: 300, throughputMessages: 2_000, maxOutstanding: 2_000, timeoutMs: 30_000 },
+        crypto: { messageBytes, warmup: 50, samples: 300, timeoutMs: 30_000 },
         relay: { ...relayCommon, deposits: 1_000, dmWarmup: 20, dmSamples: 200, swarmPeers: 100, swarmProcesses: 2, timeoutMs: 30_000 }
       }
     : {
         floor: { messageBytes, echoWarmup: 500, echoSamples: 5_000, throughputMessages: 50_000, coalesce: 64, timeoutMs: 60_000 },
         dm: { messageBytes, latencyWarmup: 500, latencySamples: 5_000, roundTripSamples: 5_000, throughputMessages: 50_000, maxOutstanding: 2_000, timeoutMs: 60_000 },
+        crypto: { messageBytes, warmup: 500, samples: 5_000, timeoutMs: 60_000 },
         relay: { ...relayCommon, deposits: 10_000, dmWarmup: 200, dmSamples: 2_000, swarmPeers: 1_000, swarmProcesses: 4, timeoutMs: 60_000 }
       }
 }
@@ -168,15 +176,31 @@ async function runProcesses (config: BenchConfig, dataRoot: string): Promise<Mod
     clocks.push(await checkClocks('floor, after', a, b))
     return r
   })
-  console.error(`dm, two processes: two Messengers (${config.dm.latencySamples} one-way + ${config.dm.roundTripSamples} round-trip samples, ${config.dm.throughputMessages} messages)...`)
-  const dm = await withProcessPair('dm', async (a, b) => {
-    pids.dm = [a.pid, b.pid]
-    clocks.push(await checkClocks('dm, before', a, b))
-    const r = await runDm(a, b, config.dm, { dataRoot, sharedProcess: false })
-    clocks.push(await checkClocks('dm, after', a, b))
-    return r
-  })
-  return { mode: 'processes', floor, dm, clocks, pids }
+  const dmRun = async (plain: boolean): Promise<ModeResults['dm']> => {
+    const name = plain ? 'dm-plain' : 'dm'
+    console.error(`${name}, two processes: two Messengers${plain ? ' without E2EE (benchmarkWithoutE2ee)' : ' (E2EE)'} (${config.dm.latencySamples} one-way + ${config.dm.roundTripSamples} round-trip samples, ${config.dm.throughputMessages} messages)...`)
+    return await withProcessPair(name, async (a, b) => {
+      pids[name] = [a.pid, b.pid]
+      clocks.push(await checkClocks(`${name}, before`, a, b))
+      const r = await runDm(a, b, config.dm, { dataRoot, sharedProcess: false, plain })
+      clocks.push(await checkClocks(`${name}, after`, a, b))
+      return r
+    })
+  }
+  const dm = await dmRun(false)
+  const dmPlain = await dmRun(true)
+  return { mode: 'processes', floor, dm, dmPlain, clocks, pids }
+}
+
+/** Encrypt + decrypt per message, in one fresh peer process (no network). */
+async function runCryptoScenario (config: BenchConfig, dataRoot: string): Promise<CryptoResult> {
+  console.error(`crypto, one fresh process: two SignalCiphers over LevelStores (${config.crypto.samples} messages x 3 phases)...`)
+  const peer = await ProcessPeer.spawn('processes-crypto')
+  try {
+    return await runCrypto(peer, config.crypto, dataRoot)
+  } finally {
+    await peer.close()
+  }
 }
 
 /** The relay scenarios: relay, clients and swarms each in their own process, closed afterwards. */
@@ -227,11 +251,12 @@ async function main (): Promise<void> {
   process.once('SIGHUP', () => { onSignal(129) })
 
   const processes = await runProcesses(config, dataRoot)
+  const crypto = await runCryptoScenario(config, dataRoot)
   const relay = await runRelayScenarios(config, dataRoot)
   const oneProcess = args.oneProcess ? await runOneProcess(config, dataRoot) : undefined
 
   const results: BenchResults = {
-    schema: 3,
+    schema: 4,
     timestamp,
     revision: revision(root),
     quick: args.quick,
@@ -239,9 +264,10 @@ async function main (): Promise<void> {
     machine: machineInfo(loadAvgStart),
     config,
     processes,
+    crypto,
     relay,
     ...(oneProcess !== undefined ? { oneProcess } : {}),
-    targets: evaluateTargets(processes.floor, processes.dm, relay)
+    targets: evaluateTargets(processes.floor, processes.dm, relay, processes.dmPlain !== undefined ? { plain: processes.dmPlain, crypto } : undefined)
   }
 
   console.log(renderText(results))

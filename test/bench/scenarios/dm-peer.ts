@@ -7,15 +7,64 @@
  *   rt-<i>   latency, round trip: the receiver notes the time and at once replies re-<i>
  *   re-<i>   the reply: the sender notes when its 'message' event fired
  *   tp-<i>   throughput: the receiver only counts them
+ *   mb-<i>   sealed ahead of time (seal) and deposited in the receiver's relay mailbox
+ *            (deposit): the receiver counts them like tp- texts as it drains them
  * Every timestamp is on the shared clock (sharedNow).
  */
+import { peerIdFromString } from '@libp2p/peer-id'
 import type { MessengerEvent } from '../../../core/api/contract.js'
+import { newMessageId, type MessageId, type PeerIdString } from '../../../core/ids.js'
 import { Messenger } from '../../../core/messenger.js'
+import { readSealed, type DmEnvelope } from '../../../core/protocols/dm/codec.js'
+import { MailboxClient } from '../../../core/protocols/mailbox/client.js'
 import { Arrivals, Countdown, payload, sharedNow, tagOf, withTimeout } from '../util.js'
+import { depositAll, type DepositRun } from './relay-peer.js'
+
+export interface DmStartParams {
+  dataDir: string
+  /** Relays to stay connected to (their mailboxes and prekey directories). */
+  relays?: string[]
+  /** With relays: listen only on '/p2p-circuit' (the default), or on loopback TCP as well. */
+  circuitOnly?: boolean
+  /** MessengerOptions.benchmarkWithoutE2ee: envelopes go on the wire unencrypted (both ends must set it). */
+  plain?: boolean
+  /** Count the next `expect` tp-/mb- texts from before the Messenger starts (see waitReceived). */
+  expect?: number
+}
 
 export interface DmStarted {
   peerId: string
   invite: string
+  /** Shared clock: just before Messenger.start, and when it resolved. */
+  startCalledAt: number
+  startedAt: number
+}
+
+export interface SealParams {
+  to: string
+  count: number
+  /** Envelopes per sealEnvelopes call. */
+  batch: number
+  messageBytes: number
+}
+
+export interface SealRun {
+  sealed: number
+  elapsedMs: number
+  /** Sealed frames by kind ('prekey' / 'whisper'). */
+  kinds: Record<string, number>
+  /** Mean Sealed frame size. */
+  meanBytes: number
+}
+
+export interface DepositSealedParams {
+  relayId: string
+  recipient: string
+  /** Which of the sealed frames: [from, from + count). */
+  from: number
+  count: number
+  batchSize: number
+  parallel: number
 }
 
 export type LatencyMode = 'one-way' | 'round-trip'
@@ -64,6 +113,8 @@ export interface DmBlastRun {
 export interface DmReceived {
   received: number
   complete: boolean
+  /** Gave up early: no new message for `stallMs` (see waitReceived). */
+  stalled: boolean
   firstAt: number
   doneAt: number
 }
@@ -87,32 +138,41 @@ export class DmPeer {
   private tpReceived = 0
   private tpFirstAt = Number.NaN
   private receivedDone: Countdown | undefined
+  /** Frames sealed by seal(), in order, for deposit(). */
+  private sealed: Array<{ id: MessageId, frame: Uint8Array<ArrayBuffer> }> = []
 
   /**
    * With `relays`, the Messenger listens only on '/p2p-circuit' (reachable only through the
-   * relay, as in test/integration/relay.test.ts); without, on loopback TCP.
+   * relay, as in test/integration/relay.test.ts) unless `circuitOnly` is false; without, on
+   * loopback TCP.
    */
-  async start (dataDir: string, relays?: string[]): Promise<DmStarted> {
+  async start (p: DmStartParams): Promise<DmStarted> {
     if (this.messenger !== undefined) throw new Error('messenger already started')
-    const relayed = relays !== undefined && relays.length > 0
+    const relays = p.relays ?? []
+    const relayed = relays.length > 0
+    const tcp = '/ip4/127.0.0.1/tcp/0'
     const m = new Messenger({
-      dataDir,
-      listen: relayed ? ['/p2p-circuit'] : ['/ip4/127.0.0.1/tcp/0'],
+      dataDir: p.dataDir,
+      listen: !relayed ? [tcp] : p.circuitOnly === false ? [tcp, '/p2p-circuit'] : ['/p2p-circuit'],
       ...(relayed ? { relays } : {}),
       mdns: false,
-      inboundConnectionThreshold: 1000
+      inboundConnectionThreshold: 1000,
+      ...(p.plain === true ? { benchmarkWithoutE2ee: true } : {})
     })
     m.on((e) => { this.onEvent(m, e) })
+    if (p.expect !== undefined) this.expect(p.expect)
+    const startCalledAt = sharedNow()
     await m.start()
+    const startedAt = sharedNow()
     this.messenger = m
-    return { peerId: m.peerId, invite: m.whoami().invite }
+    return { peerId: m.peerId, invite: m.whoami().invite, startCalledAt, startedAt }
   }
 
   private onEvent (m: Messenger, e: MessengerEvent): void {
     const t = sharedNow()
     if (e.event === 'message') {
       const tag = tagOf(e.text)
-      if (tag.startsWith('tp-')) {
+      if (tag.startsWith('tp-') || tag.startsWith('mb-')) {
         if (this.tpReceived === 0) this.tpFirstAt = t
         this.tpReceived++
         this.receivedDone?.poke()
@@ -182,12 +242,30 @@ export class DmPeer {
     this.receivedDone = new Countdown(count, () => this.tpReceived)
   }
 
-  async waitReceived (timeoutMs: number): Promise<DmReceived> {
+  /**
+   * Wait until the expected count arrived or `timeoutMs` passed; with `stallMs`, give up
+   * as soon as no new message arrived for that long (a drain that failed does not retry
+   * before the courier's next poll).
+   */
+  async waitReceived (timeoutMs: number, stallMs?: number): Promise<DmReceived> {
     const done = this.receivedDone
     if (done === undefined) throw new Error('expect was not called')
-    const complete = await done.wait(timeoutMs)
+    const deadline = sharedNow() + timeoutMs
+    let complete = false
+    let stalled = false
+    for (;;) {
+      const left = deadline - sharedNow()
+      if (left <= 0) break
+      const before = this.tpReceived
+      complete = await done.wait(Math.min(left, stallMs ?? left))
+      if (complete) break
+      if (stallMs !== undefined && this.tpReceived === before) {
+        stalled = true
+        break
+      }
+    }
     this.receivedDone = undefined
-    return { received: this.tpReceived, complete, firstAt: this.tpFirstAt, doneAt: done.doneAt ?? sharedNow() }
+    return { received: this.tpReceived, complete, stalled, firstAt: this.tpFirstAt, doneAt: done.doneAt ?? sharedNow() }
   }
 
   /** Sender: `messages` sendText calls, at most maxOutstanding promises pending at once. */
@@ -217,6 +295,68 @@ export class DmPeer {
       this.countDelivered = false
       this.deliveredDone = undefined
     }
+  }
+
+  /** One-time prekeys each relay holds for us (a relay is listed once our bundle is published there). */
+  prekeysAtRelay (): Record<string, number> {
+    return this.require().prekeysAtRelay()
+  }
+
+  /** Envelopes this Messenger refused so far, by error name (direct streams and mailbox drains). */
+  rejections (): Record<string, number> {
+    const m = this.require()
+    const out: Record<string, number> = Object.fromEntries(m.rejections)
+    for (const [name, n] of Object.entries(m.dmRejections())) out[`stream:${name}`] = n
+    return out
+  }
+
+  /** Shared clock: when our (first open) connection to `peer` finished its upgrade. */
+  connectedAt (peer: string): number | undefined {
+    const conns = this.require().libp2p.getConnections(peerIdFromString(peer))
+    const times = conns.map((c) => c.timeline.upgraded ?? c.timeline.open)
+    if (times.length === 0) return undefined
+    // The timeline is in Date.now() ms; move it onto the shared clock.
+    return Math.min(...times) - Date.now() + sharedNow()
+  }
+
+  /**
+   * Seal `count` text envelopes (mb-<i>) for `to` with Messenger.sealEnvelopes, `batch` at a
+   * time, and keep the frames for deposit(). Untimed set-up (the elapsed time is reported).
+   */
+  async seal (p: SealParams): Promise<SealRun> {
+    const m = this.require()
+    this.sealed = []
+    const run: SealRun = { sealed: 0, elapsedMs: 0, kinds: {}, meanBytes: 0 }
+    let bytes = 0
+    const t0 = sharedNow()
+    for (let i = 0; i < p.count; i += p.batch) {
+      const envelopes: DmEnvelope[] = []
+      for (let j = i; j < Math.min(p.count, i + p.batch); j++) {
+        envelopes.push({ id: newMessageId(), lamport: j + 1, sentAt: Date.now(), type: 'text', text: payload(`mb-${j}`, p.messageBytes) })
+      }
+      const frames = await m.sealEnvelopes(p.to, envelopes)
+      frames.forEach((frame, k) => {
+        const kind = readSealed(frame).kind
+        run.kinds[kind] = (run.kinds[kind] ?? 0) + 1
+        bytes += frame.byteLength
+        this.sealed.push({ id: (envelopes[k] as DmEnvelope).id, frame })
+      })
+    }
+    run.elapsedMs = sharedNow() - t0
+    run.sealed = this.sealed.length
+    run.meanBytes = run.sealed > 0 ? bytes / run.sealed : 0
+    return run
+  }
+
+  /** Deposit sealed frames [from, from + count) at a relay for `recipient`, from this node (timed). */
+  async deposit (p: DepositSealedParams): Promise<DepositRun> {
+    const frames = this.sealed.slice(p.from, p.from + p.count)
+    if (frames.length < p.count) throw new Error(`only ${this.sealed.length} frames sealed, asked for [${p.from}, ${p.from + p.count})`)
+    const client = new MailboxClient(this.require().libp2p)
+    return await depositAll(client, p.relayId as PeerIdString, frames.length, p.batchSize, p.parallel, (i) => {
+      const f = frames[i] as { id: MessageId, frame: Uint8Array<ArrayBuffer> }
+      return { recipient: p.recipient, id: f.id, envelope: f.frame }
+    })
   }
 
   async stop (): Promise<void> {

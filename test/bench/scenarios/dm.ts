@@ -2,7 +2,8 @@
  * Parley direct messages end to end: two Messengers (A sends, B receives), each with its own
  * level database, talking over loopback TCP. Each side is a DmPeer (dm-peer.ts) behind a
  * PeerHandle, in its own process or not. Every figure includes both store writes (A's
- * saveOutgoing, B's saveIncoming) and the framing/validation.
+ * saveOutgoing, B's saveIncoming), the framing/validation and (unless `plain`) the Signal
+ * encryption on A and decryption on B.
  */
 import { join } from 'node:path'
 import type { MemorySnapshot } from '../memory.js'
@@ -78,6 +79,8 @@ export interface ProcessMemory {
 
 export interface DmResult {
   messageBytes: number
+  /** Envelopes were end-to-end encrypted (false: benchmarkWithoutE2ee on both ends). */
+  e2ee: boolean
   latency: DmLatency
   throughput: DmThroughput
   /** One entry per OS process (one if both peers share the harness's process). */
@@ -89,6 +92,11 @@ export interface DmRunOptions {
   dataRoot: string
   /** A and B are the same OS process: report memory once, for the pair. */
   sharedProcess: boolean
+  /**
+   * Both Messengers with `benchmarkWithoutE2ee`: the same path with envelopes unencrypted,
+   * to measure what E2EE adds. Data directories get a `-plain` suffix.
+   */
+  plain?: boolean
 }
 
 export function pairs (run: DmLatencyRun, warmup: number, end: (i: number) => number): number[] {
@@ -134,8 +142,10 @@ interface MemoryProbe {
 export async function runDm (a: PeerHandle, b: PeerHandle, o: DmOptions, r: DmRunOptions): Promise<DmResult> {
   const callTimeout = o.timeoutMs * 2 + 10_000
   try {
-    const infoB = await b.call('dm.start', { dataDir: join(r.dataRoot, `${b.name}-dm`) })
-    const infoA = await a.call('dm.start', { dataDir: join(r.dataRoot, `${a.name}-dm`) })
+    const plain = r.plain === true
+    const suffix = plain ? '-dm-plain' : '-dm'
+    const infoB = await b.call('dm.start', { dataDir: join(r.dataRoot, `${b.name}${suffix}`), plain })
+    const infoA = await a.call('dm.start', { dataDir: join(r.dataRoot, `${a.name}${suffix}`), plain })
     await a.call('dm.addContact', { invite: infoB.invite, name: 'bench-b' })
     // B replies in the round-trip run; with A as an invited contact it need not wait for the
     // inbound-contact path to learn A's address.
@@ -202,7 +212,7 @@ export async function runDm (a: PeerHandle, b: PeerHandle, o: DmOptions, r: DmRu
       deliveredMs,
       deliveredPerSec: rate(sent.delivered, deliveredMs)
     }
-    return { messageBytes: o.messageBytes, latency: lat, throughput, memory }
+    return { messageBytes: o.messageBytes, e2ee: !plain, latency: lat, throughput, memory }
   } finally {
     await Promise.allSettled([a.call('dm.stop', {}), b.call('dm.stop', {})])
   }

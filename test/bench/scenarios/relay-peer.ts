@@ -1,13 +1,18 @@
 /**
  * The per-process side of the relay scenarios (relay.ts). One peer process may play:
- *   - the relay: relay/relay-node.ts with generous limits, plus a MailboxStore (its own temp
- *     dir) and a MailboxService whose rate and count limits are raised out of the way;
- *   - a mailbox client (sender or recipient): a core/net/node.ts node connected to the relay,
- *     using MailboxClient to deposit, or to fetch and acknowledge until the mailbox is empty;
+ *   - the relay: relay/relay-node.ts with generous limits, plus a MailboxStore and a
+ *     PrekeyStore (in its own temp dir, as relay/cli.ts lays them out), the prekey directory
+ *     (createRelayNode's `prekeys`) and a MailboxService whose rate and quota limits are
+ *     raised out of the way;
+ *   - a mailbox client: a core/net/node.ts node connected to the relay, fetching and
+ *     acknowledging with MailboxClient until its mailbox is empty, as a given node's identity
+ *     (a stopped Messenger's); depositAll is shared with the sealed-frame deposits (dm-peer.ts);
  *   - a swarm: many minimal libp2p nodes (TCP + Noise + Yamux + identify), each connected to
  *     the relay, so the relay process's memory per connection can be measured.
  * Every timestamp is on the shared clock (sharedNow).
  */
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { generateKeyPair } from '@libp2p/crypto/keys'
@@ -16,11 +21,14 @@ import type { Libp2p } from '@libp2p/interface'
 import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
-import { newMessageId, type PeerIdString } from '../../../core/ids.js'
+import { loadOrCreateIdentity } from '../../../core/identity/identity.js'
+import type { PeerIdString } from '../../../core/ids.js'
 import { createNode, type ParleyLibp2p } from '../../../core/net/node.js'
 import { MailboxClient, type Deposit } from '../../../core/protocols/mailbox/client.js'
 import { DEFAULT_MAILBOX_LIMITS, MailboxService } from '../../../relay/mailbox/service.js'
 import { MailboxStore } from '../../../relay/mailbox/store.js'
+import { DEFAULT_PREKEY_LIMITS } from '../../../relay/prekeys/service.js'
+import { PrekeyStore } from '../../../relay/prekeys/store.js'
 import { createRelayNode, DEFAULT_RELAY_LIMITS, type RelayLibp2p } from '../../../relay/relay-node.js'
 import { sharedNow } from '../util.js'
 
@@ -34,14 +42,10 @@ export interface MailboxClientStarted {
   peerId: string
 }
 
-export interface DepositParams {
-  relayId: string
-  recipient: string
-  deposits: number
-  batchSize: number
-  envelopeBytes: number
-  /** Requests in flight at once. */
-  parallel: number
+export interface MailboxClientParams {
+  relayAddr: string
+  /** Use the identity.key in this data directory (e.g. a stopped Messenger's); a fresh key otherwise. */
+  identityDir?: string
 }
 
 export interface DepositRun {
@@ -98,23 +102,64 @@ const BENCH_MAILBOX_LIMITS = {
   ...DEFAULT_MAILBOX_LIMITS,
   depositsPerSecond: 1e6,
   depositBurst: 1e6,
-  quotaCount: 1e6
+  quotaCount: 1e6,
+  quotaBytes: 1024 * 1024 * 1024
+}
+
+/**
+ * Deposit `count` envelopes (`make(i)`) at a relay, `batchSize` per request with `parallel`
+ * requests in flight, timed from the first request to the last answer (shared clock).
+ */
+export async function depositAll (mb: MailboxClient, relay: PeerIdString, count: number, batchSize: number, parallel: number, make: (i: number) => Deposit): Promise<DepositRun> {
+  const run: DepositRun = { startedAt: 0, doneAt: 0, accepted: 0, refused: 0, requests: 0, refusals: {} }
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < count) {
+      const batch: Deposit[] = []
+      while (batch.length < batchSize && next < count) batch.push(make(next++))
+      const results = await mb.deposit(relay, batch)
+      run.requests++
+      for (const r of results) {
+        if (r.ok) {
+          run.accepted++
+        } else {
+          run.refused++
+          run.refusals[r.errorName] = (run.refusals[r.errorName] ?? 0) + 1
+        }
+      }
+    }
+  }
+  run.startedAt = sharedNow()
+  const workers: Array<Promise<void>> = []
+  for (let w = 0; w < parallel; w++) workers.push(worker())
+  await Promise.all(workers)
+  run.doneAt = sharedNow()
+  return run
 }
 
 export class RelayPeer {
-  private relay: { node: RelayLibp2p, store: MailboxStore, mailbox: MailboxService } | undefined
+  private relay: { node: RelayLibp2p, store: MailboxStore, prekeys: PrekeyStore, mailbox: MailboxService } | undefined
   private client: ParleyLibp2p | undefined
   private swarm: Libp2p[] = []
 
+  /** A relay with its stores under `dataDir` (`mailbox/`, `prekeys/`, as relay/cli.ts lays them out). */
   async startRelay (dataDir: string): Promise<RelayStarted> {
     if (this.relay !== undefined) throw new Error('relay already started')
-    const store = new MailboxStore(dataDir)
+    await mkdir(dataDir, { recursive: true })
+    const store = new MailboxStore(join(dataDir, 'mailbox'))
     await store.open()
-    const node = await createRelayNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], limits: BENCH_RELAY_LIMITS })
+    const prekeys = new PrekeyStore(join(dataDir, 'prekeys'))
+    await prekeys.open()
+    const node = await createRelayNode({
+      privateKey: await generateKeyPair('Ed25519'),
+      listen: ['/ip4/127.0.0.1/tcp/0'],
+      limits: BENCH_RELAY_LIMITS,
+      prekeys: { store: prekeys, limits: DEFAULT_PREKEY_LIMITS }
+    })
     const mailbox = new MailboxService(node, store, BENCH_MAILBOX_LIMITS)
     await node.start()
     await mailbox.start()
-    this.relay = { node, store, mailbox }
+    this.relay = { node, store, prekeys, mailbox }
     const peerId = node.peerId.toString()
     const addrs = node.getMultiaddrs().map(String)
       .filter((a) => a.includes('/tcp/') && !a.includes('/ws'))
@@ -134,49 +179,18 @@ export class RelayPeer {
     await r.mailbox.stop()
     await r.node.stop()
     await r.store.close()
+    await r.prekeys.close()
   }
 
   /** A Parley node connected to the relay, for MailboxClient calls. */
-  async startClient (relayAddr: string): Promise<MailboxClientStarted> {
+  async startClient (p: MailboxClientParams): Promise<MailboxClientStarted> {
     if (this.client !== undefined) throw new Error('mailbox client already started')
-    const node = await createNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
+    const privateKey = p.identityDir !== undefined ? await loadOrCreateIdentity(p.identityDir) : await generateKeyPair('Ed25519')
+    const node = await createNode({ privateKey, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
     await node.start()
     this.client = node
-    await node.dial(multiaddr(relayAddr))
+    await node.dial(multiaddr(p.relayAddr))
     return { peerId: node.peerId.toString() }
-  }
-
-  async deposit (p: DepositParams): Promise<DepositRun> {
-    const mb = new MailboxClient(this.requireClient())
-    const envelope = new Uint8Array(p.envelopeBytes).fill(0x65)
-    const recipient = p.recipient
-    const relay = p.relayId as PeerIdString
-    const run: DepositRun = { startedAt: 0, doneAt: 0, accepted: 0, refused: 0, requests: 0, refusals: {} }
-    let left = p.deposits
-    const worker = async (): Promise<void> => {
-      while (left > 0) {
-        const n = Math.min(p.batchSize, left)
-        left -= n
-        const batch: Deposit[] = []
-        for (let i = 0; i < n; i++) batch.push({ recipient, id: newMessageId(), envelope })
-        const results = await mb.deposit(relay, batch)
-        run.requests++
-        for (const r of results) {
-          if (r.ok) {
-            run.accepted++
-          } else {
-            run.refused++
-            run.refusals[r.errorName] = (run.refusals[r.errorName] ?? 0) + 1
-          }
-        }
-      }
-    }
-    run.startedAt = sharedNow()
-    const workers: Array<Promise<void>> = []
-    for (let w = 0; w < p.parallel; w++) workers.push(worker())
-    await Promise.all(workers)
-    run.doneAt = sharedNow()
-    return run
   }
 
   /** Fetch (up to `limit` a time) and acknowledge until the relay says the mailbox is empty. */

@@ -1,9 +1,16 @@
 /**
  * The relay scenarios, every node in its own OS process (relay-peer.ts and dm-peer.ts behind
  * PeerHandles):
- *   - mailbox: a relay process (relay-node.ts + MailboxStore + MailboxService, limits raised),
- *     a sender process depositing N envelopes in batches with a few requests in flight, then
- *     the recipient process fetching and acknowledging until its mailbox is empty;
+ *   - mailbox: a relay process (relay-node.ts with its prekey directory + MailboxStore +
+ *     MailboxService, limits raised), a sender Messenger and a recipient Messenger (circuit
+ *     only, through the relay). The recipient publishes its prekey bundle at the relay and
+ *     goes offline; the sender seals 2N text envelopes for it with Messenger.sealEnvelopes
+ *     (a session from the relay's bundle, as for any offline contact; untimed), then deposits
+ *     the first N in batches with a few requests in flight (timed). The recipient Messenger
+ *     comes back and drains them: fetch, decrypt, store, ack, receipts (timed until its
+ *     last 'message' event). Then the other N are deposited and drained at the protocol level
+ *     by a bare MailboxClient with the recipient's identity: fetch and ack until the mailbox
+ *     is empty, nothing decrypted (timed, the relay's share of a drain);
  *   - relayed DM: two Messengers that listen only on '/p2p-circuit' through that relay, one-way
  *     latency of sequential messages (sendText -> the receiver's message event, shared clock);
  *   - memory: a fresh relay process and swarm processes opening many connections to it; the
@@ -13,18 +20,22 @@ import { join } from 'node:path'
 import type { MemorySnapshot } from '../memory.js'
 import type { PeerHandle } from '../peer.js'
 import { rate, summarize, type LatencySummary } from '../stats.js'
+import { now } from '../util.js'
 import { pairs } from './dm.js'
-import type { RelayStarted } from './relay-peer.js'
+import type { DepositRun, RelayStarted } from './relay-peer.js'
 
 export interface RelayOptions {
+  /** Sealed envelopes per deposit round (two rounds: Messenger drain, then protocol-level drain). */
   deposits: number
   /** Envelopes per deposit request (the protocol allows 32). */
   batchSize: number
-  envelopeBytes: number
+  /** Envelopes per Messenger.sealEnvelopes call while preparing the deposits. */
+  sealBatch: number
   /** Deposit requests in flight at once. */
   depositParallel: number
-  /** Items per FETCH while draining. */
+  /** Items per FETCH while draining at the protocol level (the Messenger's courier asks for 1024). */
   drainLimit: number
+  /** Text bytes of every message (relayed DM and the sealed mailbox envelopes). */
   dmMessageBytes: number
   dmWarmup: number
   dmSamples: number
@@ -38,8 +49,7 @@ export interface RelayOptions {
   timeoutMs: number
 }
 
-export interface MailboxBench {
-  deposits: number
+export interface DepositFigures {
   accepted: number
   refused: number
   refusals: Record<string, number>
@@ -47,7 +57,39 @@ export interface MailboxBench {
   /** Sender: first deposit request -> last answer (its own clock). */
   depositMs: number
   depositsPerSec: number
+}
+
+export interface MailboxBench extends DepositFigures {
+  /** Per round. */
+  deposits: number
+  /** The frames the sender sealed for both rounds (set-up, not part of any timed figure). */
+  sealed: { frames: number, kinds: Record<string, number>, meanBytes: number, elapsedMs: number }
+  /** Round 1: the recipient Messenger restarts and drains its mailbox. */
+  messengerDrain: {
+    received: number
+    complete: boolean
+    /** Given up before the timeout: no message arrived for `stallMs`. */
+    stalled: boolean
+    stallMs: number
+    /** Envelopes the recipient refused (should be none), by error name. */
+    rejections: Record<string, number>
+    /** Messenger.start called -> its connection to the relay is up (the drain starts then). */
+    startToConnectedMs: number
+    /** Connected to the relay -> the last 'message' event (every message decrypted and stored). */
+    elapsedMs: number
+    perSec: number
+    /** Messenger.start called -> the last 'message' event. */
+    totalMs: number
+  }
+  /**
+   * Round 2's deposits (filling the mailbox for the protocol-level drain); skipped if the
+   * Messenger drain left round 1's frames there (they are drained instead).
+   */
+  secondDeposit?: DepositFigures
+  /** Round 2: a bare MailboxClient with the recipient's key fetches and acks until empty. */
   drain: {
+    /** What the mailbox should hold: round 2's deposits, or what round 1 left. */
+    expected: number
     fetched: number
     acked: number
     fetches: number
@@ -118,31 +160,79 @@ class Group {
   }
 }
 
-async function mailbox (relay: PeerHandle, relayAddr: string, relayId: string, sender: PeerHandle, recipient: PeerHandle, o: RelayOptions): Promise<MailboxBench> {
-  const callTimeout = o.timeoutMs + 10_000
-  const rcpt = await recipient.call('mailbox.start', { relayAddr })
-  await sender.call('mailbox.start', { relayAddr })
-  const dep = await sender.call('mailbox.deposit', {
-    relayId,
-    recipient: rcpt.peerId,
-    deposits: o.deposits,
-    batchSize: o.batchSize,
-    envelopeBytes: o.envelopeBytes,
-    parallel: o.depositParallel
-  }, callTimeout)
-  const drain = await recipient.call('mailbox.drain', { relayId, limit: o.drainLimit, timeoutMs: o.timeoutMs }, callTimeout)
-  await Promise.allSettled([sender.call('mailbox.stop', {}), recipient.call('mailbox.stop', {})])
+function depositFigures (dep: DepositRun): DepositFigures {
   const depositMs = dep.doneAt - dep.startedAt
-  const drainMs = drain.doneAt - drain.startedAt
-  return {
-    deposits: o.deposits,
-    accepted: dep.accepted,
-    refused: dep.refused,
-    refusals: dep.refusals,
-    requests: dep.requests,
-    depositMs,
-    depositsPerSec: rate(dep.accepted, depositMs),
-    drain: { fetched: drain.fetched, acked: drain.acked, fetches: drain.fetches, complete: drain.complete, elapsedMs: drainMs, perSec: rate(drain.fetched, drainMs) }
+  return { accepted: dep.accepted, refused: dep.refused, refusals: dep.refusals, requests: dep.requests, depositMs, depositsPerSec: rate(dep.accepted, depositMs) }
+}
+
+/** Poll a Messenger until its bundle is published at `relayId` (it then is connected there too). */
+async function publishedAt (peer: PeerHandle, relayId: string, timeoutMs: number): Promise<void> {
+  const deadline = now() + timeoutMs
+  for (;;) {
+    const { relays } = await peer.call('dm.prekeysAtRelay', {})
+    if ((relays[relayId] ?? 0) > 0) return
+    if (now() > deadline) throw new Error(`${peer.name} did not publish its prekeys at the relay within ${timeoutMs} ms`)
+    await new Promise<void>((resolve) => { setTimeout(resolve, 50) })
+  }
+}
+
+/** The Messenger drain gives up if no message arrives for this long. */
+const DRAIN_STALL_MS = 10_000
+
+async function mailbox (relayAddr: string, relayId: string, sender: PeerHandle, recipient: PeerHandle, o: RelayOptions, dataRoot: string): Promise<MailboxBench> {
+  const callTimeout = o.timeoutMs + 10_000
+  const n = o.deposits
+  const senderDir = join(dataRoot, 'relay-mailbox-sender')
+  const recipientDir = join(dataRoot, 'relay-mailbox-recipient')
+  try {
+    // The sender listens on TCP too, so the recipient's receipts reach it directly.
+    const infoA = await sender.call('dm.start', { dataDir: senderDir, relays: [relayAddr], circuitOnly: false })
+    const infoB = await recipient.call('dm.start', { dataDir: recipientDir, relays: [relayAddr] })
+    await recipient.call('dm.addContact', { invite: infoA.invite, name: 'bench-sender' })
+    await Promise.all([publishedAt(recipient, relayId, o.timeoutMs), publishedAt(sender, relayId, o.timeoutMs)])
+    await recipient.call('dm.stop', {})
+    // The recipient is offline now: the sender's session comes from the relay's bundle.
+    await sender.call('dm.addContact', { invite: infoB.invite, name: 'bench-recipient' })
+    const seal = await sender.call('dm.seal', { to: infoB.peerId, count: 2 * n, batch: o.sealBatch, messageBytes: o.dmMessageBytes }, 2 * n * 5 + callTimeout)
+    const deposit = { relayId, recipient: infoB.peerId, count: n, batchSize: o.batchSize, parallel: o.depositParallel }
+    const first = await sender.call('dm.deposit', { ...deposit, from: 0 }, callTimeout)
+
+    // Round 1: the recipient Messenger comes back; its courier drains on connecting to the relay.
+    const back = await recipient.call('dm.start', { dataDir: recipientDir, relays: [relayAddr], expect: n })
+    const recv = await recipient.call('dm.waitReceived', { timeoutMs: o.timeoutMs, stallMs: DRAIN_STALL_MS }, callTimeout)
+    const { t: connectedAt } = await recipient.call('dm.connectedAt', { peer: relayId })
+    const { rejections } = await recipient.call('dm.rejections', {})
+    await recipient.call('dm.stop', {})
+    const connected = connectedAt ?? back.startCalledAt
+    const drainMs = recv.doneAt - connected
+
+    // Round 2: the protocol-level drain, as the recipient but without its Messenger (of
+    // what round 1 left, if the Messenger did not drain it all).
+    const emptied = recv.complete && recv.received === first.accepted
+    const second = emptied ? depositFigures(await sender.call('dm.deposit', { ...deposit, from: n }, callTimeout)) : undefined
+    await recipient.call('mailbox.start', { relayAddr, identityDir: recipientDir })
+    const drain = await recipient.call('mailbox.drain', { relayId, limit: o.drainLimit, timeoutMs: o.timeoutMs }, callTimeout)
+    const rawMs = drain.doneAt - drain.startedAt
+    return {
+      deposits: n,
+      sealed: { frames: seal.sealed, kinds: seal.kinds, meanBytes: seal.meanBytes, elapsedMs: seal.elapsedMs },
+      ...depositFigures(first),
+      messengerDrain: {
+        received: recv.received,
+        complete: recv.complete,
+        stalled: recv.stalled,
+        stallMs: DRAIN_STALL_MS,
+        rejections,
+        startToConnectedMs: connected - back.startCalledAt,
+        elapsedMs: drainMs,
+        perSec: rate(recv.received, drainMs),
+        totalMs: recv.doneAt - back.startCalledAt
+      },
+      ...(second !== undefined ? { secondDeposit: second } : {}),
+      drain: { expected: second?.accepted ?? first.accepted - recv.received, fetched: drain.fetched, acked: drain.acked, fetches: drain.fetches, complete: drain.complete, elapsedMs: rawMs, perSec: rate(drain.fetched, rawMs) }
+    }
+  } finally {
+    await Promise.allSettled([sender.call('dm.stop', {}), recipient.call('dm.stop', {}), recipient.call('mailbox.stop', {})])
   }
 }
 
@@ -180,7 +270,7 @@ async function relayedDm (relayAddr: string, a: PeerHandle, b: PeerHandle, o: Re
 
 async function memory (group: Group, o: RelayOptions, dataRoot: string, pids: Record<string, number[]>): Promise<RelayMemory> {
   const relay = await group.add('relay-memory-R')
-  const started = await relay.call('relay.start', { dataDir: join(dataRoot, 'relay-memory-mailbox') })
+  const started = await relay.call('relay.start', { dataDir: join(dataRoot, 'relay-memory') })
   const relayAddr = firstAddr(started)
   const swarms: PeerHandle[] = []
   for (let i = 0; i < o.swarmProcesses; i++) swarms.push(await group.add(`relay-memory-swarm-${i}`))
@@ -225,13 +315,13 @@ export async function runRelay (spawn: Spawn, o: RelayOptions, dataRoot: string,
   const first = new Group(spawn)
   try {
     const relay = await first.add('relay-R')
-    const started = await relay.call('relay.start', { dataDir: join(dataRoot, 'relay-mailbox') })
+    const started = await relay.call('relay.start', { dataDir: join(dataRoot, 'relay') })
     const relayAddr = firstAddr(started)
     const sender = await first.add('relay-mailbox-sender')
     const recipient = await first.add('relay-mailbox-recipient')
     pids.mailbox = [relay.pid, sender.pid, recipient.pid]
-    log(`relay mailbox: ${o.deposits} deposits (${o.batchSize} x ${o.envelopeBytes} B per request, ${o.depositParallel} in flight), then drain...`)
-    mb = await mailbox(relay, relayAddr, started.peerId, sender, recipient, o)
+    log(`relay mailbox: seal 2 x ${o.deposits} envelopes, deposit ${o.deposits} (${o.batchSize} per request, ${o.depositParallel} in flight), Messenger drain; again, protocol-level drain...`)
+    mb = await mailbox(relayAddr, started.peerId, sender, recipient, o, dataRoot)
     log(`relayed dm: two Messengers on /p2p-circuit (${o.dmSamples} one-way samples)...`)
     const a = await first.add('relay-dm-A')
     const b = await first.add('relay-dm-B')
