@@ -3,7 +3,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { PrivateKey } from '@libp2p/interface'
 import type { ContactView, ConversationView, MessageView, MessengerEvent, SafetyNumberView, WhoAmI } from './api/contract.js'
-import { IdentityChangedError, SignalCipher, type DecryptResult, type IdentityStatus, type SignalCipherOptions } from './crypto/cipher.js'
+import { IdentityChangedError, NoSessionError, SignalCipher, type Ciphertext, type DecryptResult, type IdentityStatus, type SignalCipherOptions } from './crypto/cipher.js'
 import { BindingError } from './crypto/binding.js'
 import { InvalidRequestError, MessageTooLargeError, NotRunningError, ParleyError, SelfContactError, UnknownContactError } from './errors.js'
 import { newMessageId, type MessageId, type PeerIdString } from './ids.js'
@@ -519,8 +519,15 @@ export class Messenger {
   private async seal (peer: PeerIdString, records: OutboxRecord[], direct: boolean): Promise<Array<Uint8Array<ArrayBuffer>>> {
     const cipher = this.requireCipher()
     if (this.options.benchmarkWithoutE2ee === true) return records.map((r) => writeSealed({ id: r.id, kind: 'whisper', ciphertext: r.frame }))
-    if (!await cipher.hasSession(peer)) await this.establishSession(peer, direct)
-    const cts = await cipher.encrypt(peer, records.map((r) => r.frame))
+    const plaintexts = records.map((r) => r.frame)
+    let cts: Ciphertext[]
+    try {
+      cts = await cipher.encrypt(peer, plaintexts)
+    } catch (err) {
+      if (!(err instanceof NoSessionError)) throw err
+      await this.establishSession(peer, direct)
+      cts = await cipher.encrypt(peer, plaintexts)
+    }
     return cts.map((c, i) => writeSealed({
       id: (records[i] as OutboxRecord).id,
       kind: c.kind,

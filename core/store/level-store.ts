@@ -54,6 +54,8 @@ export class LevelStore implements Store {
   private journaled = 0
   private applied = 0
   private applyQueue: Array<{ seq: number, ops: JournalOp[] }> = []
+  private queuedOps = 0
+  private applyTimer: ReturnType<typeof setTimeout> | undefined
   private applying = false
   private applyWaiters: Array<{ seq: number, resolve: () => void, reject: (err: unknown) => void }> = []
   private broken: Error | undefined
@@ -102,6 +104,7 @@ export class LevelStore implements Store {
   async close (): Promise<void> {
     while (this.flushing) await new Promise((resolve) => setImmediate(resolve))
     await this.ready().catch(() => {})
+    clearTimeout(this.applyTimer)
     if (this.broken === undefined) this.journal.reset()
     this.journal.close()
     await this.db.close()
@@ -112,7 +115,10 @@ export class LevelStore implements Store {
     if (this.broken !== undefined) throw this.broken
     const seq = this.journaled
     if (this.applied >= seq) return
-    await new Promise<void>((resolve, reject) => { this.applyWaiters.push({ seq, resolve, reject }) })
+    await new Promise<void>((resolve, reject) => {
+      this.applyWaiters.push({ seq, resolve, reject })
+      this.startApply()
+    })
   }
 
   async getClock (): Promise<number> {
@@ -364,12 +370,30 @@ export class LevelStore implements Store {
     }
     const seq = ++this.journaled
     this.applyQueue.push({ seq, ops: batch })
+    this.queuedOps += batch.length
     for (const w of waiters) w.resolve()
-    if (!this.applying) {
-      // Next macrotask: the callers' continuations (events, acks) run before level's work.
-      this.applying = true
-      setImmediate(() => { void this.apply() })
-    }
+    this.scheduleApply()
+  }
+
+  /**
+   * Level's own work per batch (memtable, its log, compaction threads) is what slows the
+   * node, and some values change with every message (a Signal session is 4-6 KiB). So
+   * batches gather for APPLY_DELAY_MS and each key's last value is written once; a reader
+   * never waits for the timer (ready() applies at once), nor does a big backlog.
+   */
+  private scheduleApply (): void {
+    if (this.applying) return
+    if (this.queuedOps >= APPLY_NOW_OPS) { this.startApply(); return }
+    if (this.applyTimer !== undefined) return
+    this.applyTimer = setTimeout(() => { this.applyTimer = undefined; this.startApply() }, APPLY_DELAY_MS)
+  }
+
+  private startApply (): void {
+    clearTimeout(this.applyTimer)
+    this.applyTimer = undefined
+    if (this.applying || this.applyQueue.length === 0) return
+    this.applying = true
+    void this.apply()
   }
 
   /** Move journaled batches into level, many at a time; then the journal can be emptied. */
@@ -377,24 +401,25 @@ export class LevelStore implements Store {
     while (this.applyQueue.length > 0) {
       const batches = this.applyQueue
       this.applyQueue = []
+      this.queuedOps = 0
       const upTo = batches[batches.length - 1]?.seq ?? this.applied
       try {
+        // Only the last operation on each key matters (the journal keeps the history).
+        const last = new Map<string, JournalOp>()
+        for (const b of batches) for (const op of b.ops) last.set(op.key, op)
         // Keys already carry the sublevels' prefixes, so this writes the root database
         // directly. Small: an array batch (cheapest per call). Large: a chained batch (cheapest
         // per operation; abstract-level copies every array operation).
-        const count = batches.reduce((n, b) => n + b.ops.length, 0)
-        if (count <= 64) {
-          const rootOps = batches.flatMap((b) => b.ops.map(toRootOp))
+        if (last.size <= 64) {
+          const rootOps = [...last.values()].map(toRootOp)
           await this.db.batch(rootOps as Array<AbstractBatchOperation<Db, string, string>>, { sync: this.options.sync === true })
         } else {
           const chained = this.db.batch()
-          for (const b of batches) {
-            for (const op of b.ops) {
-              if (op.value === undefined) chained.del(op.key)
-              else if (typeof op.value === 'string') chained.put(op.key, op.value)
-              // Typed for string values; the per-operation 'view' encoding takes the bytes.
-              else chained.put(op.key, op.value as unknown as string, { valueEncoding: 'view' })
-            }
+          for (const op of last.values()) {
+            if (op.value === undefined) chained.del(op.key)
+            else if (typeof op.value === 'string') chained.put(op.key, op.value)
+            // Typed for string values; the per-operation 'view' encoding takes the bytes.
+            else chained.put(op.key, op.value as unknown as string, { valueEncoding: 'view' })
           }
           await chained.write({ sync: this.options.sync === true })
         }
@@ -419,6 +444,10 @@ export class LevelStore implements Store {
     if (this.journal.size > JOURNAL_RESET_BYTES) this.journal.reset()
   }
 }
+
+/** How long journaled batches gather before they go into level (unless read or many). */
+const APPLY_DELAY_MS = 25
+const APPLY_NOW_OPS = 4096
 
 /** Empty the journal when it is all applied and bigger than this. */
 const JOURNAL_RESET_BYTES = 1024 * 1024

@@ -37,6 +37,27 @@ async function levelFixture (options: LevelStoreOptions = {}): Promise<{ store: 
 runStoreSuite('LevelStore', async () => await levelFixture())
 
 describe('LevelStore', () => {
+  it('gathers journaled writes before applying them to level: reads still see every write at once, and the last value of each key survives', async () => {
+    const f = await levelFixture()
+    try {
+      let store = f.store
+      const value = (i: number): Uint8Array => new Uint8Array([i & 0xff, i >> 8])
+      for (let i = 0; i < 1000; i++) {
+        await store.putCrypto(new Map([['session:x', value(i)]]))
+        if (i % 97 === 0) assert.deepEqual(await store.getCrypto('session:x'), value(i), 'a read right after a write sees it')
+      }
+      await store.putCrypto(new Map([['gone', value(1)]]))
+      await store.putCrypto(new Map<string, Uint8Array | null>([['gone', null], ['kept', value(2)]]))
+      await store.putCrypto(new Map<string, Uint8Array | null>([['kept', null]]))
+      await store.putCrypto(new Map([['kept', value(3)]]))
+      assert.deepEqual(await store.listCrypto(''), [{ key: 'kept', value: value(3) }, { key: 'session:x', value: value(999) }])
+      store = await f.reopen()
+      assert.deepEqual(await store.listCrypto(''), [{ key: 'kept', value: value(3) }, { key: 'session:x', value: value(999) }])
+    } finally {
+      await f.cleanup()
+    }
+  })
+
   it('refuses to open a data directory another store holds open, with DataDirLockedError', async () => {
     const dir = await tempDir()
     const location = join(dir, 'db')
