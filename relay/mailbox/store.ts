@@ -86,7 +86,10 @@ export class MailboxStore {
     for (const m of items) this.addUsage(m.recipient, 1, m.envelope.byteLength)
   }
 
-  /** A recipient's items, oldest first, skipping expired ones. */
+  /**
+   * A recipient's items, oldest first, skipping expired ones, at most `limit` and (but for a
+   * first item) at most `maxBytes` as encoded in a FETCH answer.
+   */
   async list (recipient: string, limit: number, maxBytes: number, now: number): Promise<{ items: StoredMail[], more: boolean }> {
     const items: StoredMail[] = []
     let bytes = 0
@@ -95,9 +98,10 @@ export class MailboxStore {
       const row = JSON.parse(value) as Row
       if (row.expiresAt <= now) continue
       const mail = toMail(recipient, row)
-      if (items.length >= limit || (items.length > 0 && bytes + mail.envelope.byteLength > maxBytes)) { more = true; break }
+      const size = encodedSize(mail)
+      if (items.length >= limit || (items.length > 0 && bytes + size > maxBytes)) { more = true; break }
       items.push(mail)
-      bytes += mail.envelope.byteLength
+      bytes += size
     }
     return { items, more }
   }
@@ -185,4 +189,13 @@ function toMail (recipient: string, row: Row): StoredMail {
     depositedAt: row.depositedAt,
     expiresAt: row.expiresAt
   }
+}
+
+/**
+ * An upper bound of one item's size in a FETCH answer: its fields, their tags and length
+ * prefixes, the two timestamps. Counting only envelopes let 1,024 items of 2 KiB overflow
+ * the answer's frame limit, and such a mailbox could never be drained.
+ */
+export function encodedSize (mail: StoredMail): number {
+  return mail.envelope.byteLength + Buffer.byteLength(mail.id) + Buffer.byteLength(mail.sender) + 48
 }

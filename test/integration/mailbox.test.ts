@@ -14,7 +14,7 @@ import { newMessageId, type PeerIdString } from '../../core/ids.js'
 import { encodeFrames } from '../../core/protocols/framing.js'
 import { requestResponse } from '../../core/protocols/request.js'
 import { MailboxClient, type Deposit, type DepositResult, type MailItem } from '../../core/protocols/mailbox/client.js'
-import { MAILBOX_PROTOCOL, MAX_DEPOSITS_PER_REQUEST, MAX_MAILBOX_REQUEST_BYTES, MAX_MAILBOX_RESPONSE_BYTES } from '../../core/protocols/mailbox/constants.js'
+import { MAILBOX_PROTOCOL, MAX_DEPOSITS_PER_REQUEST, MAX_FETCH_ITEMS, MAX_MAILBOX_REQUEST_BYTES, MAX_MAILBOX_RESPONSE_BYTES } from '../../core/protocols/mailbox/constants.js'
 import { MailboxRequest, MailboxResponse } from '../../core/protocols/mailbox/pb/mailbox.js'
 import { createRelayNode, DEFAULT_RELAY_LIMITS, type RelayLibp2p } from '../../relay/relay-node.js'
 import { DEFAULT_MAILBOX_LIMITS, MailboxService, type MailboxLimits } from '../../relay/mailbox/service.js'
@@ -229,6 +229,26 @@ describe('mailbox on a relay', () => {
     }
     assert.ok(got.length === big.length, 'every big envelope fetched')
     assert.deepEqual(got, big.map((d) => d.id))
+  })
+
+  it('answers a full fetch of 1,024 small envelopes within the frame limit (item overhead counted)', { timeout: 60_000 }, async () => {
+    // 1,100 envelopes of 2,020 bytes (a sealed first message): envelopes alone fit the byte
+    // budget, but with each item's id, sender and timestamps the answer used to overflow the
+    // client's frame limit, and such a mailbox could never be drained.
+    const r = await relayFor({ limits: { depositBurst: 5000, depositsPerSecond: 5000 } })
+    const all: Deposit[] = Array.from({ length: 1100 }, () => deposit(b.id, 2020))
+    for (let i = 0; i < all.length; i += MAX_DEPOSITS_PER_REQUEST) {
+      assert.ok(names(await a.mb.deposit(r.id, all.slice(i, i + MAX_DEPOSITS_PER_REQUEST))).every((n) => n === 'ok'))
+    }
+    const got: string[] = []
+    for (;;) {
+      const p = await b.mb.fetch(r.id, MAX_FETCH_ITEMS)
+      assert.ok(p.items.length > 0)
+      got.push(...ids(p.items))
+      await b.mb.ack(r.id, ids(p.items))
+      if (!p.more) break
+    }
+    assert.deepEqual(got, all.map((d) => d.id))
   })
 
   it('lets only the recipient fetch and ack its mail', { timeout: 20_000 }, async () => {
