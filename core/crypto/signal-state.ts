@@ -223,16 +223,42 @@ export class SignalState {
   }
 }
 
+/**
+ * Sessions are 4-6 KiB (the post-quantum ratchet's state) and are read and written for every
+ * message, so the record object made from the current bytes is kept: it is handed out again
+ * as long as those very bytes are still the state (a rolled-back write set brings back older
+ * bytes, and with them a fresh parse). libsignal copies what it is given; it never changes it.
+ */
 class LevelSessionStore extends SessionStore {
+  private readonly parsed = new Map<string, { bytes: Uint8Array, record: SessionRecord }>()
+
   constructor (private readonly state: SignalState) { super() }
 
   async saveSession (name: ProtocolAddress, record: SessionRecord): Promise<void> {
-    this.state.set(CryptoKeys.session(name), record.serialize())
+    const key = CryptoKeys.session(name)
+    const bytes = record.serialize()
+    this.state.set(key, bytes)
+    this.remember(key, bytes, record)
   }
 
   async getSession (name: ProtocolAddress): Promise<SessionRecord | null> {
-    const bytes = await this.state.get(CryptoKeys.session(name))
-    return bytes === undefined ? null : SessionRecord.deserialize(copyBuffer(bytes))
+    const key = CryptoKeys.session(name)
+    const bytes = await this.state.get(key)
+    if (bytes === undefined) return null
+    const known = this.parsed.get(key)
+    if (known?.bytes === bytes) return known.record
+    const record = SessionRecord.deserialize(copyBuffer(bytes))
+    this.remember(key, bytes, record)
+    return record
+  }
+
+  private remember (key: string, bytes: Uint8Array, record: SessionRecord): void {
+    this.parsed.delete(key)
+    this.parsed.set(key, { bytes, record })
+    if (this.parsed.size > CACHE_LIMIT) {
+      const oldest = this.parsed.keys().next()
+      if (oldest.done !== true) this.parsed.delete(oldest.value)
+    }
   }
 
   async getExistingSessions (addresses: ProtocolAddress[]): Promise<SessionRecord[]> {
@@ -363,6 +389,8 @@ class LevelSenderKeyStore extends SenderKeyStore {
 
 /** libsignal wants Uint8Array<ArrayBuffer>; level may hand out views of shared buffers. */
 export function copyBuffer (bytes: Uint8Array): Uint8Array<ArrayBuffer> {
+  // A whole ArrayBuffer of its own (what libsignal and protons hand out) is used as is.
+  if (bytes.buffer instanceof ArrayBuffer && bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength) return bytes as Uint8Array<ArrayBuffer>
   const out = new Uint8Array(bytes.byteLength)
   out.set(bytes)
   return out
