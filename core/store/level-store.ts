@@ -396,7 +396,11 @@ export class LevelStore implements Store {
     void this.apply()
   }
 
-  /** Move journaled batches into level, many at a time; then the journal can be emptied. */
+  /**
+   * Move journaled batches into level, many at a time; then the journal can be emptied.
+   * What was journaled meanwhile goes at once only if a reader waits for it (or a lot is
+   * queued); otherwise it gathers for the next timer, so steady traffic is coalesced too.
+   */
   private async apply (): Promise<void> {
     while (this.applyQueue.length > 0) {
       const batches = this.applyQueue
@@ -439,9 +443,11 @@ export class LevelStore implements Store {
         if (w.seq <= this.applied) w.resolve()
         else this.applyWaiters.push(w)
       }
+      if (this.applyWaiters.length === 0 && this.queuedOps < APPLY_NOW_OPS) break
     }
     this.applying = false
-    if (this.journal.size > JOURNAL_RESET_BYTES) this.journal.reset()
+    if (this.applyQueue.length > 0) this.scheduleApply()
+    else if (this.journal.size > JOURNAL_RESET_BYTES) this.journal.reset()
   }
 }
 
