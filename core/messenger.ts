@@ -4,8 +4,8 @@ import { multiaddr } from '@multiformats/multiaddr'
 import type { PrivateKey } from '@libp2p/interface'
 import type { ContactView, ConversationView, MessageView, MessengerEvent, SafetyNumberView, WhoAmI } from './api/contract.js'
 import { IdentityChangedError, NoSessionError, SignalCipher, type Ciphertext, type DecryptResult, type IdentityStatus, type SignalCipherOptions } from './crypto/cipher.js'
-import { BindingError } from './crypto/binding.js'
 import { InvalidRequestError, MessageTooLargeError, NotRunningError, ParleyError, SelfContactError, UnknownContactError } from './errors.js'
+import { TokenBuckets } from './token-bucket.js'
 import { newMessageId, type MessageId, type PeerIdString } from './ids.js'
 import { ensurePrivateDir, loadOrCreateIdentity, peerIdString } from './identity/identity.js'
 import { decodeInvite, encodeInvite, parsePeerId } from './identity/invite.js'
@@ -19,6 +19,7 @@ import { MAILBOX_NOTIFY_PROTOCOL } from './protocols/mailbox/constants.js'
 import { MailboxCourier, relaysOf } from './mailbox/courier.js'
 import { Outbox, type OutboxOptions } from './outbox/outbox.js'
 import { MAX_RECEIPT_IDS, readEnvelope, textByteLength, writeEnvelope, writeSealed, type DmEnvelope, type Rejection, type SealedFrame } from './protocols/dm/codec.js'
+import { InvalidEnvelopeError } from './protocols/dm/errors.js'
 import { PrekeyClient } from './protocols/prekeys/client.js'
 import { PrekeyServer } from './protocols/prekeys/server.js'
 import { MAX_TEXT_BYTES } from './protocols/dm/constants.js'
@@ -46,9 +47,8 @@ const PREKEY_LOW_WATER = 25
 const PREKEY_BATCH = 100
 /** How often to check whether the signed prekey is due for rotation (more often if the period is shorter). */
 const ROTATION_CHECK_MS = 60 * 60 * 1000
-/** One-time prekeys one peer may take from us directly per PREKEY_GRANT_WINDOW_MS. */
+/** One-time prekeys one peer may take from us directly: this many at once, refilled per minute. */
 const PREKEY_GRANTS_PER_PEER = 5
-const PREKEY_GRANT_WINDOW_MS = 60_000
 /** A message is sent again on a peer's retry request at most this often. */
 const MAX_RETRIES = 3
 
@@ -111,7 +111,8 @@ export class Messenger {
   private readonly identities = new Map<PeerIdString, IdentityStatus>()
   /** Messages re-queued on a peer's retry request, and how often (in memory). */
   private readonly retried = new Map<MessageId, number>()
-  private readonly prekeyGrants = new Map<PeerIdString, { count: number, since: number }>()
+  /** One-time prekeys each peer asking us directly may take (a few a minute). */
+  private readonly prekeyGrants = new TokenBuckets(PREKEY_GRANTS_PER_PEER, PREKEY_GRANTS_PER_PEER / 60, 4096)
   /** One-time prekeys each relay said it holds for us after our last publish there. */
   private readonly prekeysAtRelays = new Map<string, number>()
   /** Envelopes refused (e.g. do not decrypt), by error name: direct and mailbox. */
@@ -260,7 +261,7 @@ export class Messenger {
     this.prekeyServer = new PrekeyServer(node, {
       fetch: async (owner, requester) => {
         if (owner !== this.selfId || this.cipher === undefined) return undefined
-        return await this.cipher.ownBundle(this.grantPrekey(requester))
+        return await this.cipher.ownBundle(this.prekeyGrants.take(requester, Date.now()))
       }
     })
     await this.prekeyServer.start()
@@ -479,7 +480,7 @@ export class Messenger {
         try {
           const env = readEnvelope(r.plaintext)
           // The id in clear must be the id inside, or acks and dedupe could be steered.
-          if (env.id !== frame.id) throw new BindingError('sealed id does not match the envelope inside')
+          if (env.id !== frame.id) throw new InvalidEnvelopeError('sealed id does not match the envelope inside')
           envs.push(env)
         } catch (err) {
           rejected.push({ id: frame.id, error: (err as Error).name })
@@ -619,19 +620,6 @@ export class Messenger {
     }, (err: unknown) => { log.error('prekey rotation failed: %e', err) })
   }
 
-  /** Whether a peer asking us directly for our bundle gets a one-time prekey (a few per minute each). */
-  private grantPrekey (requester: string): boolean {
-    const now = Date.now()
-    const g = this.prekeyGrants.get(requester as PeerIdString)
-    if (g === undefined || now - g.since > PREKEY_GRANT_WINDOW_MS) {
-      this.prekeyGrants.set(requester as PeerIdString, { count: 1, since: now })
-      if (this.prekeyGrants.size > 4096) this.prekeyGrants.clear()
-      return true
-    }
-    g.count++
-    return g.count <= PREKEY_GRANTS_PER_PEER
-  }
-
   private async refreshIdentity (peer: PeerIdString): Promise<void> {
     const cipher = this.cipher
     if (cipher === undefined) return
@@ -657,18 +645,18 @@ export class Messenger {
 
   /** Mark a contact verified (optionally checking the number the user compared); accepts a changed key. */
   async verifyContact (peerId: string, safetyNumber?: string): Promise<ContactView> {
-    const c = this.requireContact(peerId)
-    const status = await this.requireCipher().verify(c.peerId, safetyNumber)
-    this.identities.set(c.peerId, status)
-    this.emit({ event: 'identity', peerId: c.peerId, identity: status.state })
-    this.outbox?.kick(c.peerId)
-    return this.contactView(c)
+    return await this.decideIdentity(peerId, async (cipher, peer) => await cipher.verify(peer, safetyNumber))
   }
 
   /** Accept a contact's new identity key: held messages go out, encrypted to the new key. */
   async acceptIdentity (peerId: string): Promise<ContactView> {
+    return await this.decideIdentity(peerId, async (cipher, peer) => await cipher.acceptIdentity(peer))
+  }
+
+  /** Record the user's trust decision, tell every client, and release the contact's held queue. */
+  private async decideIdentity (peerId: string, decide: (cipher: SignalCipher, peer: PeerIdString) => Promise<IdentityStatus>): Promise<ContactView> {
     const c = this.requireContact(peerId)
-    const status = await this.requireCipher().acceptIdentity(c.peerId)
+    const status = await decide(this.requireCipher(), c.peerId)
     this.identities.set(c.peerId, status)
     this.emit({ event: 'identity', peerId: c.peerId, identity: status.state })
     this.outbox?.kick(c.peerId)

@@ -47,6 +47,10 @@ export function renderMetrics (node: RelayLibp2p, parts: MailboxParts): string {
   const counter = (name: string, help: string, value: number): void => {
     lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`, `${name} ${value}`)
   }
+  const byReason = (name: string, help: string, counts: ReadonlyMap<string, number>): void => {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`)
+    for (const [reason, n] of counts) lines.push(`${name}{reason="${reason}"} ${n}`)
+  }
   const conns = node.getConnections()
   gauge('parley_relay_connections', 'Open libp2p connections.', conns.length)
   gauge('parley_relay_peers', 'Distinct connected peers.', new Set(conns.map((c) => c.remotePeer.toString())).size)
@@ -60,8 +64,7 @@ export function renderMetrics (node: RelayLibp2p, parts: MailboxParts): string {
   counter('parley_mailbox_fetches_total', 'FETCH requests answered.', stats.fetches)
   counter('parley_mailbox_acked_total', 'Envelopes deleted by their recipient.', stats.acked)
   counter('parley_mailbox_expired_total', 'Envelopes deleted unread at their TTL.', stats.expired)
-  lines.push('# HELP parley_mailbox_refused_total Deposits and requests refused, by reason.', '# TYPE parley_mailbox_refused_total counter')
-  for (const [reason, n] of stats.refused) lines.push(`parley_mailbox_refused_total{reason="${reason}"} ${n}`)
+  byReason('parley_mailbox_refused_total', 'Deposits and requests refused, by reason.', stats.refused)
   counter('parley_directory_lookups_total', 'Directory lookups answered.', parts.directory.stats.lookups)
   counter('parley_directory_found_total', 'Directory lookups that returned a record.', parts.directory.stats.found)
   const prekeys = node.services.prekeys
@@ -74,8 +77,7 @@ export function renderMetrics (node: RelayLibp2p, parts: MailboxParts): string {
     counter('parley_prekeys_fetches_total', 'FETCH requests answered.', served.fetches)
     counter('parley_prekeys_one_time_handed_out_total', 'One-time prekeys handed out (each once).', prekeys.stats.handedOut)
     counter('parley_prekeys_withheld_total', 'FETCHes answered without a one-time prekey: requester over its claim budget.', prekeys.stats.withheld)
-    lines.push('# HELP parley_prekeys_refused_total Prekey requests refused and streams reset, by reason.', '# TYPE parley_prekeys_refused_total counter')
-    for (const [reason, n] of served.refused) lines.push(`parley_prekeys_refused_total{reason="${reason}"} ${n}`)
+    byReason('parley_prekeys_refused_total', 'Prekey requests refused and streams reset, by reason.', served.refused)
   }
   return lines.join('\n') + '\n'
 }

@@ -5,6 +5,7 @@ import {
 } from '@signalapp/libsignal-client'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { PrivateKey as Libp2pPrivateKey } from '@libp2p/interface'
+import { owned } from '../bytes.js'
 import { ParleyError } from '../errors.js'
 import type { PeerIdString } from '../ids.js'
 import { forComponent } from '../logger.js'
@@ -12,7 +13,7 @@ import type { BundleData, BundleHeaderData, OneTimeKeyData } from '../protocols/
 import { verifyHeader } from '../protocols/prekeys/codec.js'
 import type { CryptoChanges, Store } from '../store/types.js'
 import { BindingError, signBinding, verifyBinding } from './binding.js'
-import { copyBuffer, CryptoKeys, hex, SignalState, unhex, type IdentityRecord } from './signal-state.js'
+import { CryptoKeys, hex, SignalState, unhex, type IdentityRecord } from './signal-state.js'
 
 const log = forComponent('crypto')
 
@@ -171,7 +172,7 @@ export class SignalCipher {
         s.set(CryptoKeys.selfRegistrationId, encodeJson(registrationId))
         log('made a new Signal identity')
       } else {
-        identity = IdentityKeyPair.deserialize(copyBuffer(stored))
+        identity = IdentityKeyPair.deserialize(owned(stored))
         registrationId = decodeJson<number>(await s.get(CryptoKeys.selfRegistrationId)) ?? 1
       }
       s.setLocal(identity, registrationId)
@@ -250,10 +251,10 @@ export class SignalCipher {
       }
       const libBundle = PreKeyBundle.new(
         h.registrationId, h.deviceId,
-        bundle.oneTime?.id ?? null, bundle.oneTime !== undefined ? PublicKey.deserialize(copyBuffer(bundle.oneTime.publicKey)) : null,
-        h.signedPreKey.id, PublicKey.deserialize(copyBuffer(h.signedPreKey.publicKey)), copyBuffer(h.signedPreKey.signature),
-        PublicKey.deserialize(copyBuffer(h.identityKey)),
-        h.kyberPreKey.id, KEMPublicKey.deserialize(copyBuffer(h.kyberPreKey.publicKey)), copyBuffer(h.kyberPreKey.signature)
+        bundle.oneTime?.id ?? null, bundle.oneTime !== undefined ? PublicKey.deserialize(owned(bundle.oneTime.publicKey)) : null,
+        h.signedPreKey.id, PublicKey.deserialize(owned(h.signedPreKey.publicKey)), owned(h.signedPreKey.signature),
+        PublicKey.deserialize(owned(h.identityKey)),
+        h.kyberPreKey.id, KEMPublicKey.deserialize(owned(h.kyberPreKey.publicKey)), owned(h.kyberPreKey.signature)
       )
       try {
         await processPreKeyBundle(libBundle, address(peer), this.selfAddress, this.state.sessions, this.state.identities, new Date(this.options.now()))
@@ -318,7 +319,7 @@ export class SignalCipher {
           let plain: Uint8Array
           if (item.kind === 'prekey') {
             this.incomingBinding = item.binding
-            const msg = PreKeySignalMessage.deserialize(copyBuffer(item.body))
+            const msg = PreKeySignalMessage.deserialize(owned(item.body))
             const oneTimeId = msg.preKeyId()
             const hadOneTime = oneTimeId !== null && await this.state.get(CryptoKeys.preKey(oneTimeId)) !== undefined
             plain = await signalDecryptPreKey(msg, addr, this.selfAddress, this.state.sessions, this.state.identities,
@@ -326,7 +327,7 @@ export class SignalCipher {
             // Every prekey message of a session names the one-time key; only the first one spends it.
             if (oneTimeId !== null && hadOneTime && await this.state.get(CryptoKeys.preKey(oneTimeId)) === undefined) this.localOneTimeKeys--
           } else {
-            plain = await signalDecrypt(SignalMessage.deserialize(copyBuffer(item.body)), addr, this.selfAddress, this.state.sessions, this.state.identities)
+            plain = await signalDecrypt(SignalMessage.deserialize(owned(item.body)), addr, this.selfAddress, this.state.sessions, this.state.identities)
           }
           results.push({ ok: true, plaintext: unpad(plain) })
         } catch (err) {
@@ -475,8 +476,8 @@ export class SignalCipher {
     const signedBytes = await this.state.get(CryptoKeys.signedPreKey(current.signed))
     const kyberBytes = await this.state.get(CryptoKeys.kyberPreKey(current.kyber))
     if (signedBytes === undefined || kyberBytes === undefined) throw new ParleyError('current prekeys missing')
-    const signed = SignedPreKeyRecord.deserialize(copyBuffer(signedBytes))
-    const kyber = KyberPreKeyRecord.deserialize(copyBuffer(kyberBytes))
+    const signed = SignedPreKeyRecord.deserialize(owned(signedBytes))
+    const kyber = KyberPreKeyRecord.deserialize(owned(kyberBytes))
     return {
       identityKey: this.state.identity.publicKey.serialize(),
       binding: this.binding,
@@ -521,12 +522,12 @@ export class SignalCipher {
     // then go (forward secrecy).
     const cutoff = now - this.options.graceMs
     const signedKeys = (await this.state.list(CryptoKeys.signedPreKeyPrefix)).map(({ key, value }) => {
-      const r = SignedPreKeyRecord.deserialize(copyBuffer(value))
+      const r = SignedPreKeyRecord.deserialize(owned(value))
       return { key, id: r.id(), made: r.timestamp() }
     })
     for (const old of replacedBefore(signedKeys, signedId, cutoff)) this.state.delete(old.key)
     const kyberKeys = (await this.state.list(CryptoKeys.kyberPreKeyPrefix)).map(({ key, value }) => {
-      const r = KyberPreKeyRecord.deserialize(copyBuffer(value))
+      const r = KyberPreKeyRecord.deserialize(owned(value))
       return { key, id: r.id(), made: r.timestamp() }
     })
     for (const old of replacedBefore(kyberKeys, kyberId, cutoff)) {
@@ -598,7 +599,7 @@ function statusOf (record: IdentityRecord | undefined): IdentityStatus {
 }
 
 function peerIdBytes (peer: string): Uint8Array<ArrayBuffer> {
-  return copyBuffer(peerIdFromString(peer).toMultihash().bytes)
+  return owned(peerIdFromString(peer).toMultihash().bytes)
 }
 
 /**

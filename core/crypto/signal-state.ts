@@ -3,6 +3,7 @@ import {
   PublicKey, SenderKeyRecord, SenderKeyStore, SessionRecord, SessionStore, SignedPreKeyRecord, SignedPreKeyStore,
   type IdentityKeyPair, type PrivateKey, type ProtocolAddress, type Uuid
 } from '@signalapp/libsignal-client'
+import { owned } from '../bytes.js'
 import { CorruptRecordError, ParleyError } from '../errors.js'
 import type { CryptoChanges, Store } from '../store/types.js'
 
@@ -135,7 +136,7 @@ export class SignalState {
   async require (key: string, missing: string): Promise<Uint8Array<ArrayBuffer>> {
     const bytes = await this.get(key)
     if (bytes === undefined) throw this.fail(new MissingPreKeyError(missing))
-    return copyBuffer(bytes)
+    return owned(bytes)
   }
 
   async list (prefix: string): Promise<Array<{ key: string, value: Uint8Array }>> {
@@ -247,7 +248,7 @@ class LevelSessionStore extends SessionStore {
     if (bytes === undefined) return null
     const known = this.parsed.get(key)
     if (known?.bytes === bytes) return known.record
-    const record = SessionRecord.deserialize(copyBuffer(bytes))
+    const record = SessionRecord.deserialize(owned(bytes))
     this.remember(key, bytes, record)
     return record
   }
@@ -383,18 +384,10 @@ class LevelSenderKeyStore extends SenderKeyStore {
 
   async getSenderKey (sender: ProtocolAddress, distributionId: Uuid): Promise<SenderKeyRecord | null> {
     const bytes = await this.state.get(CryptoKeys.senderKey(sender, distributionId))
-    return bytes === undefined ? null : SenderKeyRecord.deserialize(copyBuffer(bytes))
+    return bytes === undefined ? null : SenderKeyRecord.deserialize(owned(bytes))
   }
 }
 
-/** libsignal wants Uint8Array<ArrayBuffer>; level may hand out views of shared buffers. */
-export function copyBuffer (bytes: Uint8Array): Uint8Array<ArrayBuffer> {
-  // A whole ArrayBuffer of its own (what libsignal and protons hand out) is used as is.
-  if (bytes.buffer instanceof ArrayBuffer && bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength) return bytes as Uint8Array<ArrayBuffer>
-  const out = new Uint8Array(bytes.byteLength)
-  out.set(bytes)
-  return out
-}
 
 function pad (n: number): string {
   return n.toString(16).padStart(8, '0')
@@ -405,5 +398,5 @@ export function hex (bytes: Uint8Array): string {
 }
 
 export function unhex (s: string): Uint8Array<ArrayBuffer> {
-  return copyBuffer(Buffer.from(s, 'hex'))
+  return owned(Buffer.from(s, 'hex'))
 }

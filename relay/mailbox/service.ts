@@ -2,6 +2,7 @@ import type { Connection, Libp2p, Startable, Stream } from '@libp2p/interface'
 import { InvalidRequestError } from '../../core/errors.js'
 import { isMessageId, type PeerIdString } from '../../core/ids.js'
 import { parsePeerId } from '../../core/identity/invite.js'
+import { TokenBuckets } from '../../core/token-bucket.js'
 import { forComponent } from '../../core/logger.js'
 import { MalformedFrameError } from '../../core/protocols/errors.js'
 import { readOneFrame, writeOneFrame } from '../../core/protocols/request.js'
@@ -59,7 +60,8 @@ export interface MailboxStats {
  */
 export class MailboxService implements Startable {
   readonly stats: MailboxStats = { deposits: 0, fetches: 0, acked: 0, expired: 0, refused: new Map() }
-  private readonly buckets = new Map<string, { tokens: number, at: number }>()
+  /** Per-sender deposit budget (memory bounded under a Sybil flood). */
+  private readonly buckets: TokenBuckets
   private depositLock: Promise<unknown> = Promise.resolve()
   private sweeper: ReturnType<typeof setInterval> | undefined
 
@@ -70,7 +72,9 @@ export class MailboxService implements Startable {
     private readonly now: () => number = Date.now,
     /** Called with the recipients of every accepted deposit (after the durable write). */
     private readonly onDeposited: (recipients: Set<string>) => void = () => {}
-  ) {}
+  ) {
+    this.buckets = new TokenBuckets(limits.depositBurst, limits.depositsPerSecond)
+  }
 
   async start (): Promise<void> {
     await this.host.handle(MAILBOX_PROTOCOL, (stream, connection) => {
@@ -189,7 +193,7 @@ export class MailboxService implements Startable {
         results.push({ id: d.id, ok: true, errorName: '', expiresAt: alreadyExpiresAt }) // a retry: already safe
         continue
       }
-      if (!this.takeToken(caller, now)) { results.push(refused(d, RateLimitedError.name)); continue }
+      if (!this.buckets.take(caller, now)) { results.push(refused(d, RateLimitedError.name)); continue }
       const used = this.store.usageOf(recipient)
       const add = pending.get(recipient) ?? { count: 0, bytes: 0 }
       if (used.count + add.count + 1 > this.limits.quotaCount || used.bytes + add.bytes + d.envelope.byteLength > this.limits.quotaBytes) {
@@ -209,17 +213,6 @@ export class MailboxService implements Startable {
       this.onDeposited(new Set(accepted.map((m) => m.recipient)))
     }
     return results
-  }
-
-  private takeToken (sender: string, now: number): boolean {
-    const b = this.buckets.get(sender) ?? { tokens: this.limits.depositBurst, at: now }
-    b.tokens = Math.min(this.limits.depositBurst, b.tokens + (now - b.at) / 1000 * this.limits.depositsPerSecond)
-    b.at = now
-    if (this.buckets.size > 100_000) this.buckets.clear() // bounded memory under a Sybil flood
-    this.buckets.set(sender, b)
-    if (b.tokens < 1) return false
-    b.tokens -= 1
-    return true
   }
 
   private count (name: string): void {

@@ -2,7 +2,7 @@ import type { Startable } from '@libp2p/interface'
 import type { PeerIdString } from '../../core/ids.js'
 import type { BundleData, BundleHeaderData, OneTimeKeyData } from '../../core/protocols/prekeys/codec.js'
 import { PrekeyServer, type PrekeyBackend, type ProtocolHost } from '../../core/protocols/prekeys/server.js'
-import { TokenBuckets } from '../token-bucket.js'
+import { TokenBuckets } from '../../core/token-bucket.js'
 import type { PrekeyStore } from './store.js'
 
 export interface PrekeyLimits {

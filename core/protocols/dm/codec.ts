@@ -1,3 +1,4 @@
+import { owned } from '../../bytes.js'
 import { isMessageId, type MessageId } from '../../ids.js'
 import { MalformedFrameError } from '../errors.js'
 import { InvalidEnvelopeError } from './errors.js'
@@ -88,10 +89,6 @@ export function writeSealed (s: SealedFrame): Uint8Array<ArrayBuffer> {
     ciphertext: owned(s.ciphertext),
     binding: s.binding !== undefined ? owned(s.binding) : new Uint8Array()
   })
-}
-
-function owned (bytes: Uint8Array): Uint8Array<ArrayBuffer> {
-  return bytes.buffer instanceof ArrayBuffer ? bytes as Uint8Array<ArrayBuffer> : new Uint8Array(bytes)
 }
 
 /** Decode and validate one Sealed frame; throws MalformedFrameError / InvalidEnvelopeError. */

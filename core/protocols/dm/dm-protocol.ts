@@ -35,7 +35,7 @@ export type EnvelopeSink = (from: PeerIdString, frames: SealedFrame[]) => Promis
 export class DmProtocol implements Startable {
   private readonly inbound = new Set<Stream>()
   private running = false
-  /** Inbound streams reset and envelopes rejected, by error name (bad frames, limits, decryption): for tests and metrics. */
+  /** Inbound streams reset, by error name (bad frames, limits): for tests and metrics. The sink counts what it rejects. */
   readonly rejections = new Map<string, number>()
 
   constructor (private readonly host: DmHost, private readonly sink: EnvelopeSink) {}
@@ -103,7 +103,6 @@ export class DmProtocol implements Startable {
           pendingBytes = 0
           const rejected = await this.sink(from, batch)
           const refused = new Set(rejected.map((r) => r.id))
-          for (const r of rejected) this.rejections.set(r.error, (this.rejections.get(r.error) ?? 0) + 1)
           await sendFrames(stream, [writeAck(batch.filter((e) => !refused.has(e.id)).map((e) => e.id), rejected)])
         }
       } catch (err) {

@@ -1,4 +1,5 @@
 import { KEMPublicKey, PublicKey } from '@signalapp/libsignal-client'
+import { owned } from '../../bytes.js'
 import { verifyBinding } from '../../crypto/binding.js'
 import { parsePeerId } from '../../identity/invite.js'
 import type { PeerIdString } from '../../ids.js'
@@ -49,11 +50,6 @@ function checkSignedKey (key: unknown, what: string, publicKeyBytes: number): vo
   if (!isUint32(k.id)) invalid(`${what} id is not a uint32`)
   checkBytes(k.publicKey, `${what} public key`, publicKeyBytes)
   checkBytes(k.signature, `${what} signature`, SIGNATURE_BYTES)
-}
-
-/** libsignal takes ArrayBuffer-backed arrays; anything else (e.g. a SharedArrayBuffer view) is copied. */
-function owned (bytes: Uint8Array): Uint8Array<ArrayBuffer> {
-  return bytes.buffer instanceof ArrayBuffer ? bytes as Uint8Array<ArrayBuffer> : new Uint8Array(bytes)
 }
 
 /**
