@@ -90,3 +90,18 @@ export function ulidTime (id: MessageId): number {
 }
 
 export const newMessageId = ulidFactory()
+
+/** A group id: 22 base64url characters (128 random bits), chosen by the group's creator. */
+export type GroupId = Brand<string, 'GroupId'>
+
+const GROUP_ID_RE = /^[A-Za-z0-9_-]{22}$/
+
+export function isGroupId (value: unknown): value is GroupId {
+  return typeof value === 'string' && GROUP_ID_RE.test(value)
+}
+
+export function newGroupId (): GroupId {
+  const bytes = new Uint8Array(16)
+  randomFillSync(bytes)
+  return Buffer.from(bytes).toString('base64url') as GroupId
+}
