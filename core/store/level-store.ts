@@ -5,8 +5,11 @@ import type { MessageId, PeerIdString } from '../ids.js'
 import { IdFilter } from './id-filter.js'
 import { Journal, type JournalOp } from './journal.js'
 import { forComponent } from '../logger.js'
-import { conversationRange, messageSortKey, outboxKey } from './keys.js'
-import type { Contact, ConversationSummary, CryptoChanges, HistoryQuery, MessageRecord, MessageStatus, OutboxRecord, Store, SettledStatus } from './types.js'
+import { checkGroupChanges, checkGroupListOptions, conversationRange, groupListStart, messageSortKey, outboxKey } from './keys.js'
+import type {
+  Contact, ConversationSummary, CryptoChanges, GroupChanges, GroupListOptions, HistoryQuery, MessageRecord, MessageStatus, OutboxRecord, Store,
+  SettledStatus
+} from './types.js'
 
 type Db = Level<string, string>
 type Sub = AbstractSublevel<Db, string | Uint8Array | Buffer, string, string>
@@ -46,6 +49,7 @@ export class LevelStore implements Store {
   private readonly outbox: BinSub
   private readonly convs: Sub
   private readonly crypto: BinSub
+  private readonly groups: BinSub
   private pendingOps: Op[] = []
   private waiters: Array<{ resolve: () => void, reject: (err: unknown) => void }> = []
   private flushing = false
@@ -80,6 +84,7 @@ export class LevelStore implements Store {
     this.outbox = this.db.sublevel<string, Uint8Array>('outbox', { valueEncoding: 'view' })
     this.convs = sub('convs')
     this.crypto = this.db.sublevel<string, Uint8Array>('crypto', { valueEncoding: 'view' })
+    this.groups = this.db.sublevel<string, Uint8Array>('group', { valueEncoding: 'view' })
   }
 
   async open (): Promise<void> {
@@ -203,7 +208,7 @@ export class LevelStore implements Store {
       fresh.push(m)
       for (const op of this.messageOps(m)) ops.push(op)
     }
-    if (crypto !== undefined) ops.push(...this.cryptoOps(crypto))
+    if (crypto !== undefined) ops.push(...binaryOps(this.crypto, crypto))
     this.advanceClock(clock)
     await this.commit(ops)
     return fresh
@@ -284,13 +289,37 @@ export class LevelStore implements Store {
 
   async putCrypto (changes: CryptoChanges): Promise<void> {
     if (changes.size === 0) return
-    await this.commit(this.cryptoOps(changes))
+    await this.commit(binaryOps(this.crypto, changes))
   }
 
-  private cryptoOps (changes: CryptoChanges): Op[] {
-    const ops: Op[] = []
-    for (const [key, value] of changes) ops.push(value === null ? { sub: this.crypto, key } : { sub: this.crypto, key, value })
-    return ops
+  async getGroupEntry (key: string): Promise<Uint8Array | undefined> {
+    await this.ready()
+    const v = await this.groups.get(key)
+    return v === undefined ? undefined : plain(v)
+  }
+
+  async listGroupEntries (prefix: string, options: GroupListOptions = {}): Promise<Array<{ key: string, value: Uint8Array }>> {
+    checkGroupListOptions(options)
+    await this.ready()
+    const out: Array<{ key: string, value: Uint8Array }> = []
+    if (options.limit === 0) return out
+    // Keys under a prefix are one contiguous run in byte order: the first key past it ends the
+    // listing (no upper bound to compute, which '\xff' would get wrong for non-Latin keys).
+    for await (const [key, value] of this.groups.iterator({ gte: groupListStart(prefix, options) })) {
+      if (!key.startsWith(prefix)) break
+      out.push({ key, value: plain(value) })
+      if (out.length === options.limit) break
+    }
+    return out
+  }
+
+  async putGroupEntries (changes: GroupChanges, crypto?: CryptoChanges): Promise<void> {
+    checkGroupChanges(changes)
+    // Values are copied: the batch waits in memory for level, and the caller may reuse its buffers.
+    const ops = binaryOps(this.groups, changes, true)
+    if (crypto !== undefined) ops.push(...binaryOps(this.crypto, crypto))
+    if (ops.length === 0) return
+    await this.commit(ops)
   }
 
   private advanceClock (clock: number): void {
@@ -457,6 +486,13 @@ const APPLY_NOW_OPS = 4096
 
 /** Empty the journal when it is all applied and bigger than this. */
 const JOURNAL_RESET_BYTES = 1024 * 1024
+
+/** Puts and (for null) deletes in one binary sublevel; `copy` takes the bytes out of the caller's hands. */
+function binaryOps (sub: BinSub, changes: ReadonlyMap<string, Uint8Array | null>, copy = false): Op[] {
+  const ops: Op[] = []
+  for (const [key, value] of changes) ops.push(value === null ? { sub, key } : { sub, key, value: copy ? value.slice() : value })
+  return ops
+}
 
 function toRootOp (op: JournalOp): RootOp {
   if (op.value === undefined) return { type: 'del', key: op.key }

@@ -1,6 +1,8 @@
 import type { MessageId, PeerIdString } from '../ids.js'
-import { messageSortKey, outboxKey } from './keys.js'
-import type { Contact, ConversationSummary, CryptoChanges, HistoryQuery, MessageRecord, OutboxRecord, Store, SettledStatus } from './types.js'
+import { checkGroupChanges, checkGroupListOptions, compareKeys, groupListStart, messageSortKey, outboxKey } from './keys.js'
+import type {
+  Contact, ConversationSummary, CryptoChanges, GroupChanges, GroupListOptions, HistoryQuery, MessageRecord, OutboxRecord, Store, SettledStatus
+} from './types.js'
 
 /**
  * The in-memory Store: same contract as LevelStore (the shared suite proves it), for
@@ -16,6 +18,7 @@ export class MemoryStore implements Store {
   private readonly conversations = new Map<PeerIdString, Map<MessageId, string>>()
   private readonly outbox = new Map<string, OutboxRecord>()
   private readonly crypto = new Map<string, Uint8Array>()
+  private readonly groups = new Map<string, Uint8Array>()
 
   async open (): Promise<void> {}
   async close (): Promise<void> {}
@@ -47,7 +50,7 @@ export class MemoryStore implements Store {
   }
 
   async saveIncoming (messages: MessageRecord[], clock: number, crypto?: CryptoChanges): Promise<MessageRecord[]> {
-    if (crypto !== undefined) await this.putCrypto(crypto)
+    if (crypto !== undefined) apply(this.crypto, crypto)
     const fresh: MessageRecord[] = []
     for (const m of messages) {
       if (this.messages.has(m.id)) continue
@@ -110,10 +113,28 @@ export class MemoryStore implements Store {
   }
 
   async putCrypto (changes: CryptoChanges): Promise<void> {
-    for (const [key, value] of changes) {
-      if (value === null) this.crypto.delete(key)
-      else this.crypto.set(key, value.slice())
-    }
+    apply(this.crypto, changes)
+  }
+
+  async getGroupEntry (key: string): Promise<Uint8Array | undefined> {
+    return this.groups.get(key)?.slice()
+  }
+
+  async listGroupEntries (prefix: string, options: GroupListOptions = {}): Promise<Array<{ key: string, value: Uint8Array }>> {
+    checkGroupListOptions(options)
+    const start = groupListStart(prefix, options)
+    return [...this.groups.entries()]
+      .filter(([key]) => key.startsWith(prefix) && compareKeys(key, start) >= 0)
+      .sort((a, b) => compareKeys(a[0], b[0]))
+      .slice(0, options.limit)
+      .map(([key, value]) => ({ key, value: value.slice() }))
+  }
+
+  async putGroupEntries (changes: GroupChanges, crypto?: CryptoChanges): Promise<void> {
+    checkGroupChanges(changes)
+    // Both maps change in one synchronous step: nobody can see one without the other.
+    apply(this.groups, changes)
+    if (crypto !== undefined) apply(this.crypto, crypto)
   }
 
   private putMessage (m: MessageRecord): void {
@@ -126,6 +147,14 @@ export class MemoryStore implements Store {
       this.conversations.set(m.conversation, conv)
     }
     conv.set(m.id, key)
+  }
+}
+
+/** Put or (for null) delete each change, copying the bytes in. */
+function apply (area: Map<string, Uint8Array>, changes: ReadonlyMap<string, Uint8Array | null>): void {
+  for (const [key, value] of changes) {
+    if (value === null) area.delete(key)
+    else area.set(key, value.slice())
   }
 }
 

@@ -44,6 +44,20 @@ export interface OutboxRecord {
  */
 export type CryptoChanges = ReadonlyMap<string, Uint8Array | null>
 
+/**
+ * Changes to the group area, by key; `null` deletes. The keys are the caller's (the group
+ * manager's records, snapshots and indexes); the area is a namespace of its own, so no key
+ * can ever collide with another area's.
+ */
+export type GroupChanges = ReadonlyMap<string, Uint8Array | null>
+
+export interface GroupListOptions {
+  /** Start at this key (a whole key, not a suffix of the prefix), inclusive. */
+  gte?: string
+  /** At most this many entries. */
+  limit?: number
+}
+
 export interface HistoryQuery {
   limit: number
   /** Return messages ordered before this one (for scrolling up). */
@@ -110,4 +124,19 @@ export interface Store {
   listCrypto(prefix: string): Promise<Array<{ key: string, value: Uint8Array }>>
   /** Apply Signal state changes in one durable write. */
   putCrypto(changes: CryptoChanges): Promise<void>
+
+  /** The group area: one value by key (undefined if there is none). */
+  getGroupEntry(key: string): Promise<Uint8Array | undefined>
+  /**
+   * The group area's entries whose key starts with `prefix`, from `options.gte` on, at most
+   * `options.limit` of them, in key order (UTF-8 byte order, which is code point order).
+   */
+  listGroupEntries(prefix: string, options?: GroupListOptions): Promise<Array<{ key: string, value: Uint8Array }>>
+  /**
+   * Apply group-area changes and, if given, Signal state changes (e.g. the sender-key step
+   * that decrypted a record) in one durable write: after a crash both are there or neither.
+   * A key that is empty, longer than MAX_GROUP_KEY_LENGTH or not well-formed Unicode, or a
+   * value that is not bytes, is refused with InvalidRequestError and nothing is written.
+   */
+  putGroupEntries(changes: GroupChanges, crypto?: CryptoChanges): Promise<void>
 }

@@ -58,6 +58,31 @@ describe('LevelStore', () => {
     }
   })
 
+  it('a group-area write that fails to reach the journal leaves neither its entries nor its crypto changes, and the store keeps working', async () => {
+    const f = await levelFixture()
+    try {
+      const store = f.store
+      await store.putGroupEntries(new Map([['g/r/1', new Uint8Array([1])]]), new Map([['senderkey:a', new Uint8Array([1])]]))
+      // The journal append is the write's commit point: make it fail as a full disk would.
+      const journal = (store as unknown as { journal: { append: (ops: unknown) => void } }).journal
+      const append = journal.append
+      journal.append = () => { throw new Error('ENOSPC: no space left on device') }
+      await assert.rejects(store.putGroupEntries(
+        new Map<string, Uint8Array | null>([['g/r/2', new Uint8Array([2])], ['g/r/1', null]]),
+        new Map([['senderkey:a', new Uint8Array([2])]])
+      ), /ENOSPC/)
+      journal.append = append
+      assert.deepEqual(await store.listGroupEntries('g/'), [{ key: 'g/r/1', value: new Uint8Array([1]) }])
+      assert.deepEqual(await store.getCrypto('senderkey:a'), new Uint8Array([1]))
+      await store.putGroupEntries(new Map([['g/r/3', new Uint8Array([3])]]))
+      const reopened = await f.reopen()
+      assert.deepEqual((await reopened.listGroupEntries('g/')).map((e) => e.key), ['g/r/1', 'g/r/3'])
+      assert.deepEqual(await reopened.getCrypto('senderkey:a'), new Uint8Array([1]))
+    } finally {
+      await f.cleanup()
+    }
+  })
+
   it('refuses to open a data directory another store holds open, with DataDirLockedError', async () => {
     const dir = await tempDir()
     const location = join(dir, 'db')

@@ -631,6 +631,125 @@ export function runStoreSuite (name: string, make: () => Promise<StoreFixture>):
       })
     })
 
+    describe('group area', () => {
+      const bytes = (...n: number[]): Uint8Array => new Uint8Array(n)
+      const entries = (pairs: Array<[string, Uint8Array | null]>): Map<string, Uint8Array | null> => new Map(pairs)
+      const keysOf = (list: Array<{ key: string }>): string[] => list.map((e) => e.key)
+
+      it('puts, overwrites, deletes, and lists by prefix in key order, from gte, up to limit', async () => {
+        assert.equal(await store.getGroupEntry('g1/r/a/01'), undefined)
+        await store.putGroupEntries(entries([
+          ['g1/r/b/01', bytes(3)], ['g1/r/a/02', bytes(2)], ['g1/r/a/01', bytes(1)], ['g1/s', bytes(9)],
+          ['g1x/r/a/01', bytes(7)], ['g0/r/a/01', bytes(6)], ['g1/r/a/03', bytes(4)]
+        ]))
+        assert.deepEqual(await store.getGroupEntry('g1/r/a/02'), bytes(2))
+        assert.deepEqual(await store.listGroupEntries('g1/r/'), [
+          { key: 'g1/r/a/01', value: bytes(1) }, { key: 'g1/r/a/02', value: bytes(2) }, { key: 'g1/r/a/03', value: bytes(4) }, { key: 'g1/r/b/01', value: bytes(3) }
+        ])
+        // The prefix is matched exactly: 'g1x/...' is another group's.
+        assert.deepEqual(keysOf(await store.listGroupEntries('g1/')), ['g1/r/a/01', 'g1/r/a/02', 'g1/r/a/03', 'g1/r/b/01', 'g1/s'])
+        assert.deepEqual(keysOf(await store.listGroupEntries('g1/r/a/', { gte: 'g1/r/a/02' })), ['g1/r/a/02', 'g1/r/a/03'])
+        assert.deepEqual(keysOf(await store.listGroupEntries('g1/r/', { gte: 'g1/r/a/02', limit: 2 })), ['g1/r/a/02', 'g1/r/a/03'])
+        assert.deepEqual(keysOf(await store.listGroupEntries('g1/r/', { limit: 1 })), ['g1/r/a/01'])
+        assert.deepEqual(await store.listGroupEntries('g1/r/', { limit: 0 }), [])
+        // A gte before the prefix starts at the prefix; one after it lists nothing.
+        assert.deepEqual(keysOf(await store.listGroupEntries('g1/r/a/', { gte: 'g0' })), ['g1/r/a/01', 'g1/r/a/02', 'g1/r/a/03'])
+        assert.deepEqual(await store.listGroupEntries('g1/r/a/', { gte: 'g1/r/b' }), [])
+        assert.deepEqual(await store.listGroupEntries('g2/'), [])
+        assert.equal((await store.listGroupEntries('')).length, 7)
+
+        await store.putGroupEntries(entries([['g1/r/a/02', bytes(20, 21)], ['g1/r/a/01', null], ['g1/nothing', null]]))
+        assert.equal(await store.getGroupEntry('g1/r/a/01'), undefined)
+        assert.deepEqual(await store.listGroupEntries('g1/r/a/'), [{ key: 'g1/r/a/02', value: bytes(20, 21) }, { key: 'g1/r/a/03', value: bytes(4) }])
+        await store.putGroupEntries(new Map())
+        await assert.rejects(store.listGroupEntries('g1/', { limit: -1 }), { name: 'InvalidRequestError' })
+      })
+
+      it('orders keys by code point (UTF-8 bytes) and lists non-Latin keys under a prefix', async () => {
+        const keys = ['p/\u{1F600}', 'p/\uE000', 'p/z', 'p/\u00E9', 'p/\u4E2D', 'p0']
+        await store.putGroupEntries(new Map(keys.map((k, i) => [k, bytes(i)])))
+        assert.deepEqual(keysOf(await store.listGroupEntries('p/')), ['p/z', 'p/\u00E9', 'p/\u4E2D', 'p/\uE000', 'p/\u{1F600}'])
+        assert.deepEqual(keysOf(await store.listGroupEntries('p/', { gte: 'p/\uE000' })), ['p/\uE000', 'p/\u{1F600}'])
+        assert.deepEqual(keysOf(await store.listGroupEntries('p/\u{1F600}')), ['p/\u{1F600}'])
+      })
+
+      it('is a namespace of its own: the same key in the crypto area or settings is another value', async () => {
+        await store.putCrypto(new Map([['k', bytes(1)]]))
+        await store.putSetting('k', 'setting')
+        await store.putGroupEntries(entries([['k', bytes(2)]]))
+        assert.deepEqual(await store.getCrypto('k'), bytes(1))
+        assert.deepEqual(await store.getGroupEntry('k'), bytes(2))
+        assert.equal(await store.getSetting('k'), 'setting')
+        assert.deepEqual(await store.listCrypto(''), [{ key: 'k', value: bytes(1) }])
+        assert.deepEqual(await store.listGroupEntries(''), [{ key: 'k', value: bytes(2) }])
+        await store.putGroupEntries(entries([['k', null]]))
+        assert.deepEqual(await store.getCrypto('k'), bytes(1))
+      })
+
+      it('writes group entries and Signal state changes together', async () => {
+        await store.putCrypto(new Map([['senderkey:old', bytes(1)]]))
+        await store.putGroupEntries(entries([['g/r/1', bytes(5)]]), new Map<string, Uint8Array | null>([['senderkey:a', bytes(6)], ['senderkey:old', null]]))
+        assert.deepEqual(await store.getGroupEntry('g/r/1'), bytes(5))
+        assert.deepEqual(await store.getCrypto('senderkey:a'), bytes(6))
+        assert.equal(await store.getCrypto('senderkey:old'), undefined)
+        // Crypto changes alone (a record refused after decrypting still moves the chain).
+        await store.putGroupEntries(new Map(), new Map([['senderkey:a', bytes(7)]]))
+        assert.deepEqual(await store.getCrypto('senderkey:a'), bytes(7))
+      })
+
+      it('refuses a malformed key or value with InvalidRequestError and writes nothing of that call', async () => {
+        await store.putGroupEntries(entries([['g/keep', bytes(1)]]), new Map([['session:x', bytes(1)]]))
+        const bad: Array<[string, unknown]> = [
+          ['', bytes(1)], ['x'.repeat(1025), bytes(1)], ['g/\uD800', bytes(1)], ['g/\uDC00x', bytes(1)], ['g/not-bytes', 'text'], ['g/undefined', undefined]
+        ]
+        for (const [key, value] of bad) {
+          const changes = new Map<string, unknown>([['g/new', bytes(2)], ['g/keep', null], [key, value]]) as Map<string, Uint8Array | null>
+          await assert.rejects(store.putGroupEntries(changes, new Map([['session:x', bytes(2)], ['session:y', bytes(2)]])), { name: 'InvalidRequestError' }, JSON.stringify(key.slice(0, 20)))
+        }
+        assert.deepEqual(await store.listGroupEntries(''), [{ key: 'g/keep', value: bytes(1) }])
+        assert.deepEqual(await store.listCrypto('session:'), [{ key: 'session:x', value: bytes(1) }])
+        // The longest key and a well-formed astral character are fine.
+        await store.putGroupEntries(entries([['x'.repeat(1024), bytes(3)], ['g/\u{1F600}', bytes(4)]]))
+        assert.deepEqual(await store.getGroupEntry('x'.repeat(1024)), bytes(3))
+        assert.deepEqual(await store.getGroupEntry('g/\u{1F600}'), bytes(4))
+      })
+
+      it('copies bytes in and out: neither the caller\'s buffer nor a returned value changes what is stored', async () => {
+        const value = bytes(1, 2, 3)
+        await store.putGroupEntries(entries([['g/v', value]]))
+        value[0] = 9
+        const got = await store.getGroupEntry('g/v') as Uint8Array
+        assert.deepEqual(got, bytes(1, 2, 3))
+        got[1] = 9
+        const [listed] = await store.listGroupEntries('g/')
+        assert.deepEqual(listed?.value, bytes(1, 2, 3))
+        if (listed !== undefined) listed.value[2] = 9
+        assert.deepEqual(await store.getGroupEntry('g/v'), bytes(1, 2, 3))
+      })
+
+      it('concurrent writes all land, each with its crypto changes', async () => {
+        await Promise.all(Array.from({ length: 50 }, async (_, i) => {
+          const key = `g/r/${i.toString().padStart(3, '0')}`
+          await store.putGroupEntries(entries([[key, bytes(i)], [`${key}/meta`, bytes(i, i)]]), new Map([[`senderkey:${i}`, bytes(i)]]))
+        }))
+        const listed = await store.listGroupEntries('g/r/')
+        assert.equal(listed.length, 100)
+        assert.deepEqual(keysOf(listed), keysOf(listed).sort())
+        assert.equal((await store.listCrypto('senderkey:')).length, 50)
+      })
+
+      it('survives a reopen, with its Signal state changes', async (t) => {
+        const value = new Uint8Array(96 * 1024).map((_, i) => i * 7)
+        await store.putGroupEntries(entries([['g/r/1', value], ['g/r/2', bytes(2)], ['g/snap', bytes(3)]]), new Map([['senderkey:a', bytes(8)]]))
+        await store.putGroupEntries(entries([['g/r/2', null]]))
+        if (!await reopenOrSkip(t)) return
+        assert.deepEqual(await store.listGroupEntries('g/'), [{ key: 'g/r/1', value }, { key: 'g/snap', value: bytes(3) }])
+        assert.deepEqual(await store.getCrypto('senderkey:a'), bytes(8))
+        await store.putGroupEntries(entries([['g/r/3', bytes(4)]]))
+        assert.deepEqual(keysOf(await store.listGroupEntries('g/r/')), ['g/r/1', 'g/r/3'])
+      })
+    })
+
     describe('persistence', () => {
       it('keeps clock, settings, contacts, messages, statuses, outbox and order across a reopen', async (t) => {
         const rng = new Rng(99)
