@@ -2,17 +2,19 @@ import '../../core/polyfill.js'
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
+import { groupEncrypt, ProtocolAddress, SenderKeyMessage } from '@signalapp/libsignal-client'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PrivateKey as Libp2pPrivateKey } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { BindingError, signBinding } from '../../core/crypto/binding.js'
 import {
-  DecryptionError, DuplicateCiphertextError, IdentityChangedError, NoSessionError, SafetyNumberMismatchError, SignalCipher,
-  UnknownIdentityError, pad, unpad, type Ciphertext, type DecryptResult, type SignalCipherOptions
+  DEVICE_ID, DecryptionError, DuplicateCiphertextError, IdentityChangedError, NoSenderKeyError, NoSessionError, SafetyNumberMismatchError,
+  SenderKeyTooFarAheadError, SignalCipher, UnknownIdentityError, distributionIdOf, pad, unpad, type Ciphertext, type DecryptResult,
+  type GroupDecryptResult, type SignalCipherOptions
 } from '../../core/crypto/cipher.js'
 import { CryptoKeys, MissingPreKeyError, ReplayedPreKeyMessageError } from '../../core/crypto/signal-state.js'
 import { CorruptRecordError, ParleyError } from '../../core/errors.js'
-import type { PeerIdString } from '../../core/ids.js'
+import { newGroupId, type GroupId, type PeerIdString } from '../../core/ids.js'
 import type { BundleData } from '../../core/protocols/prekeys/codec.js'
 import { LevelStore } from '../../core/store/level-store.js'
 import { MemoryStore } from '../../core/store/memory-store.js'
@@ -729,5 +731,304 @@ describe('SignalCipher', () => {
     ])
     assert.deepEqual(rx.map(plaintextOf), texts.slice(0, 20))
     assert.deepEqual(ry.map(plaintextOf), texts.slice(20, 40))
+  })
+})
+
+/** `from`'s distribution for (group, epoch), processed by each of `to` (in Parley it travels over the 1:1 session). */
+async function distribute (group: GroupId, epoch: number, from: Party, to: readonly Party[]): Promise<void> {
+  const skdm = await from.cipher.groupDistribution(group, epoch)
+  for (const member of to) {
+    const { distributionId } = await member.cipher.processGroupDistribution(from.peer, skdm)
+    assert.equal(distributionId, distributionIdOf(group, from.peer, epoch))
+  }
+}
+
+async function groupSend (from: Party, group: GroupId, epoch: number, text: string): Promise<Uint8Array> {
+  return await from.cipher.groupEncrypt(group, epoch, encoder.encode(text))
+}
+
+/** `to` decrypts a group message from `from` and saves it with its state changes in one group-area write, as the manager does. */
+async function groupReceive (to: Party, from: Party, ct: Uint8Array): Promise<string> {
+  return await to.cipher.groupDecrypt(from.peer, ct, async (result, changes) => {
+    await to.store.putGroupEntries(new Map([[`g/${result.distributionId}/${hexOf(ct).slice(-32)}`, result.plaintext]]), changes)
+    return decoder.decode(result.plaintext)
+  })
+}
+
+function hexOf (bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString('hex')
+}
+
+/** A group of three level-backed members, each holding the others' epoch-0 distributions. */
+async function threeMembers (): Promise<{ group: GroupId, alice: Party, bob: Party, carol: Party }> {
+  const [alice, bob, carol] = await Promise.all([levelParty(), levelParty(), levelParty()])
+  const group = newGroupId()
+  await distribute(group, 0, alice, [bob, carol])
+  await distribute(group, 0, bob, [alice, carol])
+  await distribute(group, 0, carol, [alice, bob])
+  return { group, alice, bob, carol }
+}
+
+describe('SignalCipher sender keys', () => {
+  it('distribution ids: derived from (group, sender, epoch), version-8 UUIDs, the same everywhere; bad epochs refused', async () => {
+    const a = await libp2pKey()
+    const b = await libp2pKey()
+    const g = newGroupId()
+    const id = distributionIdOf(g, a.peer, 0)
+    assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/)
+    assert.equal(distributionIdOf(g, a.peer, 0), id)
+    const others = [distributionIdOf(g, a.peer, 1), distributionIdOf(g, b.peer, 0), distributionIdOf(newGroupId(), a.peer, 0), distributionIdOf(g, a.peer, 2 ** 40)]
+    assert.equal(new Set([id, ...others]).size, 5)
+    for (const bad of [-1, 1.5, NaN, Infinity, 2 ** 53]) assert.throws(() => distributionIdOf(g, a.peer, bad), { name: 'InvalidRequestError' })
+  })
+
+  it('three members distribute sender keys and read each other\'s group messages, padded, in or out of order', async (t) => {
+    const { group, alice, bob, carol } = await threeMembers()
+    const members = [alice, bob, carol]
+    for (const from of members) {
+      const cts: Uint8Array[] = []
+      for (let i = 0; i < 5; i++) cts.push(await groupSend(from, group, 0, `${from.peer.slice(-4)} says ${i}`))
+      assert.equal(from.cipher.distributionIdOfMessage(cts[0] as Uint8Array), distributionIdOf(group, from.peer, 0))
+      for (const to of members.filter((m) => m !== from)) {
+        // Bob reads in order; the others in reverse (skipped message keys are kept).
+        const order = to === bob ? [0, 1, 2, 3, 4] : [4, 3, 2, 1, 0]
+        for (const i of order) assert.equal(await groupReceive(to, from, cts[i] as Uint8Array), `${from.peer.slice(-4)} says ${i}`)
+      }
+    }
+    // Padding: 1 byte and 150 bytes make equally long ciphertexts; 64 KiB and empty round-trip.
+    const short = await alice.cipher.groupEncrypt(group, 0, new Uint8Array(1))
+    const long = await alice.cipher.groupEncrypt(group, 0, new Uint8Array(150))
+    assert.equal(short.byteLength, long.byteLength)
+    const big = new Rng(5).bytes(64 * 1024)
+    const bigCt = await alice.cipher.groupEncrypt(group, 0, big)
+    const emptyCt = await alice.cipher.groupEncrypt(group, 0, new Uint8Array(0))
+    const plain = async (ct: Uint8Array): Promise<Uint8Array> => await bob.cipher.groupDecrypt(alice.peer, ct, async (r, changes) => {
+      await bob.store.putCrypto(changes)
+      return r.plaintext
+    })
+    for (const ct of [short, long]) await plain(ct)
+    assert.deepEqual(await plain(bigCt), big)
+    assert.equal((await plain(emptyCt)).byteLength, 0)
+    // The decrypted records went into the group area with the chain state.
+    assert.equal((await bob.store.listGroupEntries(`g/${distributionIdOf(group, alice.peer, 0)}/`)).length, 5)
+
+    // Our own sending needs a distribution first; a second group is independent of the first.
+    const other = newGroupId()
+    await assert.rejects(alice.cipher.groupEncrypt(other, 0, encoder.encode('x')), { name: 'NoSenderKeyError' })
+    await distribute(other, 0, alice, [bob])
+    const ct = await groupSend(alice, other, 0, 'other group')
+    assert.equal(await groupReceive(bob, alice, ct), 'other group')
+    await assert.rejects(groupReceive(carol, alice, ct), { name: 'NoSenderKeyError' })
+
+    // Timing (not asserted): groupEncrypt + groupDecrypt of a 300-byte record, each with its durable write.
+    const n = 200
+    const record = new Rng(9).bytes(300)
+    const t0 = performance.now()
+    for (let i = 0; i < n; i++) {
+      const c = await alice.cipher.groupEncrypt(group, 0, record)
+      await bob.cipher.groupDecrypt(alice.peer, c, async (_r, changes) => { await bob.store.putGroupEntries(new Map([[`t/${i}`, record]]), changes) })
+    }
+    const perMessage = (performance.now() - t0) / n
+    t.diagnostic(`groupEncrypt + groupDecrypt (LevelStore, 300-byte record): ${perMessage.toFixed(3)} ms per message over ${n}`)
+  })
+
+  it('chains persist: after a cipher restart or a store reopen, sending continues at new positions and receiving continues where it was', async () => {
+    const { group, alice, bob } = await threeMembers()
+    const iterations: number[] = []
+    const send = async (text: string): Promise<Uint8Array> => {
+      const ct = await groupSend(alice, group, 0, text)
+      iterations.push(SenderKeyMessage.deserialize(new Uint8Array(ct)).iteration())
+      return ct
+    }
+    const early = [await send('one'), await send('two')]
+    for (const [i, ct] of early.entries()) assert.equal(await groupReceive(bob, alice, ct), ['one', 'two'][i])
+
+    // The cipher's memory is lost (a crash of everything but what the store acknowledged).
+    alice.cipher = await openParty(alice.store, alice)
+    bob.cipher = await openParty(bob.store, bob)
+    const mid = await send('three')
+    assert.equal(await groupReceive(bob, alice, mid), 'three')
+    await assert.rejects(groupReceive(bob, alice, early[1] as Uint8Array), { name: 'DuplicateCiphertextError' })
+
+    // Both stores closed and reopened.
+    await reopen(alice)
+    await reopen(bob)
+    const late = [await send('four'), await send('five')]
+    // Our distribution for the same epoch is the same chain after the restart (no new key).
+    const again = await alice.cipher.groupDistribution(group, 0)
+    assert.equal(alice.cipher.distributionIdOfMessage(late[0] as Uint8Array), distributionIdOf(group, alice.peer, 0))
+    assert.ok(again.byteLength > 0)
+    assert.equal(await groupReceive(bob, alice, late[1] as Uint8Array), 'five')
+    assert.equal(await groupReceive(bob, alice, late[0] as Uint8Array), 'four')
+    for (const ct of [...early, mid]) await assert.rejects(groupReceive(bob, alice, ct), { name: 'DuplicateCiphertextError' })
+    assert.deepEqual(iterations, [0, 1, 2, 3, 4], 'every ciphertext at its own chain position')
+  })
+
+  it('a replay is DuplicateCiphertextError; tampered or garbage bytes are DecryptionError and the chain still reads the next message', async () => {
+    const { group, alice, bob } = await threeMembers()
+    const first = await groupSend(alice, group, 0, 'first')
+    assert.equal(await groupReceive(bob, alice, first), 'first')
+    let saves = 0
+    const counting = async (): Promise<void> => { await bob.cipher.groupDecrypt(alice.peer, first, async () => { saves++ }) }
+    await assert.rejects(counting(), (err: unknown) => err instanceof DuplicateCiphertextError)
+    assert.equal(saves, 0, 'save is not called for a failure')
+
+    const second = await groupSend(alice, group, 0, 'second')
+    for (const at of [0, 5, 20, second.byteLength - 70, second.byteLength - 1]) {
+      const tampered = second.slice()
+      tampered[at] = (tampered[at] as number) ^ 0x01
+      await assert.rejects(groupReceive(bob, alice, tampered), (err: unknown) => {
+        assert.ok(err instanceof ParleyError, String(err))
+        // A flipped distribution-id byte names a distribution bob does not hold.
+        assert.ok(err instanceof DecryptionError || err instanceof NoSenderKeyError, `${err.name}: ${err.message}`)
+        return true
+      })
+    }
+    for (const garbage of [new Uint8Array(0), new Uint8Array([1, 2, 3]), new Rng(3).bytes(200), second.subarray(0, 40)]) {
+      await assert.rejects(groupReceive(bob, alice, garbage), { name: 'DecryptionError' })
+      assert.throws(() => bob.cipher.distributionIdOfMessage(garbage), { name: 'InvalidSenderKeyMessageError' })
+    }
+    assert.equal(await groupReceive(bob, alice, second), 'second')
+    assert.equal(await groupReceive(bob, alice, await groupSend(alice, group, 0, 'third')), 'third')
+  })
+
+  it('refuses distributions that are garbage or claim to be our own, with InvalidSenderKeyDistributionError', async () => {
+    const { group, alice, bob } = await threeMembers()
+    const skdm = await alice.cipher.groupDistribution(group, 0)
+    for (const garbage of [new Uint8Array(0), new Uint8Array([1, 2, 3]), new Rng(4).bytes(96), skdm.subarray(0, 50), await groupSend(alice, group, 0, 'not a distribution')]) {
+      await assert.rejects(bob.cipher.processGroupDistribution(alice.peer, garbage), { name: 'InvalidSenderKeyDistributionError' })
+    }
+    await assert.rejects(alice.cipher.processGroupDistribution(alice.peer, await bob.cipher.groupDistribution(group, 0)), { name: 'InvalidSenderKeyDistributionError' })
+    // Alice's own sending was not disturbed.
+    assert.equal(await groupReceive(bob, alice, await groupSend(alice, group, 0, 'still mine')), 'still mine')
+    // The same distribution processed again keeps the chain's position: a replay stays a duplicate.
+    const ct = await groupSend(alice, group, 0, 'once')
+    assert.equal(await groupReceive(bob, alice, ct), 'once')
+    await bob.cipher.processGroupDistribution(alice.peer, skdm)
+    await assert.rejects(groupReceive(bob, alice, ct), { name: 'DuplicateCiphertextError' })
+  })
+
+  it('NoSenderKeyError: from a member whose distribution was never processed, or a message passed off as another member\'s', async () => {
+    const [alice, bob, carol] = await Promise.all([levelParty(), levelParty(), levelParty()])
+    const group = newGroupId()
+    await distribute(group, 0, alice, [bob])
+    await distribute(group, 0, carol, [alice])
+    const fromCarol = await groupSend(carol, group, 0, 'bob never got my key')
+    await assert.rejects(groupReceive(bob, carol, fromCarol), { name: 'NoSenderKeyError' })
+    const fromAlice = await groupSend(alice, group, 0, 'mine')
+    // Carol re-publishing Alice's ciphertext as her own: bob has no distribution of that id from carol.
+    await assert.rejects(groupReceive(bob, carol, fromAlice), { name: 'NoSenderKeyError' })
+    // Alice holds Carol's key, but a message of Alice's own distribution presented as Carol's does not decrypt.
+    await assert.rejects(groupReceive(alice, carol, fromAlice), { name: 'NoSenderKeyError' })
+    assert.equal(await groupReceive(bob, alice, fromAlice), 'mine')
+    // A sender who lost its state and made a new chain under the same id: NoSenderKeyError until its new distribution arrives.
+    const reinstalled = await memoryParty({}, { key: alice.key, peer: alice.peer })
+    const skdm = await reinstalled.cipher.groupDistribution(group, 0)
+    const fresh = await groupSend(reinstalled, group, 0, 'new chain')
+    await assert.rejects(groupReceive(bob, reinstalled, fresh), { name: 'NoSenderKeyError' })
+    await bob.cipher.processGroupDistribution(reinstalled.peer, skdm)
+    assert.equal(await groupReceive(bob, reinstalled, fresh), 'new chain')
+  })
+
+  it('a distribution hands out the chain from where it stands: what was sent before it reads as DuplicateCiphertextError', async () => {
+    const [alice, bob, dave] = await Promise.all([levelParty(), levelParty(), levelParty()])
+    const group = newGroupId()
+    await distribute(group, 0, alice, [bob])
+    const early = await groupSend(alice, group, 0, 'before dave joined')
+    assert.equal(await groupReceive(bob, alice, early), 'before dave joined')
+    await distribute(group, 0, alice, [dave])
+    // libsignal cannot tell "before my distribution" from "already read": both are an old counter.
+    await assert.rejects(groupReceive(dave, alice, early), { name: 'DuplicateCiphertextError' })
+    const late = await groupSend(alice, group, 0, 'after dave joined')
+    for (const m of [bob, dave]) assert.equal(await groupReceive(m, alice, late), 'after dave joined')
+  })
+
+  it('removal: a forgotten sender\'s messages fail, and a new epoch\'s messages are unreadable to a member without its distribution', async () => {
+    const { group, alice, bob, carol } = await threeMembers()
+    const before = await groupSend(alice, group, 0, 'before the removal')
+    const carolBefore = await groupSend(carol, group, 0, 'carol, still a member')
+    for (const m of [bob, carol]) assert.equal(await groupReceive(m, alice, before), 'before the removal')
+
+    // Carol is removed: alice and bob forget her key and start epoch 1 among themselves.
+    for (const m of [alice, bob]) await m.cipher.forgetGroupSender(carol.peer, distributionIdOf(group, carol.peer, 0))
+    await distribute(group, 1, alice, [bob])
+    await distribute(group, 1, bob, [alice])
+
+    const after = await groupSend(alice, group, 1, 'after the removal')
+    assert.equal(alice.cipher.distributionIdOfMessage(after), distributionIdOf(group, alice.peer, 1))
+    assert.equal(await groupReceive(bob, alice, after), 'after the removal')
+    await assert.rejects(groupReceive(carol, alice, after), { name: 'NoSenderKeyError' })
+    const fromBob = await groupSend(bob, group, 1, 'also after')
+    await assert.rejects(groupReceive(carol, bob, fromBob), { name: 'NoSenderKeyError' })
+    assert.equal(await groupReceive(alice, bob, fromBob), 'also after')
+
+    // Carol's messages, earlier (undelivered) or later, no longer decrypt for alice or bob.
+    const carolAfter = await groupSend(carol, group, 0, 'let me back in')
+    for (const m of [alice, bob]) {
+      await assert.rejects(groupReceive(m, carol, carolBefore), { name: 'NoSenderKeyError' })
+      await assert.rejects(groupReceive(m, carol, carolAfter), { name: 'NoSenderKeyError' })
+    }
+    // Even after a reopen; the forgetting is durable. Distribution ids are accepted in any case.
+    await reopen(bob)
+    await assert.rejects(groupReceive(bob, carol, carolAfter), { name: 'NoSenderKeyError' })
+    await bob.cipher.forgetGroupSender(alice.peer, distributionIdOf(group, alice.peer, 0).toUpperCase())
+    await assert.rejects(groupReceive(bob, alice, await groupSend(alice, group, 0, 'old epoch')), { name: 'NoSenderKeyError' })
+    await bob.cipher.forgetGroupSender(carol.peer, distributionIdOf(group, carol.peer, 7)) // never held: not an error
+    // The epoch-1 chain still reads.
+    assert.equal(await groupReceive(bob, alice, await groupSend(alice, group, 1, 'epoch 1 goes on')), 'epoch 1 goes on')
+  })
+
+  it('only a committed groupDecrypt moves the chain: a failed save leaves it, and the message decrypts on retry', async () => {
+    const { group, alice, bob } = await threeMembers()
+    const cts = [await groupSend(alice, group, 0, 'one'), await groupSend(alice, group, 0, 'two')]
+    const failing = async (ct: Uint8Array): Promise<void> => {
+      await bob.cipher.groupDecrypt(alice.peer, ct, async (result: GroupDecryptResult) => {
+        assert.equal(result.distributionId, distributionIdOf(group, alice.peer, 0))
+        throw new Error('disk full')
+      })
+    }
+    await assert.rejects(failing(cts[1] as Uint8Array), /disk full/)
+    await assert.rejects(failing(cts[1] as Uint8Array), /disk full/, 'not a duplicate: nothing was committed')
+    assert.equal(await groupReceive(bob, alice, cts[0] as Uint8Array), 'one')
+    // Nothing of the failed saves reached the store, not after a restart either.
+    await reopen(bob)
+    assert.equal(await groupReceive(bob, alice, cts[1] as Uint8Array), 'two')
+    await assert.rejects(groupReceive(bob, alice, cts[1] as Uint8Array), { name: 'DuplicateCiphertextError' })
+  })
+
+  it('a failed write of a groupEncrypt or groupDistribution step hands out nothing, and sending goes on afterwards', async () => {
+    const who = await libp2pKey()
+    const store = new FlakyStore()
+    await store.open()
+    const alice: Party = { ...who, store, cipher: await openParty(store, who) }
+    const bob = await memoryParty()
+    const group = newGroupId()
+    store.failures = 1
+    await assert.rejects(alice.cipher.groupDistribution(group, 0), /disk full/)
+    await assert.rejects(alice.cipher.groupEncrypt(group, 0, encoder.encode('x')), { name: 'NoSenderKeyError' }, 'the failed distribution made no key')
+    await distribute(group, 0, alice, [bob])
+    const first = await groupSend(alice, group, 0, 'first')
+    store.failures = 1
+    await assert.rejects(groupSend(alice, group, 0, 'lost'), /disk full/)
+    const second = await groupSend(alice, group, 0, 'second')
+    assert.deepEqual([first, second].map((c) => SenderKeyMessage.deserialize(new Uint8Array(c)).iteration()), [0, 1],
+      'the position of the failed step was never handed out, so it is used now')
+    assert.equal(await groupReceive(bob, alice, second), 'second')
+    assert.equal(await groupReceive(bob, alice, first), 'first')
+  })
+
+  it('a message more than 25,000 steps ahead of the chain is SenderKeyTooFarAheadError (tampered, DecryptionError); nothing moves', async () => {
+    const { group, alice, bob } = await threeMembers()
+    const distributionId = distributionIdOf(group, alice.peer, 0)
+    const self = ProtocolAddress.new(alice.peer, DEVICE_ID)
+    // Straight through libsignal on alice's uncommitted write set: fast, and thrown away after.
+    let far = new Uint8Array(0)
+    for (let i = 0; i < 25_002; i++) far = (await groupEncrypt(self, distributionId, alice.cipher.state.senderKeys, pad(encoder.encode('far')))).serialize()
+    alice.cipher.state.discard()
+    await assert.rejects(groupReceive(bob, alice, far), (err: unknown) => err instanceof SenderKeyTooFarAheadError)
+    const tampered = far.slice()
+    tampered[tampered.byteLength - 70] = (tampered[tampered.byteLength - 70] as number) ^ 1
+    await assert.rejects(groupReceive(bob, alice, tampered), { name: 'DecryptionError' })
+    assert.equal(await groupReceive(bob, alice, await groupSend(alice, group, 0, 'near')), 'near')
   })
 })
