@@ -96,8 +96,9 @@ export class InvalidSenderKeyMessageError extends ParleyError {
 
 /**
  * A sender-key message further ahead of the chain we hold than libsignal will step (25,000
- * messages): its signature checked out, but it cannot be read with this distribution. Only a
- * new distribution from the sender (a new epoch) makes its messages readable again.
+ * messages): its signature checked out, but our copy of the chain cannot reach it. Forgetting
+ * the sender's key and processing its distribution afresh (which hands out the chain where it
+ * stands now) makes its later messages readable again; so does a new epoch.
  */
 export class SenderKeyTooFarAheadError extends ParleyError {
   static override name = 'SenderKeyTooFarAheadError'
@@ -151,8 +152,9 @@ interface LocalCurrent { signed: number, kyber: number, rotatedAt: number }
  * Everything Signal for one device: its keys (identity, registration id, signed prekey,
  * Kyber last-resort prekey, one-time prekeys; rotation), sessions with peers (PQXDH from a
  * verified bundle, then the Double Ratchet), identity trust (TOFU, changes held until the
- * user accepts) and safety numbers. Every operation runs under one lock, and every state
- * change is committed with the store write it belongs to.
+ * user accepts), safety numbers, and group sender keys (one distribution per group, sender
+ * and epoch). Every operation runs under one lock, and every state change is committed with
+ * the store write it belongs to.
  *
  * @example
  * const cipher = new SignalCipher(store, libp2pKey, selfPeerId)
@@ -160,6 +162,9 @@ interface LocalCurrent { signed: number, kyber: number, rotatedAt: number }
  * if (!await cipher.hasSession(bob)) await cipher.startSession(bob, await prekeys.fetch(relay, bob))
  * const [ct] = await cipher.encrypt(bob, [plaintext])
  * const results = await cipher.decrypt(alice, [ct], async (results, changes) => { await store.saveIncoming(records, clock, changes) })
+ * const skdm = await cipher.groupDistribution(group, epoch) // to each member over the 1:1 session
+ * const payload = await cipher.groupEncrypt(group, epoch, recordBytes)
+ * await cipher.groupDecrypt(alice, payload, async ({ plaintext }, changes) => { await store.putGroupEntries(entries, changes) })
  */
 export class SignalCipher {
   readonly state: SignalState

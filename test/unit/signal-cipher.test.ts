@@ -1017,6 +1017,19 @@ describe('SignalCipher sender keys', () => {
     assert.equal(await groupReceive(bob, alice, first), 'first')
   })
 
+  it('concurrent calls: each groupEncrypt takes its own chain position; the same message decrypted twice at once is read once', async () => {
+    const { group, alice, bob } = await threeMembers()
+    const texts = Array.from({ length: 30 }, (_, i) => `concurrent ${i}`)
+    const cts = await Promise.all(texts.map(async (t) => await groupSend(alice, group, 0, t)))
+    assert.deepEqual(cts.map((c) => SenderKeyMessage.deserialize(new Uint8Array(c)).iteration()), texts.map((_, i) => i))
+    const results = await Promise.allSettled([...cts, ...cts].map(async (ct) => await groupReceive(bob, alice, ct)))
+    const read = results.filter((r) => r.status === 'fulfilled').map((r) => r.value)
+    assert.deepEqual(read, texts, 'each text read once, in call order')
+    for (const r of results.slice(cts.length)) {
+      assert.ok(r.status === 'rejected' && r.reason instanceof DuplicateCiphertextError)
+    }
+  })
+
   it('a message more than 25,000 steps ahead of the chain is SenderKeyTooFarAheadError (tampered, DecryptionError); nothing moves', async () => {
     const { group, alice, bob } = await threeMembers()
     const distributionId = distributionIdOf(group, alice.peer, 0)
