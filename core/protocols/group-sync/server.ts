@@ -1,6 +1,6 @@
 import type { Connection, Libp2p, Startable, Stream } from '@libp2p/interface'
 import { ParleyError } from '../../errors.js'
-import type { PeerIdString } from '../../ids.js'
+import type { GroupId, PeerIdString } from '../../ids.js'
 import { forComponent } from '../../logger.js'
 import { ProtocolLimitError } from '../errors.js'
 import type { GroupSyncBackend } from './client.js'
@@ -79,9 +79,11 @@ export class GroupSyncServer implements Startable {
     try {
       const release = this.admit(caller)
       try {
-        await this.serve(session, caller)
+        const step1 = await session.expect('step1')
+        if (typeof release !== 'function') throw release
+        await this.serve(session, caller, step1)
       } finally {
-        release()
+        if (typeof release === 'function') release()
       }
       this.stats.completed++
     } catch (err) {
@@ -94,14 +96,18 @@ export class GroupSyncServer implements Startable {
     }
   }
 
-  /** Take a slot for `caller`, or throw ProtocolLimitError; returns the release. */
-  private admit (caller: PeerIdString): () => void {
-    if (!this.running) throw new ProtocolLimitError('not serving group syncs (stopping)')
+  /**
+   * Take a slot for `caller` and return its release, or return the ProtocolLimitError to
+   * refuse with. The refusal waits for the caller's step 1: written at once, it can reach the
+   * dialler inside its protocol negotiation and break that instead of naming the limit.
+   */
+  private admit (caller: PeerIdString): (() => void) | ProtocolLimitError {
+    if (!this.running) return new ProtocolLimitError('not serving group syncs (stopping)')
     const mine = this.perPeer.get(caller) ?? 0
     let total = 0
     for (const n of this.perPeer.values()) total += n
-    if (mine >= (this.options.maxSyncsPerPeer ?? MAX_SYNCS_PER_PEER)) throw new ProtocolLimitError(`${mine} group syncs with this peer already running`)
-    if (total >= (this.options.maxSyncs ?? MAX_SYNCS)) throw new ProtocolLimitError(`${total} group syncs already running`)
+    if (mine >= (this.options.maxSyncsPerPeer ?? MAX_SYNCS_PER_PEER)) return new ProtocolLimitError(`${mine} group syncs with this peer already running`)
+    if (total >= (this.options.maxSyncs ?? MAX_SYNCS)) return new ProtocolLimitError(`${total} group syncs already running`)
     this.perPeer.set(caller, mine + 1)
     return () => {
       const left = (this.perPeer.get(caller) ?? 1) - 1
@@ -110,8 +116,7 @@ export class GroupSyncServer implements Startable {
     }
   }
 
-  private async serve (session: SyncSession, caller: PeerIdString): Promise<void> {
-    const { group, stateVector } = await session.expect('step1')
+  private async serve (session: SyncSession, caller: PeerIdString, { group, stateVector }: { group: GroupId, stateVector: Uint8Array }): Promise<void> {
     const ours = this.backend.stateVector(group)
     if (ours === undefined) throw new UnknownGroupError('no such group here')
     if (!this.backend.authorize(group, caller)) throw new NotGroupMemberError('not a member of this group')
