@@ -137,7 +137,7 @@ async function startPeer (opts: { server?: GroupSyncServerOptions, client?: Grou
       const stream = await node.dialProtocol(...args)
       watch(stream, framesIn)
       return stream
-    }) as Libp2p['dialProtocol']
+    })
   }
   const host: Pick<Libp2p, 'handle' | 'unhandle'> = {
     handle: async (protocol, handler, options) => {
@@ -156,6 +156,19 @@ async function connect (a: Peer, ...others: Peer[]): Promise<void> {
     assert.ok(addr !== undefined)
     await a.node.dial(addr)
   }
+}
+
+/**
+ * Alice (serving, with `records` records of her own in a new group) and Bob, a member of it
+ * per Alice's backend, connected.
+ */
+async function members (records: number, server?: GroupSyncServerOptions): Promise<{ a: Peer, b: Peer, g: GroupId }> {
+  const [a, b] = [await startPeer({ server }), await startPeer()]
+  await connect(b, a)
+  const g = newGroupId()
+  a.backend.add(g, 'alice', 0, records)
+  a.backend.allow(g, b.id)
+  return { a, b, g }
 }
 
 /** A hand-driven client: our own session on a raw stream, to send what a real client would not. */
@@ -186,13 +199,9 @@ function frames (...msgs: SyncMessage[]): Uint8Array {
 
 describe('group-sync between real libp2p nodes', () => {
   it('syncs both ways: each side gets exactly what it missed', { timeout: 30_000 }, async () => {
-    const [a, b] = [await startPeer(), await startPeer()]
-    await connect(b, a)
-    const g = newGroupId()
-    a.backend.add(g, 'alice', 0, 20)
+    const { a, b, g } = await members(20)
     b.backend.add(g, 'alice', 0, 5)
     b.backend.add(g, 'bob', 0, 30)
-    a.backend.allow(g, b.id)
     assert.deepEqual(await b.client.sync(a.id, g), { sent: 30, received: 15 })
     assert.equal(a.backend.ids(g).length, 50)
     assert.deepEqual(a.backend.ids(g), b.backend.ids(g))
@@ -226,11 +235,7 @@ describe('group-sync between real libp2p nodes', () => {
   })
 
   it('moves 10,000 records of 300 bytes each way, in bounded chunks applied as they arrive', { timeout: 60_000 }, async (t) => {
-    const [a, b] = [await startPeer(), await startPeer()]
-    await connect(b, a)
-    const g = newGroupId()
-    a.backend.add(g, 'alice', 0, 10_000)
-    a.backend.allow(g, b.id)
+    const { a, b, g } = await members(10_000)
 
     let start = performance.now()
     assert.deepEqual(await b.client.sync(a.id, g), { sent: 0, received: 10_000 })
@@ -279,20 +284,14 @@ describe('group-sync between real libp2p nodes', () => {
   })
 
   it('cuts off a client that stalls: silent from the start, or never acknowledging', { timeout: 30_000 }, async () => {
-    const a = await startPeer({ server: { idleTimeoutMs: 300 } })
-    const m = await startPeer()
-    await connect(m, a)
-    const g = newGroupId()
-    a.backend.add(g, 'alice', 0, 5_000) // ~6 chunks: more than the window
-    a.backend.allow(g, m.id)
+    const { a, b: m, g } = await members(5_000, { idleTimeoutMs: 300 }) // ~6 chunks: more than the window
 
-    let start = performance.now()
+    const start = performance.now()
     assert.equal(await refusalOf(await rawSync(m, a)), 'GroupSyncTimeoutError')
     assert.ok(performance.now() - start >= 250)
 
     const s = await rawSync(m, a)
     sendRaw(s, frames({ kind: 'step1', group: g, stateVector: new Uint8Array() }))
-    start = performance.now()
     const seen: string[] = []
     let outcome = ''
     // Read without acknowledging: the server stops at the window, then gives up.
@@ -316,12 +315,7 @@ describe('group-sync between real libp2p nodes', () => {
   })
 
   it('refuses hostile frames by name, and keeps serving', { timeout: 30_000 }, async () => {
-    const a = await startPeer()
-    const m = await startPeer()
-    await connect(m, a)
-    const g = newGroupId()
-    a.backend.add(g, 'alice', 0, 3)
-    a.backend.allow(g, m.id)
+    const { a, b: m, g } = await members(3)
     const attack = async (bytes: Uint8Array): Promise<string> => {
       const s = await rawSync(m, a)
       sendRaw(s, bytes)
@@ -412,11 +406,7 @@ describe('group-sync between real libp2p nodes', () => {
   })
 
   it('stops a sync when the caller aborts', { timeout: 30_000 }, async () => {
-    const [a, b] = [await startPeer(), await startPeer()]
-    await connect(b, a)
-    const g = newGroupId()
-    a.backend.add(g, 'alice', 0, 3)
-    a.backend.allow(g, b.id)
+    const { a, b, g } = await members(3)
     let open = (): void => {}
     a.backend.gate = new Promise((resolve) => { open = resolve })
     const controller = new AbortController()
