@@ -5,6 +5,7 @@ import { performance } from 'node:perf_hooks'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Libp2p, Stream } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
 import { newGroupId, type GroupId, type PeerIdString } from '../../core/ids.js'
 import { createNode, type ParleyLibp2p } from '../../core/net/node.js'
 import { MalformedFrameError } from '../../core/protocols/errors.js'
@@ -14,6 +15,7 @@ import { encodeSyncMessage, type SyncMessage } from '../../core/protocols/group-
 import { GROUP_SYNC_PROTOCOL, MAX_CHUNK_BYTES, MAX_SYNC_FRAME_BYTES, SYNC_WINDOW } from '../../core/protocols/group-sync/constants.js'
 import { GroupSyncServer, type GroupSyncServerOptions } from '../../core/protocols/group-sync/server.js'
 import { SyncSession } from '../../core/protocols/group-sync/session.js'
+import { createRelayNode, DEFAULT_RELAY_LIMITS } from '../../relay/relay-node.js'
 import { pseudoRandomBytes, varint } from '../helpers/bad-frames.js'
 
 // Real libp2p nodes over TCP on 127.0.0.1, each with an in-memory fake backend: a record is
@@ -120,14 +122,15 @@ interface Peer {
   framesIn: number[]
 }
 
-const nodes: ParleyLibp2p[] = []
+const nodes: Array<Pick<Libp2p, 'stop'>> = []
 
 after(async () => {
   for (const n of nodes.splice(0)) await n.stop()
 })
 
-async function startPeer (opts: { server?: GroupSyncServerOptions, client?: GroupSyncClientOptions, serve?: boolean } = {}): Promise<Peer> {
-  const node = await createNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, inboundConnectionThreshold: 1000 })
+async function startPeer (opts: { server?: GroupSyncServerOptions, client?: GroupSyncClientOptions, serve?: boolean, listen?: string[] } = {}): Promise<Peer> {
+  const listen = opts.listen ?? ['/ip4/127.0.0.1/tcp/0']
+  const node = await createNode({ privateKey: await generateKeyPair('Ed25519'), listen, mdns: false, inboundConnectionThreshold: 1000 })
   await node.start()
   nodes.push(node)
   const backend = new FakeBackend()
@@ -403,6 +406,33 @@ describe('group-sync between real libp2p nodes', () => {
     assert.deepEqual(results.map((r) => r.received), [3, 3, 3])
     assert.deepEqual(await c.client.sync(a.id, g), { sent: 0, received: 1 })
     assert.equal(a.server.stats.refused.get('ProtocolLimitError'), 2)
+  })
+
+  it('does not run over a limited (relayed) connection, either way', { timeout: 30_000 }, async () => {
+    const relay = await createRelayNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], limits: { ...DEFAULT_RELAY_LIMITS, inboundConnectionThreshold: 1000 } })
+    await relay.start()
+    nodes.push(relay)
+    const relayAddr = relay.getMultiaddrs()[0]
+    assert.ok(relayAddr !== undefined)
+    const a = await startPeer({ listen: ['/p2p-circuit'] }) // reachable only through the relay
+    const b = await startPeer()
+    await a.node.dial(relayAddr)
+    await waitFor(() => a.node.getMultiaddrs().some((ma) => ma.toString().includes('/p2p-circuit')))
+    await b.node.dial(multiaddr(`${relayAddr.toString()}/p2p-circuit/p2p/${a.id}`))
+    const conns = b.node.getConnections(peerIdFromString(a.id))
+    assert.ok(conns.length > 0 && conns.every((c) => c.limits !== undefined), 'only a limited connection')
+    const g = newGroupId()
+    a.backend.add(g, 'alice', 0, 3)
+    a.backend.allow(g, b.id)
+    await assert.rejects(b.client.sync(a.id, g), { name: 'LimitedConnectionError' })
+    // a client that insists is turned away by the listener
+    await assert.rejects((async () => {
+      const s = new SyncSession(await b.node.dialProtocol(peerIdFromString(a.id), GROUP_SYNC_PROTOCOL, { runOnLimitedConnection: true }), 2_000)
+      await s.send({ kind: 'step1', group: g, stateVector: new Uint8Array() })
+      return await s.expect('step1')
+    })())
+    assert.equal(a.server.stats.syncs, 0)
+    assert.equal(b.backend.calls.receive, 0)
   })
 
   it('stops a sync when the caller aborts', { timeout: 30_000 }, async () => {
