@@ -139,7 +139,7 @@ describe('group-sync codec', () => {
   })
 
   it('throws a refusal as its own class when known, else GroupSyncRefusedError with the remote name', () => {
-    for (const name of ['UnknownGroupError', 'NotGroupMemberError', 'ProtocolLimitError', 'MalformedFrameError', 'GroupSyncTimeoutError']) {
+    for (const name of ['UnknownGroupError', 'NotGroupMemberError', 'ProtocolLimitError', 'MalformedFrameError', 'GroupSyncTimeoutError', 'GroupSyncClosedError']) {
       assert.equal(refusalError(name, 'why').name, name)
     }
     const other = refusalError('InvalidRecordError', 'bad vector')

@@ -5,7 +5,7 @@ import { FrameTooLargeError, InvalidLengthPrefixError, MalformedFrameError, Prot
 import {
   MAX_CHUNK_BYTES, MAX_CHUNK_RECORDS, MAX_RECORD_BYTES, MAX_STATE_VECTOR_BYTES, MAX_SYNC_ERROR_MESSAGE, MAX_SYNC_ERROR_NAME
 } from './constants.js'
-import { GroupSyncRefusedError, GroupSyncTimeoutError, NotGroupMemberError, UnknownGroupError } from './errors.js'
+import { GroupSyncClosedError, GroupSyncRefusedError, GroupSyncTimeoutError, NotGroupMemberError, UnknownGroupError } from './errors.js'
 import { SyncFrame } from './pb/group-sync.js'
 
 /**
@@ -134,6 +134,7 @@ const KNOWN_REFUSALS: ReadonlyMap<string, new (message: string) => ParleyError> 
   [UnknownGroupError.name, UnknownGroupError],
   [NotGroupMemberError.name, NotGroupMemberError],
   [GroupSyncTimeoutError.name, GroupSyncTimeoutError],
+  [GroupSyncClosedError.name, GroupSyncClosedError],
   [ProtocolLimitError.name, ProtocolLimitError],
   [MalformedFrameError.name, MalformedFrameError],
   [FrameTooLargeError.name, FrameTooLargeError],

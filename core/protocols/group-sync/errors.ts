@@ -29,3 +29,9 @@ export class GroupSyncRefusedError extends ParleyError {
     super(`${remoteName}: ${message}`)
   }
 }
+
+/** The sync stream ended before the sync was done: the other side went away, or this node is stopping. */
+export class GroupSyncClosedError extends ParleyError {
+  static override name = 'GroupSyncClosedError'
+  override name = 'GroupSyncClosedError'
+}

@@ -5,7 +5,7 @@ import { forComponent } from '../../logger.js'
 import { ProtocolLimitError } from '../errors.js'
 import type { GroupSyncBackend } from './client.js'
 import { GROUP_SYNC_PROTOCOL, MAX_SYNC_STREAMS, MAX_SYNCS, MAX_SYNCS_PER_PEER, SYNC_IDLE_TIMEOUT_MS } from './constants.js'
-import { NotGroupMemberError, UnknownGroupError } from './errors.js'
+import { GroupSyncClosedError, NotGroupMemberError, UnknownGroupError } from './errors.js'
 import { SyncSession } from './session.js'
 
 const log = forComponent('group-sync')
@@ -67,7 +67,8 @@ export class GroupSyncServer implements Startable {
   async stop (): Promise<void> {
     this.running = false
     await this.host.unhandle(GROUP_SYNC_PROTOCOL)
-    for (const session of this.active) session.stream.abort(new Error('node stopping'))
+    // Running syncs are told why they end; what was acknowledged so far is durable on both sides.
+    await Promise.all([...this.active].map(async (session) => { await session.fail(new GroupSyncClosedError('node stopping')) }))
     this.active.clear()
   }
 

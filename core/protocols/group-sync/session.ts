@@ -1,11 +1,11 @@
 import type { Stream } from '@libp2p/interface'
 import { ParleyError } from '../../errors.js'
 import { forComponent } from '../../logger.js'
-import { MalformedFrameError, ProtocolLimitError, TruncatedFrameError } from '../errors.js'
+import { MalformedFrameError, ProtocolLimitError } from '../errors.js'
 import { encodeFrames, FrameDecoder, sendFrames } from '../framing.js'
 import { chunkRecords, decodeSyncMessage, encodeSyncMessage, isSendableRecord, refusalError, refusalOf, type SyncKind, type SyncMessage } from './codec.js'
 import { MAX_SYNC_FRAME_BYTES, SYNC_WINDOW } from './constants.js'
-import { GroupSyncTimeoutError } from './errors.js'
+import { GroupSyncClosedError, GroupSyncTimeoutError } from './errors.js'
 
 const log = forComponent('group-sync')
 
@@ -51,12 +51,12 @@ export class SyncSession {
     stream.addEventListener('remoteCloseWrite', () => {
       try {
         this.decoder.end()
-        this.end(new TruncatedFrameError('the peer closed the stream before the sync was done'))
+        this.end(new GroupSyncClosedError('the peer closed the stream before the sync was done'))
       } catch (err) {
         this.broken(err as Error)
       }
     })
-    stream.addEventListener('close', (evt) => { this.end(evt.error ?? new TruncatedFrameError('the stream closed before the sync was done')) })
+    stream.addEventListener('close', (evt) => { this.end(evt.error ?? new GroupSyncClosedError('the stream closed before the sync was done')) })
   }
 
   /** The next frame from the other side; throws on a bad frame, the stream's end, or GroupSyncTimeoutError. */
@@ -84,7 +84,9 @@ export class SyncSession {
     return msg as Of<K>
   }
 
+  /** Write one frame; throws how the stream ended if it did (the peer went away, or we gave up). */
   async send (msg: SyncMessage): Promise<void> {
+    if (this.terminal !== undefined) throw this.terminal
     await sendFrames(this.stream, [encodeSyncMessage(msg)])
   }
 
