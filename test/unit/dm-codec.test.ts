@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { ulidFactory, type MessageId } from '../../core/ids.js'
 import { MAX_RECEIPT_IDS, readAck, readEnvelope, textByteLength, writeAck, writeEnvelope, type DmEnvelope } from '../../core/protocols/dm/codec.js'
-import { MAX_ACK_IDS, MAX_ENVELOPE_BYTES, MAX_TEXT_BYTES } from '../../core/protocols/dm/constants.js'
+import { MAX_ACK_IDS, MAX_ENVELOPE_BYTES, MAX_GROUP_BODY_BYTES, MAX_TEXT_BYTES } from '../../core/protocols/dm/constants.js'
 import { Envelope, EnvelopeType, ReceiptBody, TextBody } from '../../core/protocols/dm/pb/dm.js'
 import { Rng } from './prng.js'
 
@@ -154,6 +154,20 @@ describe('envelope codec', () => {
     assertThrowsNamed(() => readEnvelope(bad), 'InvalidEnvelopeError')
     const tooMany = Envelope.encode({ id: nextId(), lamport: 1, sentAt: 1, type: EnvelopeType.RECEIPT, body: ReceiptBody.encode({ ids: Array.from({ length: MAX_RECEIPT_IDS + 1 }, () => nextId()) }) })
     assertThrowsNamed(() => readEnvelope(tooMany), 'MalformedFrameError')
+  })
+
+  it('round-trips group payloads as opaque bytes and rejects empty or oversized ones', () => {
+    const body = new Uint8Array([8, 1, 18, 3, 0x61, 0x62, 0x63])
+    const group: DmEnvelope = { id: nextId(), lamport: 4, sentAt: 1700000000000, type: 'group', text: '', body }
+    const back = readEnvelope(writeEnvelope(group))
+    assert.equal(back.type, 'group')
+    assert.deepEqual(new Uint8Array(back.body ?? []), body)
+    assertThrowsNamed(() => readEnvelope(writeEnvelope({ ...group, body: new Uint8Array(0) })), 'InvalidEnvelopeError')
+    const big = Envelope.encode({ id: nextId(), lamport: 1, sentAt: 1, type: EnvelopeType.GROUP, body: new Uint8Array(MAX_GROUP_BODY_BYTES + 1) })
+    assertThrowsNamed(() => readEnvelope(big), 'InvalidEnvelopeError')
+    const max = Envelope.encode({ id: nextId(), lamport: 1, sentAt: 1, type: EnvelopeType.GROUP, body: new Uint8Array(MAX_GROUP_BODY_BYTES) })
+    assert.ok(max.byteLength <= MAX_ENVELOPE_BYTES, 'the largest group envelope fits the envelope limit')
+    assert.equal(readEnvelope(max).body?.byteLength, MAX_GROUP_BODY_BYTES)
   })
 
   it('rejects a body that is not a TextBody with MalformedFrameError', () => {

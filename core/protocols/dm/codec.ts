@@ -2,23 +2,29 @@ import { owned } from '../../bytes.js'
 import { isMessageId, type MessageId } from '../../ids.js'
 import { MalformedFrameError } from '../errors.js'
 import { InvalidEnvelopeError } from './errors.js'
-import { MAX_ACK_IDS, MAX_BINDING_BYTES, MAX_SEALED_BYTES, MAX_TEXT_BYTES } from './constants.js'
+import { MAX_ACK_IDS, MAX_BINDING_BYTES, MAX_GROUP_BODY_BYTES, MAX_SEALED_BYTES, MAX_TEXT_BYTES } from './constants.js'
 import { Ack, Envelope, EnvelopeType, ReceiptBody, Sealed, SealedType, TextBody } from './pb/dm.js'
 
 /**
  * A validated envelope, as the rest of core sees it: a text message, or a control envelope
  * about the receiver's own messages (`refs`; text empty): a delivery receipt (the sender
  * stored them) or a retry request (the sender got them from a mailbox but could not decrypt
- * them, e.g. after a re-install, and asks for them again over a new session).
+ * them, e.g. after a re-install, and asks for them again over a new session), or a group
+ * payload (`body`, opaque here; core/groups reads it).
  */
 export interface DmEnvelope {
   id: MessageId
   lamport: number
   sentAt: number
-  type: 'text' | 'receipt' | 'retry'
+  type: 'text' | 'receipt' | 'retry' | 'group'
   text: string
   refs?: MessageId[]
+  body?: Uint8Array
 }
+
+const TYPES: ReadonlyMap<DmEnvelope['type'], EnvelopeType> = new Map([
+  ['text', EnvelopeType.TEXT], ['receipt', EnvelopeType.RECEIPT], ['retry', EnvelopeType.RETRY], ['group', EnvelopeType.GROUP]
+])
 
 /** Most ids one receipt may carry. */
 export const MAX_RECEIPT_IDS = 1024
@@ -28,13 +34,14 @@ export function textByteLength (text: string): number {
 }
 
 export function writeEnvelope (env: DmEnvelope): Uint8Array<ArrayBuffer> {
-  const control = env.type !== 'text'
   return Envelope.encode({
     id: env.id,
     lamport: env.lamport,
     sentAt: env.sentAt,
-    type: env.type === 'receipt' ? EnvelopeType.RECEIPT : env.type === 'retry' ? EnvelopeType.RETRY : EnvelopeType.TEXT,
-    body: control ? ReceiptBody.encode({ ids: [...(env.refs ?? [])] }) : TextBody.encode({ text: env.text })
+    type: TYPES.get(env.type) ?? EnvelopeType.TEXT,
+    body: env.type === 'text'
+      ? TextBody.encode({ text: env.text })
+      : env.type === 'group' ? owned(env.body ?? new Uint8Array(0)) : ReceiptBody.encode({ ids: [...(env.refs ?? [])] })
   })
 }
 
@@ -59,6 +66,10 @@ export function readEnvelope (frame: Uint8Array): DmEnvelope {
     }
     if (receipt.ids.length === 0 || !receipt.ids.every(isMessageId)) throw new InvalidEnvelopeError('receipt ids must be ULIDs')
     return { id: env.id, lamport: env.lamport, sentAt: env.sentAt, type: env.type === EnvelopeType.RECEIPT ? 'receipt' : 'retry', text: '', refs: receipt.ids }
+  }
+  if (env.type === EnvelopeType.GROUP) {
+    if (env.body.byteLength === 0 || env.body.byteLength > MAX_GROUP_BODY_BYTES) throw new InvalidEnvelopeError(`group body must be 1-${MAX_GROUP_BODY_BYTES} bytes`)
+    return { id: env.id, lamport: env.lamport, sentAt: env.sentAt, type: 'group', text: '', body: env.body }
   }
   if (env.type !== EnvelopeType.TEXT) throw new InvalidEnvelopeError(`unsupported envelope type ${String(env.type)}`)
   if (env.body.byteLength > MAX_TEXT_BYTES + 16) throw new InvalidEnvelopeError('text body too large')

@@ -3,6 +3,8 @@ export const DM_PROTOCOL = '/parley/dm/2.0.0'
 
 /** Largest text body, in UTF-8 bytes. */
 export const MAX_TEXT_BYTES = 64 * 1024
+/** Largest group payload carried in an envelope (core/groups: invites, records, sender keys). */
+export const MAX_GROUP_BODY_BYTES = MAX_TEXT_BYTES + 512
 /** Largest envelope (the plaintext inside a Sealed frame): text plus headers, with room to spare. */
 export const MAX_ENVELOPE_BYTES = MAX_TEXT_BYTES + 1024
 /**
