@@ -10,7 +10,7 @@ import {
   NotGroupAdminError, NotGroupMemberError, UnknownGroupMemberError
 } from './errors.js'
 import {
-  checkRecordShape, clientIdOf, isEd25519PeerId, recordSpan, signRecord, verifyRecord,
+  checkRecordShape, clientIdOf, isEd25519PeerId, recordSpan, signRecordNow, verifyRecord,
   type GroupRecord, type RecordSpan
 } from './record.js'
 
@@ -389,7 +389,7 @@ export class GroupDoc {
         return undefined
       }
     }))
-    let queue = verified.filter((p): p is Parsed => p !== undefined)
+    let queue = inClockOrder(verified.filter((p): p is Parsed => p !== undefined), p => p.span)
     this.transactRemote(() => {
       while (queue.length > 0) {
         const retry: Array<{ p: Parsed, error: Error }> = []
@@ -507,8 +507,9 @@ export class GroupDoc {
       this.ydoc.off('update', onUpdate)
     }
     if (update === undefined) throw new Error('a local change produced no update')
+    // Signed and logged at once: the state vector never claims a record the log lacks.
+    const record = signRecordNow(this.privateKey, this.group, update)
     this.effects(sets, { members: false, meta: false, messages: [] })
-    const record = await signRecord(this.privateKey, this.group, update)
     this.store(record, recordSpan(update))
     return record
   }
@@ -781,7 +782,7 @@ function loadYDoc (self: string, snapshot: Uint8Array | undefined, records: Grou
         throw new CorruptRecordError(`group snapshot does not load: ${(err as Error).message}`)
       }
     }
-    let todo = records.map((r, i) => ({ r, span: spans[i] as RecordSpan }))
+    let todo = inClockOrder(records.map((r, i) => ({ r, span: spans[i] as RecordSpan })), t => t.span)
     while (todo.length > 0) {
       const later: typeof todo = []
       for (const { r, span } of todo) {
@@ -811,6 +812,29 @@ function dependenciesPresent (ydoc: Y.Doc, update: Uint8Array): boolean {
   return structs.every(s => !(s instanceof Y.Item) || s.origin === null ||
     (first !== undefined && s.origin.client === first.id.client && s.origin.clock >= first.id.clock) ||
     Y.getState(ydoc.store, s.origin.client) > s.origin.clock)
+}
+
+/**
+ * The same items, each client's records put in clock order among the places that client's
+ * records hold (the order across clients is kept): yjs can only take a client's records in
+ * clock order, and a reversed batch would otherwise cost a pass per record.
+ */
+function inClockOrder<T> (items: T[], spanOf: (item: T) => RecordSpan): T[] {
+  const byClient = new Map<number, T[]>()
+  for (const item of items) {
+    const client = spanOf(item).client
+    const list = byClient.get(client)
+    if (list === undefined) byClient.set(client, [item])
+    else list.push(item)
+  }
+  for (const list of byClient.values()) list.sort((x, y) => spanOf(x).clock - spanOf(y).clock)
+  const next = new Map<number, number>()
+  return items.map(item => {
+    const client = spanOf(item).client
+    const i = next.get(client) ?? 0
+    next.set(client, i + 1)
+    return (byClient.get(client) as T[])[i] as T
+  })
 }
 
 function mayResolveLater (err: unknown): boolean {

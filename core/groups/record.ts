@@ -127,6 +127,11 @@ function signedMessage (group: string, update: Uint8Array): Uint8Array {
  * await verifyRecord(record) // ok, or throws GroupSignatureError
  */
 export async function signRecord (privateKey: PrivateKey, group: GroupId, update: Uint8Array): Promise<GroupRecord> {
+  return signRecordNow(privateKey, group, update)
+}
+
+/** signRecord, synchronously (node's Ed25519 signs in about 40 µs). */
+export function signRecordNow (privateKey: PrivateKey, group: GroupId, update: Uint8Array): GroupRecord {
   if (privateKey.type !== 'Ed25519') throw new GroupSignatureError(`group records are signed with Ed25519 keys, not ${privateKey.type}`)
   const author = peerIdFromPrivateKey(privateKey).toString() as PeerIdString
   // A plain copy: node hands back a Buffer, possibly a view of a shared pool.

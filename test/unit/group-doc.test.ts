@@ -306,6 +306,22 @@ describe('GroupDoc: exchanging records', () => {
     assert.deepEqual(ids(batch.messages), ['one', 'two'])
   })
 
+  it('applyMany takes a catch-up batch in any order', async () => {
+    const { group, carol, a, b } = await trio()
+    for (let i = 0; i < 100; i++) await a.apply(await post(i % 3 === 0 ? b : a, `m${i}`))
+    const all = a.recordsSince(new Uint8Array([0]))
+    const rng = new Rng(9)
+    for (const order of [[...all].reverse(), rng.shuffle(all)]) {
+      const fresh = GroupDoc.open({ group, self: carol.peer, privateKey: carol.key, records: [] })
+      const result = await fresh.applyMany(order)
+      assert.deepEqual(result.refused, [])
+      assert.equal(result.applied, all.length)
+      assert.equal(result.messages.length, 100)
+      assert.deepEqual(result.messages, a.messages())
+      assertSameState([a, fresh])
+    }
+  })
+
   it('recordsSince serves exactly what a state vector misses, in an order that applies', async () => {
     const { group, bob, a, b, c, creation } = await trio()
     const early = await joined(group, bob, [creation])
