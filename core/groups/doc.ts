@@ -730,7 +730,7 @@ export class GroupDoc {
       list = []
       this.log.set(span.client, list)
     }
-    list.push({ record, clock: span.clock, end: span.clock + span.count, seq: this.seq++ })
+    list.push({ record: ownBytes(record), clock: span.clock, end: span.clock + span.count, seq: this.seq++ })
     this.recordCount++
   }
 
@@ -910,7 +910,14 @@ function messageValue (v: unknown): MessageValue | undefined {
 }
 
 function toView (id: string, v: MessageValue): GroupMessageView {
-  return { id: id as MessageId, from: v.from as PeerIdString, text: v.text, sentAt: v.sentAt, lamport: v.lamport }
+  return Object.freeze({ id: id as MessageId, from: v.from as PeerIdString, text: v.text, sentAt: v.sentAt, lamport: v.lamport })
+}
+
+/** The record as kept in the log: its bytes copied out if they are views of a larger buffer (a sync chunk). */
+function ownBytes (r: GroupRecord): GroupRecord {
+  const whole = (b: Uint8Array): boolean => b.byteOffset === 0 && b.buffer.byteLength === b.byteLength
+  if (whole(r.update) && whole(r.signature)) return r
+  return { group: r.group, author: r.author, update: r.update.slice(), signature: r.signature.slice() }
 }
 
 function compareStrings (a: string, b: string): number {
