@@ -353,7 +353,7 @@ export class GroupDoc {
    */
   async apply (record: GroupRecord): Promise<ApplyResult> {
     const parsed = this.parse(record)
-    if (this.isStoredCopy(parsed)) return { applied: false, members: false, meta: false, messages: [] }
+    if (parsed === undefined) return { applied: false, members: false, meta: false, messages: [] }
     await verifyRecord(record)
     const changes: ApplyResult = { applied: false, members: false, meta: false, messages: [] }
     this.transactRemote(() => {
@@ -374,7 +374,7 @@ export class GroupDoc {
     for (const record of records) {
       try {
         const parsed = this.parse(record)
-        if (this.isStoredCopy(parsed)) result.duplicates++
+        if (parsed === undefined) result.duplicates++
         else candidates.push(parsed)
       } catch (err) {
         result.refused.push({ record, error: err as Error })
@@ -514,11 +514,15 @@ export class GroupDoc {
     return record
   }
 
-  /** Decode a record and check its form; nothing here depends on the document's state. */
-  private parse (record: GroupRecord): Parsed {
+  /**
+   * Decode a record and check its form; nothing here depends on the document's state.
+   * Returns undefined for an exact copy of a stored record (not decoded further).
+   */
+  private parse (record: GroupRecord): Parsed | undefined {
     checkRecordShape(record)
     if (record.group !== this.group) throw new GroupUpdateRefusedError('wrong-group', `a record of group ${record.group}`)
     const span = recordSpan(record.update)
+    if (this.isStoredCopy(record, span)) return undefined
     let decoded: ReturnType<typeof Y.decodeUpdate>
     try {
       decoded = Y.decodeUpdate(record.update)
@@ -530,9 +534,9 @@ export class GroupDoc {
   }
 
   /** True if the log holds exactly this record (same update and signature). */
-  private isStoredCopy (p: Parsed): boolean {
-    const stored = this.stored(p.span.client, p.span.clock)
-    return stored !== undefined && bytesEqual(stored.record.update, p.record.update) && bytesEqual(stored.record.signature, p.record.signature)
+  private isStoredCopy (record: GroupRecord, span: RecordSpan): boolean {
+    const stored = this.stored(span.client, span.clock)
+    return stored !== undefined && bytesEqual(stored.record.update, record.update) && bytesEqual(stored.record.signature, record.signature)
   }
 
   private stored (client: number, clock: number): StoredRecord | undefined {

@@ -322,6 +322,25 @@ describe('GroupDoc: exchanging records', () => {
     }
   })
 
+  it('applyMany applies the good records of a batch and lists the refused ones, each with its error', async () => {
+    const { bob, a, b, c } = await trio()
+    const mallory = await identity()
+    const good1 = await post(b, 'one')
+    const hostile = await forge(b, bob, y => y.getMap('meta').set('name', 'mine'))
+    const forged = { ...(await signRecord(mallory.key, a.group, (await post(c, 'x')).update)), author: c.self }
+    const good2 = await post(c, 'two')
+    const before = a.snapshot()
+    const result = await a.applyMany([good1, hostile, { ...good1, update: new Uint8Array([1, 2, 3]) }, forged, good2])
+    assert.equal(result.applied, 1)
+    assert.deepEqual(result.refused.map(r => r.error.name).sort(), ['GroupSignatureError', 'InvalidGroupRecordError', 'MissingDependencyError', 'NotGroupAdminError'])
+    assert.deepEqual(ids(result.messages), ['one'])
+    assert.notDeepEqual(a.snapshot(), before)
+    assert.equal(a.name, 'Hikers')
+    // bob signing another record for clocks he already used (equivocation) is refused
+    const twin = await forge(c, bob, y => y.getMap('messages').set(nextId(), { from: bob.peer, text: 'twin', sentAt: T0, lamport: 1 }))
+    await assertRefused(a, twin, 'GroupUpdateRefusedError', 'conflict')
+  })
+
   it('recordsSince serves exactly what a state vector misses, in an order that applies', async () => {
     const { group, bob, a, b, c, creation } = await trio()
     const early = await joined(group, bob, [creation])
