@@ -104,7 +104,7 @@ interface StoredRecord {
 
 type MemberValue =
   | { role: MemberRole, addedBy: string, addedAt: number }
-  | { role: 'removed', by: string, at: number }
+  | { role: 'removed', by: string, at: number, clock: number }
   | { role: 'left', at: number }
 
 interface MessageValue {
@@ -442,7 +442,8 @@ export class GroupDoc {
   async removeMember (peer: PeerIdString): Promise<GroupRecord> {
     if (this.isMember(this.self) && !this.isAdmin(this.self)) throw new NotGroupAdminError(`${this.self} may not change the member list`)
     if (!this.isMember(peer)) throw new UnknownGroupMemberError(`${peer} is not a member of the group`)
-    return await this.write([{ root: 'members', key: peer, value: { role: 'removed', by: this.self, at: this.clock() } }])
+    const clock = Y.getState(this.ydoc.store, this.clientOf(peer))
+    return await this.write([{ root: 'members', key: peer, value: { role: 'removed', by: this.self, at: this.clock(), clock } }])
   }
 
   /** Leave the group (or decline an invite): self's own entry becomes 'left'. */
@@ -571,7 +572,7 @@ export class GroupDoc {
       throw new GroupUpdateRefusedError('conflict', `structs ${span.clock}.. of ${author} differ from the ones stored here`)
     }
     const sets = this.resolveStructs(p)
-    this.checkOps(author, sets)
+    this.checkOps(author, sets, span.clock + span.count)
     this.checkDeletes(p, sets)
     Y.applyUpdate(this.ydoc, record.update, GROUP_RECORD_ORIGIN)
     if (Y.getState(this.ydoc.store, span.client) !== span.clock + span.count || this.ydoc.store.pendingStructs !== null) {
@@ -626,10 +627,10 @@ export class GroupDoc {
    * The rules of "who may change what", for `author` setting `ops` against the current
    * state. The empty document takes only a creation record.
    */
-  private checkOps (author: PeerIdString, ops: SetOp[]): void {
+  private checkOps (author: PeerIdString, ops: SetOp[], end?: number): void {
     const creating = this.ydoc.store.clients.size === 0
     if (creating) this.checkCreation(author, ops)
-    const role = creating ? 'admin' : this.memberState(author)
+    const role = creating ? 'admin' : this.roleFor(author, end)
     const newClients = new Map<number, string>()
     for (const op of ops) {
       if (op.root === 'meta') {
@@ -661,6 +662,17 @@ export class GroupDoc {
         }
       }
     }
+  }
+
+  /**
+   * The author's role for a record ending at clock `end`. A removal entry holds how many of
+   * the removed peer's structs the admin had (`clock`): records within them were written while
+   * a member and count as a member's wherever they arrive, before or after the removal.
+   */
+  private roleFor (author: PeerIdString, end: number | undefined): MemberState | undefined {
+    const v = this.membersMap.get(author) as MemberValue | undefined
+    if (v?.role === 'removed' && end !== undefined && end <= v.clock) return 'member'
+    return v?.role
   }
 
   private checkCreation (author: PeerIdString, ops: SetOp[]): void {
@@ -897,8 +909,8 @@ function memberValue (v: unknown): MemberValue | undefined {
       ? { role: v.role, addedBy: v.addedBy, addedAt: v.addedAt }
       : undefined
   }
-  if (hasExactly(v, ['role', 'by', 'at'])) {
-    return v.role === 'removed' && typeof v.by === 'string' && isTimestamp(v.at) ? { role: 'removed', by: v.by, at: v.at } : undefined
+  if (hasExactly(v, ['role', 'by', 'at', 'clock'])) {
+    return v.role === 'removed' && typeof v.by === 'string' && isTimestamp(v.at) && isTimestamp(v.clock) ? { role: 'removed', by: v.by, at: v.at, clock: v.clock } : undefined
   }
   if (hasExactly(v, ['role', 'at'])) {
     return v.role === 'left' && isTimestamp(v.at) ? { role: 'left', at: v.at } : undefined

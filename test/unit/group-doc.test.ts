@@ -408,6 +408,23 @@ describe('GroupDoc: the rules', () => {
     assert.ok(a.isMember(carol.peer))
   })
 
+  it('messages a removed member wrote before the admin removed them go in wherever the removal arrives first', async () => {
+    const { group, bob, a, b, c, creation } = await trio()
+    const early = await post(b, 'seen by the admin')
+    await a.apply(early)
+    const removal = await a.removeMember(bob.peer)
+    const late = await post(b, 'not seen by the admin')
+    // c gets the removal first (gossip), then bob's earlier message (mailbox or sync)
+    await c.apply(removal)
+    assert.equal((await c.apply(early)).applied, true)
+    await assertRefused(c, late, 'NotGroupMemberError', 'not-member')
+    const d = await joined(group, await identity(), [])
+    const batch = await d.applyMany([creation, removal, early, late])
+    assert.equal(batch.applied, 3)
+    assert.deepEqual(batch.refused.map(r => r.error.name), ['NotGroupMemberError'])
+    assertSameState([a, c, d])
+  })
+
   it('local changes check the rules first and throw the named errors', async () => {
     const { bob, a, b } = await trio()
     const dave = await identity()
@@ -447,7 +464,7 @@ describe('GroupDoc: the rules', () => {
       ['another group', async () => await signRecord(bob.key, c.group === a.group ? newGroupId() : a.group, good.update), 'GroupUpdateRefusedError', 'wrong-group'],
       ['a non-member\'s message', async () => await forge(a, mallory, y => y.getMap('messages').set(nextId(), message(mallory.peer))), 'NotGroupMemberError', 'unknown-author'],
       ['a member adds a member', async () => await forge(a, bob, y => y.getMap('members').set(mallory.peer, { role: 'member', addedBy: bob.peer, addedAt: T0 })), 'NotGroupAdminError'],
-      ['a member removes the admin', async () => await forge(a, bob, y => y.getMap('members').set(alice.peer, { role: 'removed', by: bob.peer, at: T0 })), 'NotGroupAdminError'],
+      ['a member removes the admin', async () => await forge(a, bob, y => y.getMap('members').set(alice.peer, { role: 'removed', by: bob.peer, at: T0, clock: 0 })), 'NotGroupAdminError'],
       ['a member promotes itself', async () => await forge(a, bob, y => y.getMap('members').set(bob.peer, { role: 'admin', addedBy: bob.peer, addedAt: T0 })), 'NotGroupAdminError'],
       ['a member renames', async () => await forge(a, bob, y => y.getMap('meta').set('name', 'mine')), 'NotGroupAdminError'],
       ['a member makes another leave', async () => await forge(a, bob, y => y.getMap('members').set(alice.peer, { role: 'left', at: T0 })), 'GroupUpdateRefusedError', 'invalid-value'],
