@@ -263,19 +263,19 @@ describe('group-sync between real libp2p nodes', () => {
     assert.ok(pull < 5_000 && push < 5_000, 'far from the 2 s catch-up target')
   })
 
-  it('refuses a non-member before anything about the group leaves (NotGroupMemberError)', { timeout: 30_000 }, async () => {
+  it('refuses a non-member before anything about the group leaves (GroupSyncForbiddenError)', { timeout: 30_000 }, async () => {
     const [a, mallory] = [await startPeer(), await startPeer()]
     await connect(mallory, a)
     const g = newGroupId()
     a.backend.add(g, 'alice', 0, 10)
     mallory.backend.add(g, 'mallory', 0, 3)
-    await assert.rejects(mallory.client.sync(a.id, g), { name: 'NotGroupMemberError' })
+    await assert.rejects(mallory.client.sync(a.id, g), { name: 'GroupSyncForbiddenError' })
     assert.equal(a.backend.calls.missing, 0, 'nothing computed for the caller')
     assert.equal(a.backend.calls.receive, 0, 'nothing taken from the caller')
     assert.equal(mallory.backend.calls.receive, 0)
     assert.equal(a.backend.ids(g).length, 10)
     assert.equal(mallory.framesIn.length, 1, 'one frame came back: the refusal')
-    assert.equal(a.server.stats.refused.get('NotGroupMemberError'), 1)
+    assert.equal(a.server.stats.refused.get('GroupSyncForbiddenError'), 1)
   })
 
   it('refuses a group it does not have (UnknownGroupError)', { timeout: 30_000 }, async () => {

@@ -44,7 +44,7 @@ describe('group-sync codec', () => {
       { kind: 'ack' },
       { kind: 'done', count: 0 },
       { kind: 'done', count: 10_000 },
-      { kind: 'refusal', name: 'NotGroupMemberError', message: 'not a member of this group' }
+      { kind: 'refusal', name: 'GroupSyncForbiddenError', message: 'not a member of this group' }
     ]
     assert.deepEqual(readWire(encodeFrames(messages.map(encodeSyncMessage))), messages)
   })
@@ -139,7 +139,7 @@ describe('group-sync codec', () => {
   })
 
   it('throws a refusal as its own class when known, else GroupSyncRefusedError with the remote name', () => {
-    for (const name of ['UnknownGroupError', 'NotGroupMemberError', 'ProtocolLimitError', 'MalformedFrameError', 'GroupSyncTimeoutError', 'GroupSyncClosedError']) {
+    for (const name of ['UnknownGroupError', 'GroupSyncForbiddenError', 'ProtocolLimitError', 'MalformedFrameError', 'GroupSyncTimeoutError', 'GroupSyncClosedError']) {
       assert.equal(refusalError(name, 'why').name, name)
     }
     const other = refusalError('InvalidRecordError', 'bad vector')

@@ -43,7 +43,7 @@ export interface GroupSyncResult {
  * chunk by chunk as they arrive; then we send what it misses, and it confirms once they are
  * durable. Never over a limited (relayed) connection: a sync can move megabytes.
  *
- * Throws the server's refusal as a named error (UnknownGroupError, NotGroupMemberError,
+ * Throws the server's refusal as a named error (UnknownGroupError, GroupSyncForbiddenError,
  * ProtocolLimitError, ...), GroupSyncTimeoutError if it goes quiet, MalformedFrameError and
  * the framing errors for a bad answer.
  *

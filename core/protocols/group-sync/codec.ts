@@ -5,7 +5,7 @@ import { FrameTooLargeError, InvalidLengthPrefixError, MalformedFrameError, Prot
 import {
   MAX_CHUNK_BYTES, MAX_CHUNK_RECORDS, MAX_RECORD_BYTES, MAX_STATE_VECTOR_BYTES, MAX_SYNC_ERROR_MESSAGE, MAX_SYNC_ERROR_NAME
 } from './constants.js'
-import { GroupSyncClosedError, GroupSyncRefusedError, GroupSyncTimeoutError, NotGroupMemberError, UnknownGroupError } from './errors.js'
+import { GroupSyncClosedError, GroupSyncRefusedError, GroupSyncTimeoutError, GroupSyncForbiddenError, UnknownGroupError } from './errors.js'
 import { SyncFrame } from './pb/group-sync.js'
 
 /**
@@ -132,7 +132,7 @@ export function * chunkRecords (records: readonly Uint8Array[]): Generator<Uint8
 /** Refusals the other side may send that are thrown here as their own classes. */
 const KNOWN_REFUSALS: ReadonlyMap<string, new (message: string) => ParleyError> = new Map<string, new (message: string) => ParleyError>([
   [UnknownGroupError.name, UnknownGroupError],
-  [NotGroupMemberError.name, NotGroupMemberError],
+  [GroupSyncForbiddenError.name, GroupSyncForbiddenError],
   [GroupSyncTimeoutError.name, GroupSyncTimeoutError],
   [GroupSyncClosedError.name, GroupSyncClosedError],
   [ProtocolLimitError.name, ProtocolLimitError],

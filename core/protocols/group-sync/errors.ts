@@ -7,9 +7,9 @@ export class UnknownGroupError extends ParleyError {
 }
 
 /** The caller is not a current member of the group, so it may not sync it. */
-export class NotGroupMemberError extends ParleyError {
-  static override name = 'NotGroupMemberError'
-  override name = 'NotGroupMemberError'
+export class GroupSyncForbiddenError extends ParleyError {
+  static override name = 'GroupSyncForbiddenError'
+  override name = 'GroupSyncForbiddenError'
 }
 
 /** The other side sent nothing for SYNC_IDLE_TIMEOUT_MS while we waited for its next frame. */

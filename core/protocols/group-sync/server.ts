@@ -5,7 +5,7 @@ import { forComponent } from '../../logger.js'
 import { ProtocolLimitError } from '../errors.js'
 import type { GroupSyncBackend } from './client.js'
 import { GROUP_SYNC_PROTOCOL, MAX_SYNC_STREAMS, MAX_SYNCS, MAX_SYNCS_PER_PEER, SYNC_IDLE_TIMEOUT_MS } from './constants.js'
-import { GroupSyncClosedError, NotGroupMemberError, UnknownGroupError } from './errors.js'
+import { GroupSyncClosedError, GroupSyncForbiddenError, UnknownGroupError } from './errors.js'
 import { SyncSession } from './session.js'
 
 const log = forComponent('group-sync')
@@ -32,7 +32,7 @@ export interface GroupSyncServerStats {
  * The listener side of `/parley/group-sync/1.0.0`. The caller is the connection's
  * Noise-verified remote peer (no frame names it); before anything about the group leaves,
  * the group must exist here (UnknownGroupError) and the backend must authorize the caller
- * (NotGroupMemberError). Then: our state vector, the records the caller misses in acknowledged
+ * (GroupSyncForbiddenError). Then: our state vector, the records the caller misses in acknowledged
  * chunks, the caller's records applied chunk by chunk, and a final DONE once they are durable.
  * Syncs at once are capped per peer and overall (ProtocolLimitError); limited (relayed)
  * connections are not served. Refusals and bad frames are counted in `stats.refused`.
@@ -120,7 +120,7 @@ export class GroupSyncServer implements Startable {
   private async serve (session: SyncSession, caller: PeerIdString, { group, stateVector }: { group: GroupId, stateVector: Uint8Array }): Promise<void> {
     const ours = this.backend.stateVector(group)
     if (ours === undefined) throw new UnknownGroupError('no such group here')
-    if (!this.backend.authorize(group, caller)) throw new NotGroupMemberError('not a member of this group')
+    if (!this.backend.authorize(group, caller)) throw new GroupSyncForbiddenError('not a member of this group')
     // Everything that can refuse runs before our first byte about the group goes out.
     const missing = await this.backend.missing(group, stateVector)
     await session.send({ kind: 'step1', group, stateVector: ours })
