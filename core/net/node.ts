@@ -126,6 +126,12 @@ export function scoreTopic (pubsub: ParleyPubSub, topic: string): void {
  *   gated by membership and sender keys, and honest members legitimately share an address
  *   (one household behind NAT, a LAN, and every node in loopback tests: 50 nodes on 127.0.0.1
  *   would all be graylisted with the default weight). Behaviour penalties (P7) keep defaults.
+ * - fastMsgIdFn: in a well-connected group every member receives each message several times
+ *   (from the author and from mesh peers forwarding it). Without a fast id, gossipsub verifies
+ *   each copy's signature before finding it is a duplicate; with it, copies of a message already
+ *   validated are dropped on a map lookup. The id is (author, seqno), the same identity as
+ *   gossipsub's StrictSign message id, and gossipsub caches it only after a copy's signature
+ *   verified, so a forged copy cannot shadow the real one.
  * - Inbound RPC frames keep gossipsub's 4 MiB length-prefix limit (an IWANT answer may carry
  *   several ~100 KiB records); each message's size is checked by the topic validator.
  */
@@ -137,6 +143,7 @@ export const GOSSIP_OPTIONS: Partial<GossipsubOpts> = {
   fallbackToFloodsub: false,
   doPX: false,
   runOnLimitedConnection: false,
+  fastMsgIdFn: fastMsgId,
   scoreParams: {
     topics: {},
     topicScoreCap: 10,
@@ -144,6 +151,12 @@ export const GOSSIP_OPTIONS: Partial<GossipsubOpts> = {
     IPColocationFactorWeight: 0
   },
   scoreThresholds: GOSSIP_SCORE_THRESHOLDS
+}
+
+/** Author and seqno of a raw gossipsub message, unverified ('' when either is missing). */
+function fastMsgId (msg: { from?: Uint8Array, seqno?: Uint8Array }): string {
+  if (msg.from === undefined || msg.seqno === undefined) return ''
+  return `${Buffer.from(msg.from).toString('hex')}:${Buffer.from(msg.seqno).toString('hex')}`
 }
 
 function isParleyPubSub (service: GossipSub): service is ParleyPubSub {
