@@ -85,7 +85,7 @@ export const GOSSIP_SCORE_THRESHOLDS = {
  * - P4 invalid messages: weight -10, squared counter, decay 0.99 per second (half-life ~70 s).
  *   Our topic validator's 'reject' (and gossipsub's own signature/size checks) feed it.
  */
-export const GROUP_TOPIC_SCORE: TopicScoreParams = createTopicScoreParams({
+export const GROUP_TOPIC_SCORE: Readonly<TopicScoreParams> = Object.freeze(createTopicScoreParams({
   topicWeight: 1,
   timeInMeshWeight: 0.01,
   timeInMeshQuantum: 1000,
@@ -97,7 +97,7 @@ export const GROUP_TOPIC_SCORE: TopicScoreParams = createTopicScoreParams({
   meshFailurePenaltyWeight: 0,
   invalidMessageDeliveriesWeight: -10,
   invalidMessageDeliveriesDecay: 0.99
-})
+}))
 validateTopicScoreParams(GROUP_TOPIC_SCORE)
 
 /** Score a topic with `GROUP_TOPIC_SCORE` from now on (idempotent). */
@@ -135,7 +135,7 @@ export function scoreTopic (pubsub: ParleyPubSub, topic: string): void {
  * - Inbound RPC frames keep gossipsub's 4 MiB length-prefix limit (an IWANT answer may carry
  *   several ~100 KiB records); each message's size is checked by the topic validator.
  */
-export const GOSSIP_OPTIONS: Partial<GossipsubOpts> = {
+export const GOSSIP_OPTIONS: Readonly<Partial<GossipsubOpts>> = Object.freeze({
   globalSignaturePolicy: StrictSign,
   emitSelf: false,
   allowPublishToZeroTopicPeers: true,
@@ -151,7 +151,7 @@ export const GOSSIP_OPTIONS: Partial<GossipsubOpts> = {
     IPColocationFactorWeight: 0
   },
   scoreThresholds: GOSSIP_SCORE_THRESHOLDS
-}
+})
 
 /** Author and seqno of a raw gossipsub message, unverified ('' when either is missing). */
 function fastMsgId (msg: { from?: Uint8Array, seqno?: Uint8Array }): string {
