@@ -12,6 +12,7 @@ import { gossipsub, StrictNoSign, type GossipSub } from '@libp2p/gossipsub'
 import { createNode, GOSSIP_SCORE_THRESHOLDS, type ParleyLibp2p, type ParleyPubSub } from '../../core/net/node.js'
 import { GroupGossip, type GossipVerdict } from '../../core/groups/gossip.js'
 import { newGroupId, type GroupId, type PeerIdString } from '../../core/ids.js'
+import { createRelayNode, DEFAULT_RELAY_LIMITS } from '../../relay/relay-node.js'
 import { eventually } from '../helpers/messengers.js'
 
 interface Delivery { group: GroupId, from: PeerIdString, text: string, at: number }
@@ -33,8 +34,8 @@ const te = new TextEncoder()
 const td = new TextDecoder()
 const nodes: Array<{ stop: () => Promise<void> }> = []
 
-async function startPeer (): Promise<GossipPeer> {
-  const node = await createNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, inboundConnectionThreshold: 1000 })
+async function startPeer (listen = ['/ip4/127.0.0.1/tcp/0']): Promise<GossipPeer> {
+  const node = await createNode({ privateKey: await generateKeyPair('Ed25519'), listen, mdns: false, inboundConnectionThreshold: 1000 })
   await node.start()
   const pubsub = node.services.pubsub
   assert.ok(pubsub !== undefined)
@@ -236,6 +237,28 @@ describe('group gossip over real libp2p nodes', () => {
     // A payload at the limit from the same signing node does reach the handler.
     await big.pubsub.publish(topic, new Uint8Array(128 * 1024).fill(0x62))
     await eventually(() => texts(honest).length === 1, 'a 128 KiB payload is accepted', 5_000)
+  })
+
+  it('does not run over a limited (relayed) connection', async () => {
+    const relay = await createRelayNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], limits: DEFAULT_RELAY_LIMITS })
+    await relay.start()
+    nodes.push({ stop: async () => { await relay.stop() } })
+    // Both listen only on /p2p-circuit: the relay is the only way between them.
+    const [a, b] = await Promise.all([startPeer(['/p2p-circuit']), startPeer(['/p2p-circuit'])])
+    for (const p of [a, b]) await connect(p.node, relay)
+    await eventually(() => b.node.getMultiaddrs().some((m) => m.toString().includes('/p2p-circuit')), 'b has a relay reservation', 10_000)
+    const circuit = b.node.getMultiaddrs().find((m) => m.toString().includes('/p2p-circuit'))
+    assert.ok(circuit !== undefined)
+    const conn = await a.node.dial(circuit)
+    assert.equal(conn.limits !== undefined, true, 'the relayed connection is limited')
+    const group = newGroupId()
+    a.gossip.join(group)
+    b.gossip.join(group)
+    await sleep(1_500)
+    assert.deepEqual(a.gossip.subscribers(group), [], 'no gossipsub stream over the circuit')
+    assert.deepEqual(await a.gossip.publish(group, te.encode('through the relay?')), { recipients: 0 })
+    await sleep(300)
+    assert.deepEqual(texts(b), [])
   })
 
   it('10 nodes: each message reaches every member exactly once; fan-out latency for 100 messages', async () => {
