@@ -9,6 +9,8 @@ import { mdns } from '@libp2p/mdns'
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { autoNAT } from '@libp2p/autonat'
 import { dcutr } from '@libp2p/dcutr'
+import { gossipsub, StrictSign, type GossipSub, type GossipSubComponents, type GossipsubOpts } from '@libp2p/gossipsub'
+import { createTopicScoreParams, validateTopicScoreParams, type TopicScoreParams } from '@libp2p/gossipsub/score'
 import type { PrivateKey } from '@libp2p/interface'
 
 export interface NodeOptions {
@@ -22,12 +24,34 @@ export interface NodeOptions {
    * back-to-back loopback dials in tests and simulations, so those raise it.
    */
   inboundConnectionThreshold?: number
+  /**
+   * Run gossipsub (`node.services.pubsub`, group fan-out). On unless `false`; relays have their
+   * own node (relay/relay-node.ts) and never carry group gossip.
+   */
+  pubsub?: boolean
+}
+
+/**
+ * The gossipsub service as Parley uses it. `@libp2p/gossipsub` types its factory with the
+ * `GossipSub` interface, but the instance is its `GossipSub` class, which also has these
+ * members; `createNode` checks they are there, so a library update that drops one fails at
+ * start-up instead of deep inside group code.
+ */
+export interface ParleyPubSub extends GossipSub {
+  isStarted (): boolean
+  /** The peer's current score (cached for up to one heartbeat). */
+  getScore (peerId: string): number
+  getMeshPeers (topic: string): string[]
+  /** Score parameters per topic; group topics are added as they are joined (`scoreTopic`). */
+  readonly score: { readonly params: { readonly topics: Record<string, TopicScoreParams> } }
 }
 
 export interface ParleyServices extends Record<string, unknown> {
   identify: Identify
   identifyPush: IdentifyPush
   ping: Ping
+  /** Gossipsub; absent only when `createNode` was given `pubsub: false`. */
+  pubsub?: ParleyPubSub
 }
 
 export type ParleyLibp2p = Libp2p<ParleyServices>
@@ -35,8 +59,125 @@ export type ParleyLibp2p = Libp2p<ParleyServices>
 export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws']
 
 /**
+ * Peer-score thresholds. With `GROUP_TOPIC_SCORE` below (P4 weight -10, positive score capped
+ * at +10) a peer is below `gossipThreshold` after 2 rejected messages (no IHAVE/IWANT with it),
+ * below `publishThreshold` after 3 (we stop flood-publishing to it) and graylisted (every RPC
+ * from it dropped unread) after 3-4 in quick succession. The counter decays by 1% a second,
+ * so one stray rejection (a member whose state briefly differs from ours) is forgotten within
+ * minutes, while a peer that keeps sending invalid gossip stays graylisted.
+ */
+export const GOSSIP_SCORE_THRESHOLDS = {
+  gossipThreshold: -10,
+  publishThreshold: -50,
+  graylistThreshold: -80,
+  // Peer exchange is off (doPX false), so no peer is trusted for PX.
+  acceptPXThreshold: 100,
+  opportunisticGraftThreshold: 5
+} as const
+
+/**
+ * Score parameters for every group topic (`/parley/group/1/<id>`), registered when the topic
+ * is joined (gossipsub only knows topic parameters by exact name).
+ * - P1 time in mesh and P2 first deliveries: small positive credit, capped (topicScoreCap 10),
+ *   so a peer cannot bank enough good behaviour to hide many invalid messages.
+ * - P3/P3b mesh delivery rate: off. Chat traffic is sparse and bursty; a rate threshold would
+ *   punish honest members of a quiet group.
+ * - P4 invalid messages: weight -10, squared counter, decay 0.99 per second (half-life ~70 s).
+ *   Our topic validator's 'reject' (and gossipsub's own signature/size checks) feed it.
+ */
+export const GROUP_TOPIC_SCORE: Readonly<TopicScoreParams> = Object.freeze(createTopicScoreParams({
+  topicWeight: 1,
+  timeInMeshWeight: 0.01,
+  timeInMeshQuantum: 1000,
+  timeInMeshCap: 300,
+  firstMessageDeliveriesWeight: 0.5,
+  firstMessageDeliveriesDecay: 0.9,
+  firstMessageDeliveriesCap: 10,
+  meshMessageDeliveriesWeight: 0,
+  meshFailurePenaltyWeight: 0,
+  invalidMessageDeliveriesWeight: -10,
+  invalidMessageDeliveriesDecay: 0.99
+}))
+validateTopicScoreParams(GROUP_TOPIC_SCORE)
+
+/** Score a topic with `GROUP_TOPIC_SCORE` from now on (idempotent). */
+export function scoreTopic (pubsub: ParleyPubSub, topic: string): void {
+  pubsub.score.params.topics[topic] ??= GROUP_TOPIC_SCORE
+}
+
+/**
+ * Gossipsub as a messenger runs it (group fan-out, docs/architecture.md).
+ * - StrictSign: every message is signed by its author's libp2p key; the signed `from` is the
+ *   sender that sender-key decryption and record checks use. Unsigned ones are rejected (and
+ *   penalised) by gossipsub before any validator runs.
+ * - emitSelf false: our own publishes are applied locally by the caller, never echoed back.
+ * - allowPublishToZeroTopicPeers: a lone online member can still write; offline members get
+ *   records through their mailboxes and group-sync.
+ * - floodPublish: the author sends to every subscribed peer above publishThreshold, not just
+ *   its mesh; groups are small (<= 256) so this is the lowest-latency path and needs no warm
+ *   mesh. Forwarding by others still follows the mesh (D 6, Dlo 4, Dhi 12: defaults).
+ * - fallbackToFloodsub false: every Parley node speaks gossipsub; floodsub would be an
+ *   unscored side door.
+ * - runOnLimitedConnection false: relayed circuits are data- and time-limited (relay limits,
+ *   relay/relay-node.ts); gossip, with its heartbeats and control traffic, would eat that
+ *   budget. Members only reachable through a relay get records via the 1:1 outbox/mailbox or
+ *   once DCUtR upgrades the connection.
+ * - Scoring: IP colocation (P6) off. It fights Sybils that share an IP, but group traffic is
+ *   gated by membership and sender keys, and honest members legitimately share an address
+ *   (one household behind NAT, a LAN, and every node in loopback tests: 50 nodes on 127.0.0.1
+ *   would all be graylisted with the default weight). Behaviour penalties (P7) keep defaults.
+ * - fastMsgIdFn: in a well-connected group every member receives each message several times
+ *   (from the author and from mesh peers forwarding it). Without a fast id, gossipsub verifies
+ *   each copy's signature before finding it is a duplicate; with it, copies of a message already
+ *   validated are dropped on a map lookup. The id is (author, seqno), the same identity as
+ *   gossipsub's StrictSign message id, and gossipsub caches it only after a copy's signature
+ *   verified, so a forged copy cannot shadow the real one.
+ * - Inbound RPC frames keep gossipsub's 4 MiB length-prefix limit (an IWANT answer may carry
+ *   several ~100 KiB records); each message's size is checked by the topic validator.
+ */
+export const GOSSIP_OPTIONS: Readonly<Partial<GossipsubOpts>> = Object.freeze({
+  globalSignaturePolicy: StrictSign,
+  emitSelf: false,
+  allowPublishToZeroTopicPeers: true,
+  floodPublish: true,
+  fallbackToFloodsub: false,
+  doPX: false,
+  runOnLimitedConnection: false,
+  fastMsgIdFn: fastMsgId,
+  scoreParams: {
+    topics: {},
+    topicScoreCap: 10,
+    appSpecificWeight: 0,
+    IPColocationFactorWeight: 0
+  },
+  scoreThresholds: GOSSIP_SCORE_THRESHOLDS
+})
+
+/** Author and seqno of a raw gossipsub message, unverified ('' when either is missing). */
+function fastMsgId (msg: { from?: Uint8Array, seqno?: Uint8Array }): string {
+  if (msg.from === undefined || msg.seqno === undefined) return ''
+  return `${Buffer.from(msg.from).toString('hex')}:${Buffer.from(msg.seqno).toString('hex')}`
+}
+
+function isParleyPubSub (service: GossipSub): service is ParleyPubSub {
+  const s = service as Partial<ParleyPubSub>
+  return typeof s.isStarted === 'function' && typeof s.getScore === 'function' &&
+    typeof s.getMeshPeers === 'function' && typeof s.score?.params?.topics === 'object'
+}
+
+function parleyPubSub (): (components: GossipSubComponents) => ParleyPubSub {
+  const factory = gossipsub(GOSSIP_OPTIONS)
+  return (components) => {
+    const service = factory(components)
+    if (!isParleyPubSub(service)) throw new Error('@libp2p/gossipsub lacks getScore/getMeshPeers/score.params')
+    return service
+  }
+}
+
+/**
  * The one place a Parley libp2p node is configured: TCP, WebSockets and circuit relay,
- * Noise, Yamux, identify, ping, autonat and DCUtR, and mDNS discovery when asked.
+ * Noise, Yamux, identify, ping, autonat and DCUtR, gossipsub (`GOSSIP_OPTIONS`) unless
+ * `pubsub: false`, and mDNS discovery when asked.
  *
  * The node is returned stopped so callers can attach listeners first.
  *
@@ -68,7 +209,8 @@ export async function createNode (options: NodeOptions): Promise<ParleyLibp2p> {
       // autonat: peers tell us whether our addresses are dialable from outside; dcutr: a
       // relayed connection to a peer is upgraded to a direct one (hole punch) where possible.
       autoNAT: autoNAT(),
-      dcutr: dcutr()
+      dcutr: dcutr(),
+      ...(options.pubsub === false ? {} : { pubsub: parleyPubSub() })
     }
   })
 }
