@@ -1,7 +1,7 @@
 import { join } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import type { PrivateKey } from '@libp2p/interface'
+import type { ConnectionGater, PrivateKey } from '@libp2p/interface'
 import type { ContactView, ConversationView, MessageView, MessengerEvent, SafetyNumberView, WhoAmI } from './api/contract.js'
 import { IdentityChangedError, NoSessionError, SignalCipher, type Ciphertext, type DecryptResult, type IdentityStatus, type SignalCipherOptions } from './crypto/cipher.js'
 import { InvalidRequestError, MessageTooLargeError, NotRunningError, ParleyError, SelfContactError, UnknownContactError } from './errors.js'
@@ -25,6 +25,7 @@ import { PrekeyServer } from './protocols/prekeys/server.js'
 import { MAX_TEXT_BYTES } from './protocols/dm/constants.js'
 import { DmProtocol, type DmChannel } from './protocols/dm/dm-protocol.js'
 import { LevelStore } from './store/level-store.js'
+import { GroupManager } from './groups/manager.js'
 import type { Contact, CryptoChanges, MessageRecord, OutboxRecord, SettledStatus, Store } from './store/types.js'
 
 const log = forComponent('messenger')
@@ -71,6 +72,8 @@ export interface MessengerOptions {
   /** fsync every store batch (see LevelStoreOptions.sync). */
   syncWrites?: boolean
   inboundConnectionThreshold?: number
+  /** libp2p connection gater: tests and simulations cut the network with it (partitions). */
+  connectionGater?: ConnectionGater
   /** Signal key schedule (signed prekey rotation); mostly for tests. */
   crypto?: SignalCipherOptions
   /**
@@ -105,6 +108,7 @@ export class Messenger {
   private cipher: SignalCipher | undefined
   private prekeys: PrekeyClient | undefined
   private prekeyServer: PrekeyServer | undefined
+  private groupManager: GroupManager | undefined
   /** Session set-ups in progress, per peer (one bundle fetch at a time). */
   private readonly establishing = new Map<PeerIdString, Promise<void>>()
   /** Identity trust per peer, mirrored from the cipher for synchronous views. */
@@ -142,6 +146,12 @@ export class Messenger {
   get peerId (): PeerIdString {
     if (this.selfId === undefined) throw new NotRunningError('messenger not started')
     return this.selfId
+  }
+
+  /** Group commands (create, send, members...): see GroupManager. */
+  get groups (): GroupManager {
+    if (this.groupManager === undefined || !this.running) throw new NotRunningError('messenger not running')
+    return this.groupManager
   }
 
   get libp2p (): ParleyLibp2p {
@@ -207,6 +217,20 @@ export class Messenger {
         if (isControl(rec.frame)) this.controlIds.add(rec.id)
         this.outbox.enqueue(rec)
       }
+      this.groupManager = new GroupManager({
+        self: this.selfId,
+        privateKey,
+        store,
+        cipher,
+        node,
+        sendDirect: async (to, body) => { await this.sendGroupPayload(to, body) },
+        tick: () => ++this.clock,
+        observe: (lamport) => { if (lamport > this.clock) this.clock = lamport },
+        emit: (event) => { this.emit(event) },
+        reach: async (peer) => { await this.reach(peer) },
+        nameOf: (peer) => this.contacts.get(peer)?.name
+      })
+      await this.groupManager.open()
       this.greetContacts()
     } catch (err) {
       await this.stop().catch(() => {})
@@ -221,7 +245,8 @@ export class Messenger {
       privateKey,
       listen,
       mdns: o.mdns ?? true,
-      ...(o.inboundConnectionThreshold !== undefined ? { inboundConnectionThreshold: o.inboundConnectionThreshold } : {})
+      ...(o.inboundConnectionThreshold !== undefined ? { inboundConnectionThreshold: o.inboundConnectionThreshold } : {}),
+      ...(o.connectionGater !== undefined ? { connectionGater: o.connectionGater } : {})
     })
     const preferred = reusePorts(requested, last)
     const node = await make(preferred)
@@ -321,6 +346,8 @@ export class Messenger {
 
   async stop (): Promise<void> {
     this.running = false
+    await this.groupManager?.stop().catch((err: unknown) => { log.error('stopping groups failed: %e', err) })
+    this.groupManager = undefined
     this.relayKeeper?.stop()
     this.relayKeeper = undefined
     clearInterval(this.pollTimer)
@@ -502,7 +529,13 @@ export class Messenger {
       this.rejections.set(r.error, (this.rejections.get(r.error) ?? 0) + 1)
       log('rejected envelope %s from %s: %s', r.id, from, r.error)
     }
-    if (envs.length > 0 && !this.contacts.has(from)) await this.addInboundContact(from)
+    // Group payloads come from members who need not be contacts; only a text makes one.
+    if (envs.some((e) => e.type === 'text') && !this.contacts.has(from)) await this.addInboundContact(from)
+    // Stored by the group manager before the ack goes out (a payload it cannot use is dropped
+    // there; group-sync repairs what is missing).
+    for (const e of envs) {
+      if (e.type === 'group' && e.body !== undefined) await this.groupManager?.onDirect(from, e.body)
+    }
     const receipts = envs.filter((e) => e.type === 'receipt')
     if (receipts.length > 0) await this.applyReceipts(from, receipts.flatMap((e) => e.refs ?? []))
     const retries = envs.filter((e) => e.type === 'retry')
@@ -707,16 +740,36 @@ export class Messenger {
 
   /** Queue control envelopes (receipts, retry requests) about `to`'s messages: never shown, no status. */
   private async sendControl (to: PeerIdString, type: 'receipt' | 'retry', ids: MessageId[]): Promise<void> {
-    const store = this.requireStore()
-    const outbox = this.requireOutbox()
     for (let i = 0; i < ids.length; i += MAX_RECEIPT_IDS) {
-      const id = newMessageId()
-      const sentAt = Date.now()
-      const frame = writeEnvelope({ id, lamport: Math.max(1, this.clock), sentAt, type, text: '', refs: ids.slice(i, i + MAX_RECEIPT_IDS) })
-      const entry: OutboxRecord = { id, to, frame, createdAt: sentAt, expiresAt: sentAt + (this.options.messageTtlMs ?? DEFAULT_MESSAGE_TTL_MS) }
-      this.controlIds.add(id)
-      await store.queueOutbox(entry)
-      outbox.enqueue(entry)
+      await this.queueControl(to, { type, text: '', refs: ids.slice(i, i + MAX_RECEIPT_IDS) })
+    }
+  }
+
+  /** Queue a group payload (core/groups) for a peer: a control envelope, sealed like any other. */
+  private async sendGroupPayload (to: PeerIdString, body: Uint8Array): Promise<void> {
+    await this.queueControl(to, { type: 'group', text: '', body })
+  }
+
+  private async queueControl (to: PeerIdString, env: Pick<DmEnvelope, 'type' | 'text' | 'refs' | 'body'>): Promise<void> {
+    const id = newMessageId()
+    const sentAt = Date.now()
+    const frame = writeEnvelope({ ...env, id, lamport: Math.max(1, this.clock), sentAt })
+    const entry: OutboxRecord = { id, to, frame, createdAt: sentAt, expiresAt: sentAt + (this.options.messageTtlMs ?? DEFAULT_MESSAGE_TTL_MS) }
+    this.controlIds.add(id)
+    await this.requireStore().queueOutbox(entry)
+    this.requireOutbox().enqueue(entry)
+  }
+
+  /** Get a connection to a peer: from the peer store, else ask our relays' directories first. */
+  private async reach (peer: PeerIdString): Promise<void> {
+    const node = this.requireNode()
+    const id = peerIdFromString(peer)
+    if (node.getConnections(id).length > 0) return
+    try {
+      await node.dial(id)
+    } catch (err) {
+      if (!(await this.locate(peer))) throw err
+      await node.dial(id)
     }
   }
 

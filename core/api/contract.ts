@@ -55,6 +55,31 @@ export interface MessageView {
   status: MessageStatus
 }
 
+/** A group message as history shows it: the fields of MessageView plus the group. */
+export interface GroupMessageView extends MessageView {
+  group: string
+}
+
+export interface GroupMemberView {
+  peerId: string
+  role: 'admin' | 'member'
+  /** Our contact name for the member ('' if not a contact). */
+  name: string
+  addedBy: string
+  addedAt: number
+}
+
+export interface GroupView {
+  group: string
+  name: string
+  /** invited: not accepted yet; joined; left (we left, declined or were removed). */
+  state: 'invited' | 'joined' | 'left'
+  /** Our role in the group's member list. */
+  role: 'admin' | 'member' | 'removed' | 'left'
+  members: number
+  last?: GroupMessageView
+}
+
 export interface ConversationView {
   peerId: string
   name: string
@@ -75,6 +100,17 @@ export interface Commands {
   'dm.send': { params: { to: string, text: string }, result: MessageView }
   'dm.history': { params: { with: string, limit?: number, before?: string }, result: { messages: MessageView[] } }
   'conversations.list': { params: Record<string, never>, result: { conversations: ConversationView[] } }
+  'group.create': { params: { name: string, members: string[] }, result: { group: string } }
+  'group.accept': { params: { group: string }, result: GroupView }
+  'group.decline': { params: { group: string }, result: GroupView }
+  'group.send': { params: { group: string, text: string }, result: GroupMessageView }
+  'group.history': { params: { group: string, limit?: number, before?: string }, result: { messages: GroupMessageView[] } }
+  'group.members': { params: { group: string }, result: { members: GroupMemberView[] } }
+  'group.add': { params: { group: string, peerId: string, role?: 'admin' | 'member' }, result: GroupView }
+  'group.remove': { params: { group: string, peerId: string }, result: GroupView }
+  'group.leave': { params: { group: string }, result: GroupView }
+  'group.rename': { params: { group: string, name: string }, result: GroupView }
+  'groups.list': { params: Record<string, never>, result: { groups: GroupView[] } }
 }
 
 export type CommandName = keyof Commands
@@ -83,8 +119,18 @@ export type CommandResult<C extends CommandName> = Commands[C]['result']
 
 export const COMMAND_NAMES: readonly CommandName[] = [
   'whoami', 'name.set', 'contact.add', 'contacts.list', 'contact.rename', 'contact.remove',
-  'contact.safetyNumber', 'contact.verify', 'contact.acceptIdentity', 'dm.send', 'dm.history', 'conversations.list'
+  'contact.safetyNumber', 'contact.verify', 'contact.acceptIdentity', 'dm.send', 'dm.history', 'conversations.list',
+  'group.create', 'group.accept', 'group.decline', 'group.send', 'group.history', 'group.members', 'group.add',
+  'group.remove', 'group.leave', 'group.rename', 'groups.list'
 ]
+
+/** Group events (also part of MessengerEvent). */
+export type GroupMessageEvent =
+  /** Someone added us to a group: accept or decline it. */
+  | { event: 'group.invite', group: string, name: string, from: string }
+  | { event: 'group.message', group: string, from: string, id: string, text: string, sentAt: number, lamport: number }
+  /** Members, roles, name or our own state in the group changed. */
+  | { event: 'group.updated', group: string }
 
 /** Events pushed to every client. */
 export type MessengerEvent =
@@ -94,6 +140,7 @@ export type MessengerEvent =
   | { event: 'peer', peerId: string, connected: boolean }
   /** The contact's identity key changed (a warning for the conversation), or was accepted/verified. */
   | { event: 'identity', peerId: string, identity: ContactView['identity'] }
+  | GroupMessageEvent
 
 export interface ErrorShape { name: string, message: string }
 

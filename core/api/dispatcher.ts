@@ -27,7 +27,18 @@ export function createDispatcher (m: Messenger): (cmd: unknown, params: Params) 
     'dm.history': async (p) => ({
       messages: await m.history(str(p, 'with'), limit(p), optStr(p, 'before'))
     }),
-    'conversations.list': async () => ({ conversations: await m.conversations() })
+    'conversations.list': async () => ({ conversations: await m.conversations() }),
+    'group.create': async (p) => ({ group: await m.groups.create(str(p, 'name'), strList(p, 'members')) }),
+    'group.accept': async (p) => await m.groups.accept(str(p, 'group')),
+    'group.decline': async (p) => await m.groups.decline(str(p, 'group')),
+    'group.send': async (p) => await m.groups.send(str(p, 'group'), str(p, 'text')),
+    'group.history': (p) => ({ messages: m.groups.history(str(p, 'group'), limit(p), optStr(p, 'before')) }),
+    'group.members': (p) => ({ members: m.groups.members(str(p, 'group')) }),
+    'group.add': async (p) => await m.groups.add(str(p, 'group'), str(p, 'peerId'), role(p)),
+    'group.remove': async (p) => await m.groups.remove(str(p, 'group'), str(p, 'peerId')),
+    'group.leave': async (p) => await m.groups.leave(str(p, 'group')),
+    'group.rename': async (p) => await m.groups.rename(str(p, 'group'), str(p, 'name')),
+    'groups.list': () => ({ groups: m.groups.list() })
   }
   return async (cmd, params) => {
     if (typeof cmd !== 'string') throw new InvalidRequestError('"cmd" must be a string')
@@ -46,6 +57,19 @@ function optStr (p: Params, key: string): string | undefined {
   const v = p[key]
   if (v === undefined || v === null) return undefined
   if (typeof v !== 'string') throw new InvalidRequestError(`"${key}" must be a string`)
+  return v
+}
+
+function strList (p: Params, key: string): string[] {
+  const v = p[key]
+  if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw new InvalidRequestError(`"${key}" must be an array of strings`)
+  return v
+}
+
+function role (p: Params): 'admin' | 'member' | undefined {
+  const v = p.role
+  if (v === undefined || v === null) return undefined
+  if (v !== 'admin' && v !== 'member') throw new InvalidRequestError('"role" must be "admin" or "member"')
   return v
 }
 

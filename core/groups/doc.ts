@@ -960,9 +960,10 @@ function firstEndingAfter (list: StoredRecord[], since: number): number {
   return lo
 }
 
-/** A yjs state vector, read strictly: no trailing bytes, sane counts. */
+/** A yjs state vector, read strictly: no trailing bytes, sane counts. Zero bytes: "has nothing" (group-sync's empty vector). */
 function decodeStateVector (bytes: Uint8Array): Map<number, number> {
   const out = new Map<number, number>()
+  if (bytes.byteLength === 0) return out
   try {
     const decoder = decoding.createDecoder(bytes)
     const count = decoding.readVarUint(decoder)

@@ -90,3 +90,17 @@ export class InvalidStateVectorError extends ParleyError {
   static override name = 'InvalidStateVectorError'
   override name = 'InvalidStateVectorError'
 }
+
+/** A group command that does not fit the group's state here (e.g. accepting a group already joined). */
+export class GroupStateError extends ParleyError {
+  static override name = 'GroupStateError'
+  override name = 'GroupStateError'
+}
+
+/** A group would have more than MAX_GROUP_MEMBERS members. */
+export class TooManyMembersError extends ParleyError {
+  static override name = 'TooManyMembersError'
+  override name = 'TooManyMembersError'
+}
+
+export { UnknownGroupError } from '../protocols/group-sync/errors.js'

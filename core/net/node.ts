@@ -11,7 +11,7 @@ import { autoNAT } from '@libp2p/autonat'
 import { dcutr } from '@libp2p/dcutr'
 import { gossipsub, StrictSign, type GossipSub, type GossipSubComponents, type GossipsubOpts } from '@libp2p/gossipsub'
 import { createTopicScoreParams, validateTopicScoreParams, type TopicScoreParams } from '@libp2p/gossipsub/score'
-import type { PrivateKey } from '@libp2p/interface'
+import type { ConnectionGater, PrivateKey } from '@libp2p/interface'
 
 export interface NodeOptions {
   privateKey: PrivateKey
@@ -24,6 +24,8 @@ export interface NodeOptions {
    * back-to-back loopback dials in tests and simulations, so those raise it.
    */
   inboundConnectionThreshold?: number
+  /** Refuse some peers (tests and simulations: partitions). */
+  connectionGater?: ConnectionGater
   /**
    * Run gossipsub (`node.services.pubsub`, group fan-out). On unless `false`; relays have their
    * own node (relay/relay-node.ts) and never carry group gossip.
@@ -200,6 +202,7 @@ export async function createNode (options: NodeOptions): Promise<ParleyLibp2p> {
     connectionManager: {
       inboundConnectionThreshold: options.inboundConnectionThreshold ?? 5
     },
+    ...(options.connectionGater !== undefined ? { connectionGater: options.connectionGater } : {}),
     services: {
       identify: identify(),
       // Tells connected peers (relays' directories) when our addresses change, e.g. once a

@@ -1,0 +1,706 @@
+import type { PrivateKey } from '@libp2p/interface'
+import { owned } from '../bytes.js'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { GroupMessageEvent, GroupMemberView, GroupMessageView, GroupView } from '../api/contract.js'
+import { distributionIdOf, type SignalCipher } from '../crypto/cipher.js'
+import { InvalidRequestError, MessageTooLargeError, NotRunningError, ParleyError } from '../errors.js'
+import { isGroupId, isMessageId, newGroupId, newMessageId, type GroupId, type PeerIdString } from '../ids.js'
+import { parsePeerId } from '../identity/invite.js'
+import { forComponent } from '../logger.js'
+import type { ParleyLibp2p } from '../net/node.js'
+import { MAX_GROUP_BODY_BYTES } from '../protocols/dm/constants.js'
+import { textByteLength } from '../protocols/dm/codec.js'
+import { GroupSyncClient, type GroupSyncBackend } from '../protocols/group-sync/client.js'
+import { GroupSyncServer } from '../protocols/group-sync/server.js'
+import type { CryptoChanges, Store } from '../store/types.js'
+import { GroupDoc, MAX_GROUP_MEMBERS, type ApplyResult, type GroupMessageView as DocMessage } from './doc.js'
+import { GroupStateError, NotGroupMemberError, TooManyMembersError, UnknownGroupError } from './errors.js'
+import { GroupGossip, type GossipVerdict } from './gossip.js'
+import { GroupPayload, PayloadKind } from './pb/payload.js'
+import { decodeRecord, encodeRecord, type GroupRecord } from './record.js'
+
+const log = forComponent('groups')
+
+/** Longest group message, in UTF-8 bytes: its record must fit a 1:1 envelope (MAX_GROUP_BODY_BYTES) for offline members. */
+export const MAX_GROUP_SEND_BYTES = 60 * 1024
+const MAX_GROUP_NAME = 100
+/** Room for the records an invite carries (the rest comes by group-sync). */
+const INVITE_RECORD_BYTES = MAX_GROUP_BODY_BYTES - 1024
+/** A new snapshot (the fast load path) after this many records since the last one. */
+const SNAPSHOT_EVERY = 1000
+/** Anti-entropy: sync each joined group with one connected member this often. */
+const SYNC_EVERY_MS = 30_000
+/** After gossip we could not decrypt: sync with its sender after this delay (its sender key is probably on the way). */
+const SYNC_AFTER_MISS_MS = 300
+/** Members dialled per group so gossip has a mesh. */
+const MESH_DIALS = 6
+/** A KEY_REQUEST to one member of one group at most this often. */
+const KEY_REQUEST_EVERY_MS = 30_000
+
+/** What the group manager needs from the Messenger. */
+export interface GroupPorts {
+  self: PeerIdString
+  privateKey: PrivateKey
+  store: Store
+  cipher: SignalCipher
+  node: ParleyLibp2p
+  /** Queue a payload for a peer over the 1:1 channel (outbox, Signal, relay mailbox when offline). */
+  sendDirect: (to: PeerIdString, body: Uint8Array) => Promise<void>
+  /** Take the next Lamport time / move the clock past one seen. */
+  tick: () => number
+  observe: (lamport: number) => void
+  emit: (event: GroupMessageEvent) => void
+  /** Best effort: get a connection to a peer (peer store, then relay directories). */
+  reach: (peer: PeerIdString) => Promise<void>
+  nameOf: (peer: PeerIdString) => string | undefined
+}
+
+type GroupState = 'invited' | 'joined' | 'left'
+
+/** What this node keeps about a group besides its document. */
+interface GroupInfo {
+  state: GroupState
+  invitedBy?: string
+  /** Our sender-key epoch: bumped whenever someone leaves or is removed. */
+  epoch: number
+  /** Sender-key distribution ids we processed, per sender (forgotten when they go). */
+  senders: Record<string, string[]>
+  /** Records stored so far: the next record's key (records are kept in the order accepted). */
+  seq: number
+  /** Records stored since the last snapshot. */
+  sinceSnapshot: number
+}
+
+interface Group {
+  id: GroupId
+  doc: GroupDoc
+  info: GroupInfo
+  /** Current members (admins and members), to see who came and went after each change. */
+  members: Set<PeerIdString>
+  /** One change at a time per group. */
+  lock: Promise<unknown>
+}
+
+const K = {
+  info: (g: string) => `i/${g}`,
+  records: (g: string) => `r/${g}/`,
+  record: (g: string, seq: number) => `r/${g}/${String(seq).padStart(10, '0')}`,
+  snapshot: (g: string) => `s/${g}`
+}
+
+/**
+ * Groups: one GroupDoc (yjs) per group, kept in the store's group area as the signed
+ * records it was built from plus a snapshot. Records travel over the group's gossip topic
+ * (Signal sender keys), to members not on the topic through their 1:1 outbox (relay
+ * mailboxes), and by group-sync with any member met later. See docs/architecture.md, Groups.
+ *
+ * @example
+ * const groups = new GroupManager(ports)
+ * await groups.open()
+ * const id = await groups.create('Climbing', [bob, carol])
+ * await groups.send(id, 'Saturday?')
+ */
+export class GroupManager implements GroupSyncBackend {
+  private readonly groups = new Map<GroupId, Group>()
+  private readonly gossip: GroupGossip
+  private readonly syncClient: GroupSyncClient
+  private readonly syncServer: GroupSyncServer
+  private readonly keyRequests = new Map<string, number>()
+  private readonly syncing = new Set<string>()
+  private timer: ReturnType<typeof setInterval> | undefined
+  private running = false
+
+  constructor (private readonly p: GroupPorts) {
+    const pubsub = p.node.services.pubsub
+    if (pubsub === undefined) throw new NotRunningError('groups need the node\'s gossipsub service')
+    this.gossip = new GroupGossip(pubsub, async (group, from, data) => await this.onGossip(group, from, data))
+    this.syncClient = new GroupSyncClient(p.node, this)
+    this.syncServer = new GroupSyncServer(p.node, this)
+  }
+
+  /** Load every group from the store, join the topics of joined ones, start sync. */
+  async open (): Promise<void> {
+    const store = this.p.store
+    for (const { key, value } of await store.listGroupEntries('i/')) {
+      const id = key.slice(2)
+      if (!isGroupId(id)) continue
+      const info = JSON.parse(Buffer.from(value).toString('utf8')) as GroupInfo
+      const records = (await store.listGroupEntries(K.records(id))).map((e) => decodeRecord(e.value))
+      const snapshot = await store.getGroupEntry(K.snapshot(id))
+      const doc = GroupDoc.open({ group: id, self: this.p.self, privateKey: this.p.privateKey, records, ...(snapshot !== undefined ? { snapshot } : {}) })
+      this.p.observe(doc.lamport)
+      const g: Group = { id, doc, info, members: memberSet(doc), lock: Promise.resolve() }
+      this.groups.set(id, g)
+    }
+    await this.syncServer.start()
+    this.running = true
+    for (const g of this.groups.values()) {
+      if (g.info.state === 'joined') this.gossip.join(g.id)
+    }
+    this.p.node.addEventListener('peer:connect', this.onConnect)
+    this.timer = setInterval(() => { this.antiEntropy() }, SYNC_EVERY_MS)
+    this.timer.unref?.()
+    for (const g of this.groups.values()) if (g.info.state === 'joined') this.meetMembers(g)
+  }
+
+  async stop (): Promise<void> {
+    this.running = false
+    clearInterval(this.timer)
+    this.p.node.removeEventListener('peer:connect', this.onConnect)
+    this.gossip.stop()
+    await this.syncServer.stop().catch(() => {})
+    await Promise.allSettled([...this.groups.values()].map(async (g) => await g.lock))
+  }
+
+  // ---- commands --------------------------------------------------------------------------
+
+  async create (name: string, members: readonly string[]): Promise<GroupId> {
+    const others = uniquePeers(members).filter((m) => m !== this.p.self)
+    if (others.length + 1 > MAX_GROUP_MEMBERS) throw new TooManyMembersError(`a group has at most ${MAX_GROUP_MEMBERS} members`)
+    const id = newGroupId()
+    const { doc, record } = await GroupDoc.create({ group: id, self: this.p.self, privateKey: this.p.privateKey, name: groupName(name), members: others, now: Date.now() })
+    const g: Group = { id, doc, info: { state: 'joined', epoch: 0, senders: {}, seq: 0, sinceSnapshot: 0 }, members: memberSet(doc), lock: Promise.resolve() }
+    await this.persist(g, [record])
+    this.groups.set(id, g)
+    this.gossip.join(id)
+    for (const m of others) {
+      await this.invite(g, m)
+      await this.sendKey(g, m)
+    }
+    this.meetMembers(g)
+    return id
+  }
+
+  async accept (group: string): Promise<GroupView> {
+    const g = this.require(group)
+    return await this.locked(g, async () => {
+      if (g.info.state !== 'invited') throw new GroupStateError(`group is ${g.info.state}, not invited`)
+      if (!g.doc.isMember(this.p.self)) throw new NotGroupMemberError('not-member', 'you are no longer a member of this group')
+      g.info.state = 'joined'
+      await this.persist(g, [])
+      this.gossip.join(g.id)
+      for (const m of g.members) if (m !== this.p.self) await this.sendKey(g, m)
+      this.meetMembers(g)
+      this.p.emit({ event: 'group.updated', group: g.id })
+      return this.view(g)
+    })
+  }
+
+  async decline (group: string): Promise<GroupView> {
+    const g = this.require(group)
+    return await this.locked(g, async () => {
+      if (g.info.state !== 'invited') throw new GroupStateError(`group is ${g.info.state}, not invited`)
+      await this.leaveLocked(g)
+      return this.view(g)
+    })
+  }
+
+  async leave (group: string): Promise<GroupView> {
+    const g = this.require(group)
+    return await this.locked(g, async () => {
+      if (g.info.state === 'left') throw new GroupStateError('you already left this group')
+      await this.leaveLocked(g)
+      return this.view(g)
+    })
+  }
+
+  async send (group: string, text: string): Promise<GroupMessageView> {
+    const g = this.require(group)
+    if (typeof text !== 'string' || text.length === 0) throw new InvalidRequestError('text must be a non-empty string')
+    if (textByteLength(text) > MAX_GROUP_SEND_BYTES) throw new MessageTooLargeError(`group text is over ${MAX_GROUP_SEND_BYTES} bytes`)
+    return await this.locked(g, async () => {
+      this.requireJoined(g)
+      const id = newMessageId()
+      const msg = { id, text, sentAt: Date.now(), lamport: this.p.tick() }
+      const record = await g.doc.addMessage(msg)
+      await this.persist(g, [record])
+      await this.distribute(g, record)
+      return this.messageView(g, { ...msg, from: this.p.self })
+    })
+  }
+
+  async add (group: string, peer: string, role: 'admin' | 'member' = 'member'): Promise<GroupView> {
+    const g = this.require(group)
+    const id = parsePeerId(peer)
+    return await this.locked(g, async () => {
+      this.requireJoined(g)
+      if (!g.members.has(id) && g.members.size + 1 > MAX_GROUP_MEMBERS) throw new TooManyMembersError(`a group has at most ${MAX_GROUP_MEMBERS} members`)
+      const isNew = !g.members.has(id)
+      const record = await g.doc.setMember(id, role)
+      await this.persist(g, [record])
+      await this.distribute(g, record)
+      await this.afterChange(g, { applied: true, members: true, meta: false, messages: [] })
+      if (isNew) await this.invite(g, id)
+      return this.view(g)
+    })
+  }
+
+  async remove (group: string, peer: string): Promise<GroupView> {
+    const g = this.require(group)
+    const id = parsePeerId(peer)
+    return await this.locked(g, async () => {
+      this.requireJoined(g)
+      const record = await g.doc.removeMember(id)
+      await this.persist(g, [record])
+      // The removed peer hears of it (sealed to it 1:1); it gets no key for what follows.
+      await this.distribute(g, record, [id])
+      await this.afterChange(g, { applied: true, members: true, meta: false, messages: [] })
+      return this.view(g)
+    })
+  }
+
+  async rename (group: string, name: string): Promise<GroupView> {
+    const g = this.require(group)
+    return await this.locked(g, async () => {
+      this.requireJoined(g)
+      const record = await g.doc.rename(groupName(name))
+      await this.persist(g, [record])
+      await this.distribute(g, record)
+      this.p.emit({ event: 'group.updated', group: g.id })
+      return this.view(g)
+    })
+  }
+
+  history (group: string, limit: number, before?: string): GroupMessageView[] {
+    const g = this.require(group)
+    if (before !== undefined && !isMessageId(before)) throw new InvalidRequestError('"before" is not a message id')
+    return g.doc.messages(limit, before).map((m) => this.messageView(g, m))
+  }
+
+  members (group: string): GroupMemberView[] {
+    const g = this.require(group)
+    return g.doc.members().map((m) => ({ peerId: m.peerId, role: m.role, name: this.p.nameOf(m.peerId) ?? '', addedBy: m.addedBy, addedAt: m.addedAt }))
+  }
+
+  list (): GroupView[] {
+    return [...this.groups.values()].map((g) => this.view(g))
+  }
+
+  get (group: string): GroupView {
+    return this.view(this.require(group))
+  }
+
+  // ---- incoming ---------------------------------------------------------------------------
+
+  /** A group payload from `from` over the 1:1 channel (already decrypted and authenticated). */
+  async onDirect (from: PeerIdString, body: Uint8Array): Promise<void> {
+    let payload: GroupPayload
+    try {
+      payload = GroupPayload.decode(body, { limits: { records: 1024 } })
+    } catch (err) {
+      log('undecodable group payload from %s: %s', from, (err as Error).message)
+      return
+    }
+    if (!isGroupId(payload.group)) return
+    const id = payload.group
+    try {
+      switch (payload.kind) {
+        case PayloadKind.INVITE: await this.onInvite(id, from, payload); break
+        case PayloadKind.RECORDS: await this.onRecords(id, from, payload.records); break
+        case PayloadKind.SENDER_KEY: await this.onSenderKey(id, from, payload.distribution, payload.epoch); break
+        case PayloadKind.KEY_REQUEST: await this.onKeyRequest(id, from); break
+        default: log('unknown group payload kind %s from %s', payload.kind, from)
+      }
+    } catch (err) {
+      log('group payload %s for %s from %s dropped: %s', payload.kind, id, from, (err as Error).message)
+    }
+  }
+
+  private async onInvite (id: GroupId, from: PeerIdString, payload: GroupPayload): Promise<void> {
+    const records = payload.records.map((r) => decodeRecord(r))
+    const known = this.groups.get(id)
+    if (known !== undefined) {
+      await this.locked(known, async () => {
+        const wasMember = known.doc.isMember(this.p.self)
+        await this.ingest(known, records)
+        if (known.info.state === 'left' && !wasMember && known.doc.isMember(this.p.self)) {
+          known.info = { ...known.info, state: 'invited', invitedBy: from }
+          await this.persist(known, [])
+          this.p.emit({ event: 'group.invite', group: id, name: known.doc.name, from })
+        }
+      })
+      return
+    }
+    // A new group: its records must build a group in which both the inviter and we are members.
+    const doc = GroupDoc.open({ group: id, self: this.p.self, privateKey: this.p.privateKey, records: [] })
+    const result = await doc.applyMany(records)
+    for (const r of result.refused) log('invite record for %s refused: %s', id, r.error.message)
+    const accepted = doc.recordsSince(new Uint8Array(0))
+    if (!doc.isMember(this.p.self) || !doc.isMember(from)) {
+      log('invite to %s from %s does not make us both members; ignored', id, from)
+      return
+    }
+    const g: Group = { id, doc, info: { state: 'invited', invitedBy: from, epoch: 0, senders: {}, seq: 0, sinceSnapshot: 0 }, members: memberSet(doc), lock: Promise.resolve() }
+    this.groups.set(id, g)
+    await this.locked(g, async () => { await this.persist(g, accepted) })
+    this.p.observe(doc.lamport)
+    this.p.emit({ event: 'group.invite', group: id, name: doc.name, from })
+  }
+
+  private async onRecords (id: GroupId, from: PeerIdString, raw: Uint8Array[]): Promise<void> {
+    const g = this.groups.get(id)
+    if (g === undefined) return
+    const records = raw.map((r) => decodeRecord(r))
+    await this.locked(g, async () => {
+      if (!g.doc.isMember(from) && !records.every((r) => r.author === from)) return
+      await this.ingest(g, records)
+    })
+  }
+
+  private async onSenderKey (id: GroupId, from: PeerIdString, distribution: Uint8Array, epoch: number): Promise<void> {
+    const g = this.groups.get(id)
+    if (g === undefined) return
+    await this.locked(g, async () => {
+      if (!g.doc.isMember(from)) return
+      // The id must be the one this sender's key for this group and epoch has: a key for
+      // another group (or someone else's) cannot be slipped in here.
+      const distributionId = distributionIdOf(id, from, epoch)
+      if ((await this.p.cipher.processGroupDistribution(from, distribution)).distributionId !== distributionId) {
+        await this.p.cipher.forgetGroupSender(from, distributionId)
+        throw new SenderKeyMismatchError(`${from} sent a sender key that is not its key for ${id} at epoch ${epoch}`)
+      }
+      const known = g.info.senders[from] ?? []
+      if (!known.includes(distributionId)) {
+        g.info.senders[from] = [...known, distributionId]
+        await this.persist(g, [])
+      }
+    })
+  }
+
+  private async onKeyRequest (id: GroupId, from: PeerIdString): Promise<void> {
+    const g = this.groups.get(id)
+    if (g === undefined || g.info.state !== 'joined' || !g.doc.isMember(from)) return
+    if (!this.allowKeyRequest(`${id}/${from}/in`)) return
+    await this.locked(g, async () => { await this.sendKey(g, from) })
+  }
+
+  /**
+   * The topic validator: decrypt, check and apply one gossip message. What an honest member
+   * can cause (a key not here yet, a replay, a record whose author or dependency has not
+   * arrived) is ignored and repaired by sync; anything else is rejected, which costs the
+   * forwarding peer gossipsub score.
+   */
+  private async onGossip (id: GroupId, from: PeerIdString, data: Uint8Array): Promise<GossipVerdict> {
+    const g = this.groups.get(id)
+    if (g === undefined || g.info.state !== 'joined') return 'ignore'
+    // Not a member in our state: maybe one we have not heard of yet (sync will tell), so not
+    // penalised; never shown either way.
+    if (!g.members.has(from)) return 'ignore'
+    return await this.locked(g, async () => {
+      try {
+        const result = await this.p.cipher.groupDecrypt(from, data, async ({ plaintext, distributionId }, changes) => {
+          if (!(g.info.senders[from] ?? []).includes(distributionId)) throw new SenderKeyMismatchError('a sender key this member never gave us for this group')
+          const record = decodeRecord(plaintext)
+          if (record.group !== id || record.author !== from) throw new SenderKeyMismatchError('gossip record is not its sender\'s, for this group')
+          const applied = await g.doc.apply(record)
+          // The chain moved even if the record was a duplicate: keep the key state in step.
+          await this.persist(g, applied.applied ? [record] : [], changes)
+          return applied
+        })
+        // Outside the cipher's lock (held during the save above): this may hand out keys.
+        await this.afterChange(g, result)
+        return 'accept'
+      } catch (err) {
+        const e = err as Error & { reason?: string }
+        if (IGNORABLE.has(e.name) || e.reason === 'unknown-author') {
+          if (e.name === 'NoSenderKeyError') this.missedKey(g, from)
+          else if (e.name !== 'DuplicateCiphertextError') this.backgroundSync(from, id)
+          return 'ignore'
+        }
+        log('gossip from %s in %s rejected: %s: %s', from, id, e.name, e.message)
+        return 'reject'
+      }
+    })
+  }
+
+  // ---- group-sync backend -------------------------------------------------------------------
+
+  authorize (group: GroupId, peer: PeerIdString): boolean {
+    const g = this.groups.get(group)
+    return g !== undefined && g.info.state !== 'left' && g.doc.isMember(this.p.self) && g.doc.isMember(peer)
+  }
+
+  stateVector (group: GroupId): Uint8Array | undefined {
+    const g = this.groups.get(group)
+    return g === undefined || g.info.state === 'left' ? undefined : g.doc.stateVector()
+  }
+
+  missing (group: GroupId, stateVector: Uint8Array): Uint8Array[] {
+    const g = this.groups.get(group)
+    if (g === undefined) return []
+    return g.doc.recordsSince(stateVector).map((r) => encodeRecord(r))
+  }
+
+  async receive (group: GroupId, from: PeerIdString, raw: Uint8Array[]): Promise<void> {
+    const g = this.groups.get(group)
+    if (g === undefined) return
+    const records: GroupRecord[] = []
+    for (const r of raw) {
+      try {
+        records.push(decodeRecord(r))
+      } catch (err) {
+        log('undecodable record from %s: %s', from, (err as Error).message)
+      }
+    }
+    await this.locked(g, async () => { await this.ingest(g, records) })
+  }
+
+  /** Sync one group with one member now (both ways). */
+  async syncWith (peer: PeerIdString, group: GroupId): Promise<{ sent: number, received: number }> {
+    return await this.syncClient.sync(peer, group)
+  }
+
+  // ---- internals ----------------------------------------------------------------------------
+
+  /** Apply records (any author, signatures checked by the doc), store the accepted ones, react. */
+  private async ingest (g: Group, records: GroupRecord[]): Promise<void> {
+    if (records.length === 0) return
+    const before = g.doc.stateVector()
+    const result = await g.doc.applyMany(records)
+    for (const r of result.refused) log('record for %s by %s refused: %s', g.id, r.record.author, r.error.message)
+    if (result.applied === 0) return
+    await this.persist(g, g.doc.recordsSince(before))
+    await this.afterChange(g, { applied: true, members: result.members, meta: result.meta, messages: result.messages })
+  }
+
+  /** After records were applied: events, and the sender-key work a membership change needs. */
+  private async afterChange (g: Group, result: ApplyResult): Promise<void> {
+    for (const m of result.messages) {
+      this.p.observe(m.lamport)
+      if (m.from === this.p.self || g.info.state === 'left') continue
+      this.p.emit({ event: 'group.message', group: g.id, from: m.from, id: m.id, text: m.text, sentAt: m.sentAt, lamport: m.lamport })
+    }
+    if (!result.members && !result.meta) return
+    const before = g.members
+    const now = memberSet(g.doc)
+    g.members = now
+    const gone = [...before].filter((m) => !now.has(m))
+    const come = [...now].filter((m) => !before.has(m))
+    if (!now.has(this.p.self) && g.info.state !== 'left') {
+      // We were removed: stop taking part; history stays readable.
+      g.info.state = 'left'
+      this.gossip.leave(g.id)
+      await this.persist(g, [])
+    } else if (g.info.state === 'joined') {
+      for (const m of come) if (m !== this.p.self) await this.sendKey(g, m)
+      if (gone.length > 0) {
+        // Whoever left keeps our old key: start a new epoch and give it only to those who stay.
+        for (const m of gone) await this.forgetSender(g, m)
+        g.info.epoch++
+        await this.persist(g, [])
+        for (const m of now) if (m !== this.p.self) await this.sendKey(g, m)
+      }
+    }
+    this.p.emit({ event: 'group.updated', group: g.id })
+  }
+
+  private async leaveLocked (g: Group): Promise<void> {
+    if (g.doc.isMember(this.p.self)) {
+      const record = await g.doc.leave()
+      await this.persist(g, [record])
+      await this.distribute(g, record)
+    }
+    g.info.state = 'left'
+    g.members = memberSet(g.doc)
+    await this.persist(g, [])
+    this.gossip.leave(g.id)
+    this.p.emit({ event: 'group.updated', group: g.id })
+  }
+
+  /** Send a record: gossip (sender key) to members on the topic, 1:1 to the others (and to `extra`). */
+  private async distribute (g: Group, record: GroupRecord, extra: PeerIdString[] = []): Promise<void> {
+    const bytes = encodeRecord(record)
+    const onTopic = new Set<string>()
+    if (g.info.state === 'joined') {
+      try {
+        const ct = await this.p.cipher.groupEncrypt(g.id, g.info.epoch, bytes)
+        await this.gossip.publish(g.id, ct)
+        for (const s of this.gossip.subscribers(g.id)) onTopic.add(s)
+      } catch (err) {
+        log('gossip publish to %s failed: %s', g.id, (err as Error).message)
+      }
+    }
+    const body = payload(PayloadKind.RECORDS, g.id, { records: [bytes] })
+    for (const m of new Set([...g.members, ...extra])) {
+      if (m === this.p.self || onTopic.has(m)) continue
+      await this.p.sendDirect(m, body)
+    }
+  }
+
+  private async invite (g: Group, to: PeerIdString): Promise<void> {
+    const records: Uint8Array[] = []
+    let size = 0
+    for (const r of g.doc.recordsSince(new Uint8Array(0))) {
+      const bytes = encodeRecord(r)
+      if (size + bytes.byteLength > INVITE_RECORD_BYTES) break
+      records.push(bytes)
+      size += bytes.byteLength
+    }
+    await this.p.sendDirect(to, payload(PayloadKind.INVITE, g.id, { name: g.doc.name, records }))
+  }
+
+  private async sendKey (g: Group, to: PeerIdString): Promise<void> {
+    if (g.info.state !== 'joined') return
+    const distribution = await this.p.cipher.groupDistribution(g.id, g.info.epoch)
+    await this.p.sendDirect(to, payload(PayloadKind.SENDER_KEY, g.id, { distribution, epoch: g.info.epoch }))
+  }
+
+  private async forgetSender (g: Group, peer: PeerIdString): Promise<void> {
+    for (const d of g.info.senders[peer] ?? []) await this.p.cipher.forgetGroupSender(peer, d)
+    delete g.info.senders[peer]
+  }
+
+  /** Gossip from a member whose sender key we lack: ask for it, and fetch the records by sync soon. */
+  private missedKey (g: Group, from: PeerIdString): void {
+    if (this.allowKeyRequest(`${g.id}/${from}/out`)) {
+      this.p.sendDirect(from, payload(PayloadKind.KEY_REQUEST, g.id, {}))
+        .catch((err: unknown) => { log('key request to %s failed: %s', from, (err as Error).message) })
+    }
+    setTimeout(() => { this.backgroundSync(from, g.id) }, SYNC_AFTER_MISS_MS).unref?.()
+  }
+
+  private allowKeyRequest (key: string): boolean {
+    const now = Date.now()
+    if (now - (this.keyRequests.get(key) ?? -Infinity) < KEY_REQUEST_EVERY_MS) return false
+    this.keyRequests.set(key, now)
+    return true
+  }
+
+  /** Write records (and optionally sender-key state) plus the group's info in one batch. */
+  private async persist (g: Group, records: GroupRecord[], crypto?: CryptoChanges): Promise<void> {
+    const changes = new Map<string, Uint8Array | null>()
+    for (const r of records) changes.set(K.record(g.id, g.info.seq++), encodeRecord(r))
+    g.info.sinceSnapshot += records.length
+    if (g.info.sinceSnapshot >= SNAPSHOT_EVERY) {
+      changes.set(K.snapshot(g.id), g.doc.snapshot())
+      g.info.sinceSnapshot = 0
+    }
+    changes.set(K.info(g.id), Buffer.from(JSON.stringify(g.info)))
+    await this.p.store.putGroupEntries(changes, crypto)
+  }
+
+  private readonly onConnect = (evt: CustomEvent<{ toString: () => string }>): void => {
+    const peer = evt.detail.toString() as PeerIdString
+    for (const g of this.groups.values()) {
+      if (g.info.state === 'joined' && g.members.has(peer)) this.backgroundSync(peer, g.id)
+    }
+  }
+
+  private antiEntropy (): void {
+    if (!this.running) return
+    for (const g of this.groups.values()) {
+      if (g.info.state !== 'joined') continue
+      const connected = [...g.members].filter((m) => m !== this.p.self && this.connected(m))
+      const pick = connected[Math.floor(Math.random() * connected.length)]
+      if (pick !== undefined) this.backgroundSync(pick, g.id)
+      else this.meetMembers(g)
+    }
+  }
+
+  private backgroundSync (peer: PeerIdString, group: GroupId): void {
+    const key = `${group}/${peer}`
+    if (!this.running || this.syncing.has(key)) return
+    this.syncing.add(key)
+    this.syncClient.sync(peer, group)
+      .then((r) => { log('synced %s with %s: sent %d, received %d', group, peer, r.sent, r.received) })
+      .catch((err: unknown) => { log('sync of %s with %s failed: %s', group, peer, (err as Error).message) })
+      .finally(() => { this.syncing.delete(key) })
+  }
+
+  /** Dial a few members we are not connected to, so the topic has a mesh. */
+  private meetMembers (g: Group): void {
+    const others = [...g.members].filter((m) => m !== this.p.self)
+    const unconnected = others.filter((m) => !this.connected(m))
+    const want = Math.max(0, MESH_DIALS - (others.length - unconnected.length))
+    for (const m of shuffle(unconnected).slice(0, want)) {
+      this.p.reach(m).catch(() => {})
+    }
+  }
+
+  private connected (peer: PeerIdString): boolean {
+    return this.p.node.getConnections(peerIdFromString(peer)).length > 0
+  }
+
+  private view (g: Group): GroupView {
+    const last = g.doc.messages(1)[0]
+    return {
+      group: g.id,
+      name: g.doc.name,
+      state: g.info.state,
+      role: g.doc.memberState(this.p.self) ?? 'left',
+      members: g.members.size,
+      ...(last !== undefined ? { last: this.messageView(g, last) } : {})
+    }
+  }
+
+  private messageView (g: Group, m: DocMessage): GroupMessageView {
+    const out = m.from === this.p.self
+    return { id: m.id, conversation: g.id, group: g.id, from: m.from, direction: out ? 'out' : 'in', text: m.text, sentAt: m.sentAt, lamport: m.lamport, status: out ? 'sent' : 'received' }
+  }
+
+  private require (group: string): Group {
+    if (!this.running) throw new NotRunningError('messenger not running')
+    if (!isGroupId(group)) throw new InvalidRequestError('"group" is not a group id')
+    const g = this.groups.get(group)
+    if (g === undefined) throw new UnknownGroupError(`no group ${group} here`)
+    return g
+  }
+
+  private requireJoined (g: Group): void {
+    if (g.info.state !== 'joined') throw new GroupStateError(`group is ${g.info.state}; accept the invite first`)
+    if (!g.doc.isMember(this.p.self)) throw new NotGroupMemberError('not-member', 'you are not a member of this group')
+  }
+
+  private async locked<T> (g: Group, fn: () => Promise<T>): Promise<T> {
+    const run = g.lock.then(fn)
+    g.lock = run.catch(() => {})
+    return await run
+  }
+}
+
+/** Errors an honest member's gossip can meet (keys or records still on their way): ignored, not penalised. */
+const IGNORABLE = new Set(['NoSenderKeyError', 'DuplicateCiphertextError', 'SenderKeyTooFarAheadError', 'MissingDependencyError'])
+
+/** A sender key or gossip record that is not what its sender may send for this group. */
+class SenderKeyMismatchError extends ParleyError {
+  static override name = 'SenderKeyMismatchError'
+  override name = 'SenderKeyMismatchError'
+}
+
+function payload (kind: PayloadKind, group: GroupId, fields: { name?: string, records?: Uint8Array[], distribution?: Uint8Array, epoch?: number }): Uint8Array {
+  return GroupPayload.encode({
+    kind,
+    group,
+    name: fields.name ?? '',
+    records: (fields.records ?? []).map((r) => owned(r)),
+    distribution: owned(fields.distribution ?? new Uint8Array(0)),
+    epoch: fields.epoch ?? 0
+  })
+}
+
+function memberSet (doc: GroupDoc): Set<PeerIdString> {
+  return new Set(doc.members().map((m) => m.peerId))
+}
+
+function uniquePeers (members: readonly string[]): PeerIdString[] {
+  if (!Array.isArray(members)) throw new InvalidRequestError('"members" must be an array of peer ids')
+  return [...new Set(members.map((m) => parsePeerId(m)))]
+}
+
+function groupName (name: unknown): string {
+  if (typeof name !== 'string') throw new InvalidRequestError('group name must be a string')
+  const trimmed = name.trim()
+  if (trimmed.length === 0 || trimmed.length > MAX_GROUP_NAME) throw new InvalidRequestError(`group name must be 1-${MAX_GROUP_NAME} characters`)
+  return trimmed
+}
+
+function shuffle<T> (items: T[]): T[] {
+  const a = [...items]
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1))
+    const t = a[i] as T
+    a[i] = a[j] as T
+    a[j] = t
+  }
+  return a
+}
