@@ -198,6 +198,36 @@ describe('groups', () => {
     }
   })
 
+  it('a member flooding the topic with invalid gossip is penalised; honest delivery carries on', { timeout: 120_000 }, async () => {
+    const peers = await startPeers(4, relay)
+    try {
+      const [a, b, c, bad] = peers as [TestPeer, TestPeer, TestPeer, TestPeer]
+      const group = await formGroup(a, [b, c, bad], 'flood')
+      await a.m.groups.send(group, 'warm-up')
+      for (const p of peers) await eventually(() => p.m.groups.history(group, 10).length === 1, 'everyone has the warm-up')
+      const topic = `/parley/group/1/${group}`
+      await eventually(() => pubsubOf(bad).getSubscribers(topic).length >= 3, 'the member sees the others on the topic')
+      const rand = new Rng(9)
+      for (let i = 0; i < 20; i++) await pubsubOf(bad).publish(topic, rand.bytes(64 + rand.int(200)))
+      const honest: string[] = []
+      for (let i = 0; i < 30; i++) {
+        const text = `honest ${i}`
+        await ([a, b, c][i % 3] as TestPeer).m.groups.send(group, text)
+        honest.push(text)
+      }
+      for (const p of [a, b, c]) {
+        await eventually(() => honest.every((t) => p.m.groups.history(group, 100).some((m) => m.text === t)), `${p.m.peerId} has every honest message`, 30_000)
+      }
+      for (const p of [a, b, c]) {
+        // Scores are recomputed at each heartbeat (1 s).
+        await eventually(() => pubsubOf(p).getScore(bad.m.peerId) < 0, `the flooding member's score at ${p.m.peerId} goes negative`, 5_000)
+        assert.equal(p.m.groups.history(group, 100).length, 31, 'nothing of the garbage is shown')
+      }
+    } finally {
+      await stopAll(peers)
+    }
+  })
+
   it('partition: two halves chat apart, heal, and converge on the same messages and members', { timeout: 180_000 }, async () => {
     // No relay here (its mailboxes would bridge the halves); everyone knows everyone's address.
     let partitioned = false
