@@ -50,6 +50,8 @@ const PREKEY_BATCH = 100
 const ROTATION_CHECK_MS = 60 * 60 * 1000
 /** One-time prekeys one peer may take from us directly: this many at once, refilled per minute. */
 const PREKEY_GRANTS_PER_PEER = 5
+/** Non-contacts whose addresses are remembered (group members' relays, for their mail). */
+const MAX_PEER_ADDRS = 4096
 /** A message is sent again on a peer's retry request at most this often. */
 const MAX_RETRIES = 3
 
@@ -125,6 +127,8 @@ export class Messenger {
   private rotationTimer: ReturnType<typeof setInterval> | undefined
   private readonly listeners = new Set<MessengerListener>()
   private readonly contacts = new Map<PeerIdString, Contact>()
+  /** Last known addresses of peers who are not contacts (bounded; see rememberPeerAddrs). */
+  private readonly peerAddrs = new Map<PeerIdString, string[]>()
   /** Outgoing messages written to a stream but not yet acked (not persisted: see docs). */
   private readonly sentNotAcked = new Map<MessageId, PeerIdString>()
   /** Outgoing messages whose record is still being written; their status events wait for it. */
@@ -273,7 +277,7 @@ export class Messenger {
     this.dm = new DmProtocol(node, async (from, frames) => (await this.receive(from, frames)).rejected)
     this.courier = new MailboxCourier(new MailboxClient(node), {
       dial: async (addr) => { await node.dial(multiaddr(addr)) },
-      addrsOf: (peer) => this.contacts.get(peer)?.addrs,
+      addrsOf: (peer) => this.contacts.get(peer)?.addrs ?? this.peerAddrs.get(peer),
       receive: async (from, frames) => await this.receive(from, frames),
       sendReceipt: async (to, ids) => { await this.sendReceipt(to, ids) },
       requestRetry: async (to, ids) => { await this.sendControl(to, 'retry', ids) },
@@ -310,6 +314,7 @@ export class Messenger {
     node.addEventListener('peer:identify', (evt) => {
       const peer = evt.detail.peerId.toString() as PeerIdString
       const addrs = evt.detail.listenAddrs.map((a) => a.toString())
+      this.rememberPeerAddrs(peer, addrs)
       this.updateContactAddrs(peer, addrs).catch((err: unknown) => { log.error('saving addresses failed: %e', err) })
     })
     node.addEventListener('peer:discovery', (evt) => {
@@ -838,6 +843,7 @@ export class Messenger {
       const fresh = addrs.map(stripP2p).filter((a) => !known.has(a))
       if (fresh.length === 0) continue
       await this.requireNode().peerStore.merge(peerIdFromString(peer), { multiaddrs: addrs.map((a) => multiaddr(a)) })
+      this.rememberPeerAddrs(peer, addrs)
       await this.updateContactAddrs(peer, [...fresh, ...known])
       return true
     }
@@ -859,6 +865,20 @@ export class Messenger {
     this.contacts.set(peer, contact)
     await this.requireStore().putContact(contact)
     this.emit({ event: 'contact', contact: this.contactView(contact) })
+  }
+
+  /**
+   * Addresses of peers who are not contacts (e.g. fellow group members), as last seen by
+   * identify or a directory: their relays are where their mail goes when they are offline.
+   */
+  private rememberPeerAddrs (peer: PeerIdString, addrs: string[]): void {
+    if (this.contacts.has(peer) || addrs.length === 0) return
+    this.peerAddrs.delete(peer)
+    this.peerAddrs.set(peer, mergeAddrs(addrs.map(stripP2p), []))
+    if (this.peerAddrs.size > MAX_PEER_ADDRS) {
+      const oldest = this.peerAddrs.keys().next()
+      if (oldest.done !== true) this.peerAddrs.delete(oldest.value)
+    }
   }
 
   private async updateContactAddrs (peer: PeerIdString, addrs: string[]): Promise<void> {

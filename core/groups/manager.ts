@@ -1,4 +1,5 @@
 import type { PrivateKey } from '@libp2p/interface'
+import { SenderKeyDistributionMessage } from '@signalapp/libsignal-client'
 import { owned } from '../bytes.js'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { GroupMessageEvent, GroupMemberView, GroupMessageView, GroupView } from '../api/contract.js'
@@ -36,6 +37,12 @@ const SYNC_AFTER_MISS_MS = 300
 const MESH_DIALS = 6
 /** A KEY_REQUEST to one member of one group at most this often. */
 const KEY_REQUEST_EVERY_MS = 30_000
+
+/** Sender keys kept for a group whose invite has not arrived: this many groups, this many keys each. */
+const EARLY_KEY_GROUPS = 64
+const EARLY_KEYS_PER_GROUP = MAX_GROUP_MEMBERS
+
+interface EarlyKey { from: PeerIdString, distribution: Uint8Array, epoch: number }
 
 /** What the group manager needs from the Messenger. */
 export interface GroupPorts {
@@ -106,6 +113,8 @@ export class GroupManager implements GroupSyncBackend {
   private readonly syncClient: GroupSyncClient
   private readonly syncServer: GroupSyncServer
   private readonly keyRequests = new Map<string, number>()
+  /** Sender keys for groups we have not been invited to yet (in memory, bounded). */
+  private readonly earlyKeys = new Map<GroupId, EarlyKey[]>()
   private readonly syncing = new Set<string>()
   private timer: ReturnType<typeof setInterval> | undefined
   private running = false
@@ -124,13 +133,17 @@ export class GroupManager implements GroupSyncBackend {
     for (const { key, value } of await store.listGroupEntries('i/')) {
       const id = key.slice(2)
       if (!isGroupId(id)) continue
-      const info = JSON.parse(Buffer.from(value).toString('utf8')) as GroupInfo
-      const records = (await store.listGroupEntries(K.records(id))).map((e) => decodeRecord(e.value))
-      const snapshot = await store.getGroupEntry(K.snapshot(id))
-      const doc = GroupDoc.open({ group: id, self: this.p.self, privateKey: this.p.privateKey, records, ...(snapshot !== undefined ? { snapshot } : {}) })
-      this.p.observe(doc.lamport)
-      const g: Group = { id, doc, info, members: memberSet(doc), lock: Promise.resolve() }
-      this.groups.set(id, g)
+      try {
+        const info = JSON.parse(Buffer.from(value).toString('utf8')) as GroupInfo
+        const records = (await store.listGroupEntries(K.records(id))).map((e) => decodeRecord(e.value))
+        const snapshot = await store.getGroupEntry(K.snapshot(id))
+        const doc = GroupDoc.open({ group: id, self: this.p.self, privateKey: this.p.privateKey, records, ...(snapshot !== undefined ? { snapshot } : {}) })
+        this.p.observe(doc.lamport)
+        this.groups.set(id, { id, doc, info, members: memberSet(doc), lock: Promise.resolve() })
+      } catch (err) {
+        // One damaged group must not keep the messenger from starting; its data stays on disk.
+        log.error('group %s could not be opened: %e', id, err)
+      }
     }
     await this.syncServer.start()
     this.running = true
@@ -181,6 +194,8 @@ export class GroupManager implements GroupSyncBackend {
       this.gossip.join(g.id)
       for (const m of g.members) if (m !== this.p.self) await this.sendKey(g, m)
       this.meetMembers(g)
+      // Whatever the invite did not carry: fetch it from members we are connected to now.
+      for (const m of shuffle([...g.members].filter((x) => x !== this.p.self && this.connected(x))).slice(0, 3)) this.backgroundSync(m, g.id)
       this.p.emit({ event: 'group.updated', group: g.id })
       return this.view(g)
     })
@@ -229,8 +244,9 @@ export class GroupManager implements GroupSyncBackend {
       const record = await g.doc.setMember(id, role)
       await this.persist(g, [record])
       await this.distribute(g, record)
-      await this.afterChange(g, { applied: true, members: true, meta: false, messages: [] })
+      // The invite first: keys sent to a peer that does not know the group yet are dropped.
       if (isNew) await this.invite(g, id)
+      await this.afterChange(g, { applied: true, members: true, meta: false, messages: [] })
       return this.view(g)
     })
   }
@@ -334,6 +350,9 @@ export class GroupManager implements GroupSyncBackend {
     this.groups.set(id, g)
     await this.locked(g, async () => { await this.persist(g, accepted) })
     this.p.observe(doc.lamport)
+    const early = this.earlyKeys.get(id) ?? []
+    this.earlyKeys.delete(id)
+    for (const k of early) await this.onSenderKey(id, k.from, k.distribution, k.epoch)
     this.p.emit({ event: 'group.invite', group: id, name: doc.name, from })
   }
 
@@ -349,16 +368,20 @@ export class GroupManager implements GroupSyncBackend {
 
   private async onSenderKey (id: GroupId, from: PeerIdString, distribution: Uint8Array, epoch: number): Promise<void> {
     const g = this.groups.get(id)
-    if (g === undefined) return
+    if (g === undefined) {
+      // Members' keys can overtake the invite (they come from others): keep a few for a while.
+      this.keepEarlyKey(id, { from, distribution, epoch })
+      return
+    }
     await this.locked(g, async () => {
       if (!g.doc.isMember(from)) return
       // The id must be the one this sender's key for this group and epoch has: a key for
       // another group (or someone else's) cannot be slipped in here.
       const distributionId = distributionIdOf(id, from, epoch)
-      if ((await this.p.cipher.processGroupDistribution(from, distribution)).distributionId !== distributionId) {
-        await this.p.cipher.forgetGroupSender(from, distributionId)
+      if (distributionIdOfDistribution(distribution) !== distributionId) {
         throw new SenderKeyMismatchError(`${from} sent a sender key that is not its key for ${id} at epoch ${epoch}`)
       }
+      await this.p.cipher.processGroupDistribution(from, distribution)
       const known = g.info.senders[from] ?? []
       if (!known.includes(distributionId)) {
         g.info.senders[from] = [...known, distributionId]
@@ -559,6 +582,16 @@ export class GroupManager implements GroupSyncBackend {
     setTimeout(() => { this.backgroundSync(from, g.id) }, SYNC_AFTER_MISS_MS).unref?.()
   }
 
+  private keepEarlyKey (id: GroupId, key: EarlyKey): void {
+    const list = this.earlyKeys.get(id) ?? []
+    if (list.length >= EARLY_KEYS_PER_GROUP) return
+    if (!this.earlyKeys.has(id) && this.earlyKeys.size >= EARLY_KEY_GROUPS) {
+      const oldest = this.earlyKeys.keys().next()
+      if (oldest.done !== true) this.earlyKeys.delete(oldest.value)
+    }
+    this.earlyKeys.set(id, [...list, key])
+  }
+
   private allowKeyRequest (key: string): boolean {
     const now = Date.now()
     if (now - (this.keyRequests.get(key) ?? -Infinity) < KEY_REQUEST_EVERY_MS) return false
@@ -676,6 +709,15 @@ function payload (kind: PayloadKind, group: GroupId, fields: { name?: string, re
     distribution: owned(fields.distribution ?? new Uint8Array(0)),
     epoch: fields.epoch ?? 0
   })
+}
+
+/** The distribution id a SenderKeyDistributionMessage names (lower case), without processing it. */
+function distributionIdOfDistribution (bytes: Uint8Array): string {
+  try {
+    return SenderKeyDistributionMessage.deserialize(owned(bytes)).distributionId().toLowerCase()
+  } catch (err) {
+    throw new SenderKeyMismatchError(`not a sender key distribution: ${(err as Error).message}`)
+  }
 }
 
 function memberSet (doc: GroupDoc): Set<PeerIdString> {

@@ -80,7 +80,8 @@ export class MailboxService implements Startable {
     await this.host.handle(MAILBOX_PROTOCOL, (stream, connection) => {
       this.handle(stream, connection).catch((err: unknown) => { log.error('mailbox stream failed: %e', err) })
     }, { maxInboundStreams: 8, maxOutboundStreams: 1, runOnLimitedConnection: true })
-    this.sweeper = setInterval(() => { void this.sweep() }, 60_000)
+    // A failed sweep (e.g. a disk error) is logged and tried again next minute, never thrown.
+    this.sweeper = setInterval(() => { this.sweep().catch((err: unknown) => { log.error('mailbox sweep failed: %e', err) }) }, 60_000)
     this.sweeper.unref?.()
   }
 

@@ -24,13 +24,16 @@ export async function startRelay (): Promise<TestRelay> {
   await store.open()
   const mailbox = new MailboxService(node, store, DEFAULT_MAILBOX_LIMITS)
   await mailbox.start()
-  await new DirectoryService(node).start()
+  const directory = new DirectoryService(node)
+  await directory.start()
   await node.start()
   return {
     node,
     addr: node.getMultiaddrs()[0]?.toString() ?? '',
     mailbox,
     async stop () {
+      await mailbox.stop()
+      await directory.stop()
       await node.stop()
       await store.close()
       await prekeys.close()

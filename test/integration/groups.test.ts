@@ -91,7 +91,8 @@ function pubsubOf (p: TestPeer): ParleyPubSub {
 
 async function startPeers (n: number, relay: TestRelay): Promise<TestPeer[]> {
   const peers: TestPeer[] = []
-  for (let i = 0; i < n; i++) peers.push(await startPeer({ listen: ['/ip4/127.0.0.1/tcp/0'], relays: [relay.addr] }))
+  // Reachable directly and through the relay (a circuit address names the relay holding their mail).
+  for (let i = 0; i < n; i++) peers.push(await startPeer({ listen: ['/ip4/127.0.0.1/tcp/0', '/p2p-circuit'], relays: [relay.addr] }))
   return peers
 }
 
@@ -193,6 +194,34 @@ describe('groups', () => {
       const read = await decryptedTexts(c, [a.m.peerId, b.m.peerId], captured)
       assert.deepEqual(read.filter((t) => t.startsWith('secret')), [])
       assert.ok(captured.length - read.length >= 10, 'the ten secrets were on the topic, and C could not read them')
+    } finally {
+      await stopAll(peers)
+    }
+  })
+
+  it('an admin adds a member later: it gets the history, and messages flow both ways', { timeout: 120_000 }, async () => {
+    const peers = await startPeers(4, relay)
+    try {
+      const [a, b, c, d] = peers as [TestPeer, TestPeer, TestPeer, TestPeer]
+      const group = await formGroup(a, [b, c], 'growing')
+      await b.m.groups.send(group, 'before D')
+      await a.m.addContact(d.m.whoami().invite)
+      await a.m.groups.add(group, d.m.peerId)
+      await eventually(() => eventsOf(d, 'group.invite').some((e) => e.group === group), 'D invited')
+      await d.m.groups.accept(group)
+      await eventually(() => d.m.groups.history(group, 10).length === 1, 'D has the history')
+      await eventually(() => [a, b, c].every((p) => p.m.groups.members(group).length === 4), 'everyone sees four members')
+      await d.m.groups.send(group, 'hello from D')
+      await c.m.groups.send(group, 'welcome D')
+      for (const p of peers) await eventually(() => p.m.groups.history(group, 10).length === 3, `${p.m.peerId} has all three`)
+      const reference = texts(a.m.groups.history(group, 10))
+      for (const p of peers) assert.deepEqual(texts(p.m.groups.history(group, 10)), reference)
+      assert.equal(eventsOf(b, 'group.message').filter((e) => e.from === d.m.peerId).length, 1)
+      // Promote B; B may now rename.
+      await a.m.groups.add(group, b.m.peerId, 'admin')
+      await eventually(() => b.m.groups.members(group).find((m) => m.peerId === b.m.peerId)?.role === 'admin', 'B is admin at B')
+      await b.m.groups.rename(group, 'grown')
+      for (const p of peers) await eventually(() => p.m.groups.get(group).name === 'grown', `${p.m.peerId} sees the new name`)
     } finally {
       await stopAll(peers)
     }
