@@ -193,6 +193,7 @@ export class WebShellServer {
     this.sockets.add(ws)
     const off = this.api.on((event) => { this.send(ws, event) })
     ws.on('message', (data, isBinary) => {
+      if (this.stopping !== undefined) return // the socket is about to close (1001); the node is stopping
       const p = (isBinary ? Promise.resolve(refusal('requests are JSON in text frames, not binary')) : handleRequest(data.toString('utf8'), this.api.dispatch))
         .then((response) => { this.send(ws, response) })
       this.inflight.add(p)

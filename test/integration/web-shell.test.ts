@@ -215,6 +215,17 @@ void describe('parley web (spawned processes, real WebSocket)', () => {
     } finally {
       s.close()
     }
+    // the hard limits close the socket: a message over 4 MiB, a text frame that is not UTF-8
+    for (const [data, code] of [['x'.repeat(4 * 1024 * 1024 + 1), 1009], [Buffer.from([0x7b, 0xff, 0x7d]), 1007]] as Array<[string | Buffer, number]>) {
+      const t = await ApiSocket.open(apiUrl(port, token))
+      t.ws.on('error', () => {})
+      const closed = new Promise<number>((resolve) => { t.ws.once('close', (c) => { resolve(c) }) })
+      t.ws.send(data, { binary: false })
+      assert.equal(await closed, code)
+    }
+    const again = await ApiSocket.open(apiUrl(port, token))
+    assert.equal((await again.call('whoami', {})).peerId, a.ready.peerId, 'the server lives on')
+    again.close()
   })
 
   void it('refuses upgrades without the token, with a wrong one, or from a foreign Origin (401), dispatching nothing', { timeout: 30_000 }, async () => {
