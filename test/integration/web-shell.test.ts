@@ -2,7 +2,9 @@ import '../../core/polyfill.js'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises'
-import { request } from 'node:http'
+import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { createServer, request } from 'node:http'
 import { connect as tcpConnect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -10,7 +12,7 @@ import { after, before, describe, it } from 'node:test'
 import { WebSocket } from 'ws'
 import { staticTarget, WebShellServer, type WebShellApi } from '../../app/web-shell/server.js'
 import type { CommandName, CommandParams, CommandResult, ErrorShape } from '../../core/api/contract.js'
-import { Cluster, type NodeProcess } from '../helpers/node-process.js'
+import { Cluster, makeTempDir, PARLEY_BIN, REPO_ROOT, type NodeProcess } from '../helpers/node-process.js'
 
 // `parley web` as real processes (node + HTTP/WebSocket server on 127.0.0.1), driven by a real
 // WebSocket client; the static-file rules also against an in-process server over a temp dir.
@@ -390,3 +392,63 @@ void describe('web shell static files (in-process server over a temp dir)', () =
     assert.equal(staticTarget('/.env'), 404)
   })
 })
+
+interface Run { code: number | null, stdout: string, stderr: string }
+
+/** Runs `parley <args>`; once `stopWhen` matches stdout, sends SIGTERM. */
+async function runParley (args: string[], env: Record<string, string>, stopWhen?: RegExp): Promise<Run> {
+  const child = spawn(process.execPath, [PARLEY_BIN, ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.setEncoding('utf8').on('data', (c: string) => {
+    stdout += c
+    if (stopWhen?.test(stdout) === true) child.kill('SIGTERM')
+  })
+  child.stderr.setEncoding('utf8').on('data', (c: string) => { stderr += c })
+  const timer = setTimeout(() => { child.kill('SIGKILL') }, 20_000)
+  const code = await new Promise<number | null>((resolve) => { child.once('exit', (c) => { resolve(c) }) })
+  clearTimeout(timer)
+  return { code, stdout, stderr }
+}
+
+void describe('parley start and bad options', () => {
+  void it('npm start: says in one line that Electron is not available and runs the web shell with data in ~/.parley', { timeout: 30_000 }, async () => {
+    const home = await makeTempDir('parley-web-home-')
+    try {
+      const r = await runParley(['start', '--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0'], { HOME: home }, /"event":"ready"/)
+      assert.equal(r.code, 0, r.stderr)
+      const ready = JSON.parse(r.stdout.split('\n')[0] as string) as Frame
+      assert.equal(ready.event, 'ready')
+      const lines = r.stderr.split('\n').filter((l) => l.includes('Electron'))
+      assert.equal(lines.length, 1, r.stderr)
+      assert.equal(lines[0], `parley: the Electron desktop app is not available here; starting the web shell instead: ${String(ready.url)}`)
+      assert.ok(existsSync(join(home, '.parley', 'identity.key')), 'data in ~/.parley')
+    } finally {
+      await rm(home, { recursive: true, force: true })
+    }
+  })
+
+  void it('exits 2 on bad options and 1 (with an error line) when the port is taken', { timeout: 30_000 }, async () => {
+    const bad = [['--port', '70000'], ['--port', 'x'], ['--port', '-1'], ['--bogus']]
+    const runs = await Promise.all(bad.map(async (args) => await runParley(['web', ...args], {})))
+    for (const [i, r] of runs.entries()) {
+      assert.equal(r.code, 2, `${(bad[i] as string[]).join(' ')}: ${r.stderr}`)
+      assert.match(r.stderr, /usage: parley web/)
+    }
+    const busy = createServer()
+    await new Promise<void>((resolve) => { busy.listen(0, '127.0.0.1', resolve) })
+    const data = await makeTempDir()
+    try {
+      const port = (busy.address() as { port: number }).port
+      const r = await runParley(['web', '--data', data, '--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--port', String(port)], {})
+      assert.equal(r.code, 1, r.stderr)
+      const line = JSON.parse(r.stdout.trim()) as { event: string, error: ErrorShape }
+      assert.equal(line.event, 'error')
+      assert.equal(line.error.name, 'WebShellListenError')
+    } finally {
+      busy.close()
+      await rm(data, { recursive: true, force: true })
+    }
+  })
+})
+
