@@ -5,16 +5,19 @@ import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 
 const dist = fileURLToPath(new URL('../dist/', import.meta.url))
+// command -> [module in dist/, its entry function (argv) => exit code]
 const commands = {
-  node: 'core/cli/node.js',
-  relay: 'relay/cli.js',
-  // Until the desktop app lands, `start` runs a headless node in this terminal.
-  start: 'core/cli/node.js'
+  node: ['core/cli/node.js', 'main'],
+  relay: ['relay/cli.js', 'main'],
+  web: ['app/web-shell/cli.js', 'main'],
+  // The Electron desktop app is not part of the build yet: `start` says so and runs the web shell.
+  start: ['app/web-shell/cli.js', 'startMain']
 }
 const usage = `usage: parley <command> [options]
 
 commands:
-  start    start Parley (for now: a headless node in this terminal, data in ~/.parley)
+  start    start Parley (for now: the web shell, data in ~/.parley; open the URL it prints)
+  web      the app in a browser: a node plus a web server on 127.0.0.1 (docs/cli.md)
   node     headless node speaking JSON lines on stdin/stdout (docs/cli.md)
   relay    relay node for operators: bootstrap and circuit relay (docs/relay.md)
 
@@ -25,7 +28,7 @@ if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
   console.log(usage)
   process.exit(cmd === undefined ? 2 : 0)
 }
-const target = commands[cmd]
+const [target, entry] = Object.hasOwn(commands, cmd) ? commands[cmd] : []
 if (target === undefined) {
   console.error(`parley: unknown command "${cmd}"\n${usage}`)
   process.exit(2)
@@ -34,10 +37,6 @@ if (!existsSync(dist + target)) {
   console.error('parley: not built yet; run "npm install" (or "npm run build") first')
   process.exit(1)
 }
-if (cmd === 'start') {
-  console.error('parley: the desktop app is not part of this build yet; starting a headless node.')
-  console.error('parley: type JSON commands, one per line, e.g. {"id":1,"cmd":"whoami"} (see docs/cli.md); Ctrl-D quits.')
-}
 await import(dist + 'core/polyfill.js')
 const mod = await import(dist + target)
-process.exitCode = await mod.main(rest)
+process.exitCode = await mod[entry](rest)

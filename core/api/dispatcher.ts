@@ -4,6 +4,9 @@ import { COMMAND_NAMES, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, type CommandNa
 
 export type Params = Record<string, unknown>
 
+/** Runs one command by name with its parameters; throws a named error when it fails. */
+export type Dispatch = (cmd: unknown, params: Params) => Promise<unknown>
+
 /**
  * Dispatches a command by name to the Messenger, validating its parameters. Shared by every
  * transport (stdio, WebSocket, Electron IPC): they only parse frames and call `dispatch`.
@@ -12,7 +15,7 @@ export type Params = Record<string, unknown>
  * const dispatch = createDispatcher(messenger)
  * await dispatch('dm.send', { to: peerId, text: 'hi' }) // { id: '01J...', status: 'pending', ... }
  */
-export function createDispatcher (m: Messenger): (cmd: unknown, params: Params) => Promise<unknown> {
+export function createDispatcher (m: Messenger): Dispatch {
   const handlers: { [C in CommandName]: (p: Params) => Promise<CommandResult<C>> | CommandResult<C> } = {
     'whoami': () => m.whoami(),
     'name.set': async (p) => await m.setName(str(p, 'name')),

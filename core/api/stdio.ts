@@ -1,17 +1,14 @@
 import { createInterface } from 'node:readline'
 import type { Readable, Writable } from 'node:stream'
-import { describeError, InvalidRequestError } from '../errors.js'
 import type { Messenger } from '../messenger.js'
-import type { RequestId, Response } from './contract.js'
 import { createDispatcher } from './dispatcher.js'
-
-/** Longest request line accepted; a longer one gets an error and is discarded. */
-export const MAX_LINE_BYTES = 1024 * 1024
+import { handleRequest } from './request.js'
 
 /**
  * MessengerApi as JSON lines: one request per stdin line, one response per stdout line
  * (matched by `id`), events as lines of their own. Requests run concurrently; bad lines get
- * an error response and the loop goes on. Resolves when input ends or `signal` aborts.
+ * an error response (see handleRequest) and the loop goes on. Resolves when input ends or
+ * `signal` aborts.
  *
  * @example
  * await serveJsonLines(messenger, process.stdin, process.stdout, abortController.signal)
@@ -28,7 +25,7 @@ export async function serveJsonLines (m: Messenger, input: Readable, output: Wri
   try {
     for await (const line of lines) {
       if (line.trim() === '') continue
-      const p = handleLine(line, dispatch).then(write)
+      const p = handleRequest(line, dispatch).then(write)
       inflight.add(p)
       void p.finally(() => inflight.delete(p))
     }
@@ -36,25 +33,5 @@ export async function serveJsonLines (m: Messenger, input: Readable, output: Wri
   } finally {
     signal?.removeEventListener('abort', onAbort)
     off()
-  }
-}
-
-async function handleLine (line: string, dispatch: ReturnType<typeof createDispatcher>): Promise<Response> {
-  let id: RequestId = null
-  try {
-    if (Buffer.byteLength(line) > MAX_LINE_BYTES) throw new InvalidRequestError(`request line over ${MAX_LINE_BYTES} bytes`)
-    let req: unknown
-    try {
-      req = JSON.parse(line)
-    } catch {
-      throw new InvalidRequestError('request is not valid JSON')
-    }
-    if (req === null || typeof req !== 'object' || Array.isArray(req)) throw new InvalidRequestError('request must be a JSON object')
-    const { id: rawId, cmd, ...params } = req as Record<string, unknown>
-    if (typeof rawId === 'string' || typeof rawId === 'number') id = rawId
-    const result = await dispatch(cmd, params)
-    return { id, ok: true, result }
-  } catch (err) {
-    return { id, ok: false, error: describeError(err) }
   }
 }

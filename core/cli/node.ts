@@ -20,20 +20,33 @@ export interface NodeArgs {
   mdns: boolean
 }
 
+/** The options `parley node` takes; other commands that run a node (`parley web`) extend them. */
+export const NODE_OPTIONS = {
+  data: { type: 'string' },
+  listen: { type: 'string', multiple: true },
+  relay: { type: 'string', multiple: true },
+  name: { type: 'string' },
+  'no-mdns': { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' }
+} as const
+
+/** What parseArgs gives for NODE_OPTIONS. */
+export interface NodeOptionValues {
+  data?: string
+  listen?: string[]
+  relay?: string[]
+  name?: string
+  'no-mdns'?: boolean
+  help?: boolean
+}
+
 export function parseNodeArgs (argv: string[]): NodeArgs {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      data: { type: 'string' },
-      listen: { type: 'string', multiple: true },
-      relay: { type: 'string', multiple: true },
-      name: { type: 'string' },
-      'no-mdns': { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' }
-    },
-    strict: true,
-    allowPositionals: false
-  })
+  const { values } = parseArgs({ args: argv, options: NODE_OPTIONS, strict: true, allowPositionals: false })
+  return nodeArgsFrom(values)
+}
+
+/** Checks parsed NODE_OPTIONS and fills in defaults. Throws UsageRequested for --help. */
+export function nodeArgsFrom (values: NodeOptionValues): NodeArgs {
   if (values.help === true) throw new UsageRequested()
   const listen = values.listen ?? ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws']
   const relays = values.relay ?? []
@@ -71,23 +84,10 @@ export async function main (argv: string[]): Promise<number> {
     process.stderr.write(`parley node: ${(err as Error).message}\n${NODE_USAGE}\n`)
     return 2
   }
-  const messenger = new Messenger({
-    dataDir: args.dataDir,
-    listen: args.listen,
-    mdns: args.mdns,
-    relays: args.relays,
-    ...(args.name !== undefined ? { name: args.name } : {})
-  })
+  const messenger = createNodeMessenger(args)
   const early: MessengerEvent[] = []
   const offEarly = messenger.on((e) => { early.push(e) })
-  try {
-    await messenger.start()
-  } catch (err) {
-    const e = describeError(err)
-    process.stdout.write(JSON.stringify({ event: 'error', error: e }) + '\n')
-    process.stderr.write(`parley node: cannot start: ${e.name}: ${e.message}\n`)
-    return 1
-  }
+  if (!await startOrReport(messenger, 'parley node')) return 1
   const me = messenger.whoami()
   process.stdout.write(JSON.stringify({ event: 'ready', peerId: me.peerId, addrs: me.addrs, invite: me.invite }) + '\n')
 
@@ -108,4 +108,30 @@ export async function main (argv: string[]): Promise<number> {
   await stop()
   process.stdin.destroy()
   return 0
+}
+
+export function createNodeMessenger (args: NodeArgs): Messenger {
+  return new Messenger({
+    dataDir: args.dataDir,
+    listen: args.listen,
+    mdns: args.mdns,
+    relays: args.relays,
+    ...(args.name !== undefined ? { name: args.name } : {})
+  })
+}
+
+/**
+ * Starts the Messenger; if it cannot start (e.g. DataDirLockedError), prints the reason as an
+ * `{"event":"error"}` line on stdout and a human line on stderr, and resolves false (exit 1).
+ */
+export async function startOrReport (messenger: Messenger, program: string): Promise<boolean> {
+  try {
+    await messenger.start()
+    return true
+  } catch (err) {
+    const e = describeError(err)
+    process.stdout.write(JSON.stringify({ event: 'error', error: e }) + '\n')
+    process.stderr.write(`${program}: cannot start: ${e.name}: ${e.message}\n`)
+    return false
+  }
 }

@@ -52,8 +52,8 @@ export interface StartOptions {
   extraArgs?: string[]
   /** Replace the default `--listen /ip4/127.0.0.1/tcp/<port>` (e.g. ['/p2p-circuit']). */
   listen?: string[]
-  /** `parley relay` instead of `parley node` (its ready line has no invite). */
-  command?: 'node' | 'relay'
+  /** `parley relay` (its ready line has no invite) or `parley web` (stdin unused: stop with terminate()) instead of `parley node`. */
+  command?: 'node' | 'relay' | 'web'
   /** Extra environment variables (e.g. DEBUG for verbose logs). */
   env?: Record<string, string>
 }
@@ -148,7 +148,7 @@ export class NodeProcess {
     const command = options.command ?? 'node'
     const listen = options.listen ?? [`/ip4/127.0.0.1/tcp/${port}`]
     const args = [PARLEY_BIN, command, '--data', dataDir, ...listen.flatMap((a) => ['--listen', a])]
-    if (command === 'node') args.push('--no-mdns')
+    if (command !== 'relay') args.push('--no-mdns')
     if (options.name !== undefined) args.push('--name', options.name)
     args.push(...(options.extraArgs ?? []))
     const child = spawn(process.execPath, args, {
