@@ -77,7 +77,7 @@ function parseArgs (argv: string[]): Args {
 
 function configFor (quick: boolean): BenchConfig {
   const messageBytes = 100
-  const groupCommon = { warmupRounds: 2, warmupGapMs: 50, messageBytes }
+  const groupCommon = { warmupRounds: 1, warmupGapMs: 50, messageBytes }
   const relayCommon = { batchSize: 32, sealBatch: 500, depositParallel: 4, drainLimit: 256, dmMessageBytes: messageBytes, swarmParallel: 2, rssPeers: 1_000 }
   return quick
     ? {
@@ -97,7 +97,7 @@ function configFor (quick: boolean): BenchConfig {
           sizes: [{ members: 10, processes: 2, messages: 200, gapMs: 100 }, { members: 50, processes: 5, messages: 60, gapMs: 500 }],
           catchUpMessages: 10_000,
           formTimeoutMs: 120_000,
-          warmupTimeoutMs: 120_000,
+          warmupTimeoutMs: 60_000,
           timeoutMs: 60_000
         }
       }

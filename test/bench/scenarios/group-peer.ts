@@ -209,18 +209,26 @@ export class GroupPeer {
   /** Every local member (but `except`) waits for the invite to `group` and accepts it, each on its own (as real members would). */
   async acceptAll (group: string, timeoutMs: number, except: number[] = []): Promise<void> {
     const deadline = sharedNow() + timeoutMs
+    let invited = 0
+    let accepted = 0
     const accept = async (i: number, member: Member): Promise<void> => {
       while (!member.invites.has(group)) {
         if (sharedNow() > deadline) throw new Error(`member ${i} got no invite to ${group} within ${timeoutMs} ms`)
         await new Promise<void>((resolve) => { setTimeout(resolve, 20) })
       }
+      invited++
       await member.m.groups.accept(group)
+      accepted++
     }
     const all: Array<Promise<void>> = []
     this.members.forEach((member, i) => {
       if (member !== undefined && this.running(i) && !except.includes(i)) all.push(accept(i, member))
     })
-    await withTimeout(Promise.all(all), timeoutMs, `every member here to accept ${group}`)
+    try {
+      await withTimeout(Promise.all(all), timeoutMs + 1000, `every member here to accept ${group}`)
+    } catch (err) {
+      throw new Error(`${(err as Error).message} (${invited} of ${all.length} invited, ${accepted} accepted)`)
+    }
   }
 
   /** Send on a schedule: each of this process's messages at its own time, whatever the others take. */
