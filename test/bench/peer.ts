@@ -14,6 +14,10 @@ import {
   DmPeer, type DepositSealedParams, type DmBlastParams, type DmBlastRun, type DmLatencyParams, type DmLatencyRun, type DmReceived, type DmStarted,
   type DmStartParams, type SealParams, type SealRun
 } from './scenarios/dm-peer.js'
+import {
+  GroupPeer, type GroupBlastParams, type GroupBlastRun, type GroupMemberInfo, type GroupMemberStartParams, type GroupMemberState, type GroupOpenParams,
+  type GroupOpenRun, type GroupScheduleParams, type GroupSent, type GroupWaitParams, type GroupWaitResult
+} from './scenarios/group-peer.js'
 import { FloorPeer, type EchoParams, type EchoRun, type SinkSendParams, type SinkSendRun, type SinkWaitResult } from './scenarios/floor-peer.js'
 import {
   RelayPeer, type DepositRun, type DrainParams, type DrainRun, type MailboxClientParams, type MailboxClientStarted, type RelayStarted,
@@ -65,7 +69,7 @@ export interface PeerMethods {
   'dm.stop': { params: Empty, result: Empty }
   /** Two SignalCiphers in this process: encrypt + decrypt cost per message (crypto-peer.ts). */
   'crypto.run': { params: CryptoParams, result: CryptoRun }
-  'relay.start': { params: { dataDir: string }, result: RelayStarted }
+  'relay.start': { params: { dataDir: string, directory?: boolean }, result: RelayStarted }
   'relay.connections': { params: Empty, result: { connections: number } }
   'relay.stop': { params: Empty, result: Empty }
   'mailbox.start': { params: MailboxClientParams, result: MailboxClientStarted }
@@ -73,6 +77,24 @@ export interface PeerMethods {
   'mailbox.stop': { params: Empty, result: Empty }
   'swarm.start': { params: SwarmParams, result: SwarmRun }
   'swarm.stop': { params: Empty, result: Empty }
+  /** Group members: several Messengers in this process, addressed by index (group-peer.ts). */
+  'group.start': { params: GroupMemberStartParams, result: { members: GroupMemberInfo[] } }
+  'group.restart': { params: { member: number, relays: string[] }, result: GroupMemberInfo }
+  'group.addContacts': { params: { member: number, invites: string[] }, result: Empty }
+  'group.create': { params: { member: number, name: string, members: string[] }, result: { group: string } }
+  'group.acceptAll': { params: { group: string, timeoutMs: number, except?: number[] }, result: Empty }
+  'group.schedule': { params: GroupScheduleParams, result: { sent: GroupSent[] } }
+  'group.arrivals': { params: Empty, result: { arrivals: Array<Record<string, number>> } }
+  'group.waitCount': { params: GroupWaitParams, result: GroupWaitResult }
+  'group.state': { params: { group: string, members: string[] }, result: { members: GroupMemberState[] } }
+  'group.connectedAt': { params: { member: number, peer: string }, result: { t: number | undefined } }
+  'group.dial': { params: { member: number, addr: string }, result: Empty }
+  'group.pending': { params: { member: number, peer?: string }, result: { pending: number } }
+  'group.blast': { params: GroupBlastParams, result: GroupBlastRun }
+  'group.stopMember': { params: { member: number }, result: Empty }
+  /** In a fresh process: a stopped member's group, opened from its store (heap and disk figures). */
+  'group.open': { params: GroupOpenParams, result: GroupOpenRun }
+  'group.stop': { params: Empty, result: Empty }
   /** Stop everything this peer runs (idempotent). */
   'stop': { params: Empty, result: Empty }
 }
@@ -96,6 +118,7 @@ export class PeerHost {
   private readonly floor = new FloorPeer()
   private readonly dm = new DmPeer()
   private readonly relay = new RelayPeer()
+  private readonly group = new GroupPeer()
   private usage: { peak: PeakSampler, cpu: NodeJS.CpuUsage, wallStart: number } | undefined
 
   readonly handlers: Handlers = {
@@ -144,7 +167,7 @@ export class PeerHost {
     'dm.deposit': async (p) => await this.dm.deposit(p),
     'dm.stop': async () => { await this.dm.stop(); return {} },
     'crypto.run': async (p) => await runCryptoBench(p),
-    'relay.start': async ({ dataDir }) => await this.relay.startRelay(dataDir),
+    'relay.start': async ({ dataDir, directory }) => await this.relay.startRelay(dataDir, directory),
     'relay.connections': async () => ({ connections: this.relay.relayConnections() }),
     'relay.stop': async () => { await this.relay.stopRelay(); return {} },
     'mailbox.start': async (p) => await this.relay.startClient(p),
@@ -152,6 +175,22 @@ export class PeerHost {
     'mailbox.stop': async () => { await this.relay.stopClient(); return {} },
     'swarm.start': async (p) => await this.relay.startSwarm(p),
     'swarm.stop': async () => { await this.relay.stopSwarm(); return {} },
+    'group.start': async (p) => ({ members: await this.group.start(p) }),
+    'group.restart': async ({ member, relays }) => await this.group.restart(member, relays),
+    'group.addContacts': async ({ member, invites }) => { await this.group.addContacts(member, invites); return {} },
+    'group.create': async ({ member, name, members }) => ({ group: await this.group.create(member, name, members) }),
+    'group.acceptAll': async ({ group, timeoutMs, except }) => { await this.group.acceptAll(group, timeoutMs, except); return {} },
+    'group.schedule': async (p) => ({ sent: await this.group.schedule(p) }),
+    'group.arrivals': async () => ({ arrivals: this.group.takeArrivals() }),
+    'group.waitCount': async (p) => await this.group.waitCount(p),
+    'group.state': async ({ group, members }) => ({ members: this.group.state(group, members) }),
+    'group.connectedAt': async ({ member, peer }) => ({ t: this.group.connectedAt(member, peer) }),
+    'group.dial': async ({ member, addr }) => { await this.group.dial(member, addr); return {} },
+    'group.pending': async ({ member, peer }) => ({ pending: this.group.pending(member, peer) }),
+    'group.blast': async (p) => await this.group.blast(p),
+    'group.stopMember': async ({ member }) => { await this.group.stopMember(member); return {} },
+    'group.open': async (p) => await this.group.openGroup(p),
+    'group.stop': async () => { await this.group.stop(); return {} },
     'stop': async () => { await this.stop(); return {} }
   }
 
@@ -162,7 +201,7 @@ export class PeerHost {
   async stop (): Promise<void> {
     this.usage?.peak.stop()
     this.usage = undefined
-    const results = await Promise.allSettled([this.dm.stop(), this.floor.stop(), this.relay.stop()])
+    const results = await Promise.allSettled([this.dm.stop(), this.floor.stop(), this.relay.stop(), this.group.stop()])
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
     if (failed !== undefined) throw failed.reason
   }

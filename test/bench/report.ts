@@ -7,6 +7,8 @@ import { mib, type MemorySnapshot } from './memory.js'
 import type { CryptoOptions, CryptoPhaseResult, CryptoResult } from './scenarios/crypto.js'
 import type { DmOptions, DmResult, ProcessMemory } from './scenarios/dm.js'
 import type { FloorOptions, FloorResult, FloorThroughput } from './scenarios/floor.js'
+import { mdGroup, textGroup } from './report-group.js'
+import type { GroupOptions, GroupResult } from './scenarios/group.js'
 import type { DepositFigures, RelayOptions, RelayResult } from './scenarios/relay.js'
 import { rate, round, type LatencySummary } from './stats.js'
 import { added, kindsText, signedMib, TARGET_E2EE_ADDED_P50_MS, type TargetCheck } from './targets.js'
@@ -32,6 +34,7 @@ export interface BenchConfig {
   dm: DmOptions
   crypto: CryptoOptions
   relay: RelayOptions
+  group: GroupOptions
 }
 
 /** One way of placing the two peers: each in its own process, or both in the harness's. */
@@ -49,7 +52,7 @@ export interface ModeResults {
 }
 
 export interface BenchResults {
-  schema: 4
+  schema: 5
   timestamp: string
   /** `git describe --always --dirty` of the tree that was measured, if available. */
   revision: string
@@ -63,6 +66,8 @@ export interface BenchResults {
   crypto: CryptoResult
   /** The relay scenarios (every node in its own process), in the same run. */
   relay: RelayResult
+  /** The group scenarios (issue 5): fan-out, catch-up, memory per group. */
+  group: GroupResult
   /** Secondary: both nodes in the harness's process, sharing one JS thread. */
   oneProcess?: ModeResults
   targets: TargetCheck[]
@@ -418,6 +423,7 @@ export function renderText (r: BenchResults): string {
     '',
     ...textE2ee(r),
     ...textRelay(r),
+    ...textGroup(r.group, textTable),
     textTable(TGT_HEAD, r.targets.map((t) => [t.target, t.measured, t.limit, t.verdict])),
     '',
     ...(r.oneProcess !== undefined ? textMode('== secondary: one process (A and B share one JS thread) ==', r.oneProcess) : []),
@@ -566,12 +572,15 @@ ${mdTable(CLOCK_HEAD, clockRows(p))}
 
 ${mdE2ee(r)}
 ${mdRelay(r)}
+${mdGroup(r.group, c.group, (head, rows) => mdTable(head, rows))}
 ## Targets
 
 From the issue: "DM latency p50 within 2x of the floor, p99 under 5 ms, at least 10,000 messages/s
 sustained one way; report memory", checked against the two-process figures (with E2EE), plus the E2EE
 target (under ${TARGET_E2EE_ADDED_P50_MS} ms added at p50, against the same scenario without E2EE in the same run) and the relay
-targets (drain 10,000 queued messages in under 1.5 s, relay RSS under 256 MiB with 1,000 connected peers). The DM latency is
+targets (drain 10,000 queued messages in under 1.5 s, relay RSS under 256 MiB with 1,000 connected peers) and the group
+targets (p99 under 50 ms until all members have a message for 50 members; a member missing 10,000 messages has them
+within 2 s; memory per group of 10,000 messages reported). The DM latency is
 one-way, so the like-for-like comparison is against the floor's one-way estimate (echo RTT / 2); the
 comparison against the full echo RTT is also shown, but it is twice as lenient. The round-trip rows
 check the same targets without relying on the shared clock.

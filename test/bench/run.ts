@@ -22,6 +22,11 @@
  *
  * The relay scenarios (scenarios/relay.ts) run after the two-process floor and DM, in the same
  * run: a relay process, client processes and (for the memory figure) swarm processes.
+ *
+ * The group scenarios (scenarios/group.ts, issue 5) run last: a relay process with the peer
+ * directory, member processes hosting several Messengers each (fan-out to 10 and 50 members),
+ * a two-member catch-up of many missed messages, and the caught-up group opened in a fresh
+ * process for its memory.
  */
 import '../../core/polyfill.js'
 import { execFileSync } from 'node:child_process'
@@ -37,6 +42,7 @@ import { renderMarkdown, renderText, type BenchConfig, type BenchResults, type M
 import { runCrypto, type CryptoResult } from './scenarios/crypto.js'
 import { runDm } from './scenarios/dm.js'
 import { runFloor } from './scenarios/floor.js'
+import { runGroups, type GroupResult } from './scenarios/group.js'
 import { runRelay, type RelayResult } from './scenarios/relay.js'
 import { evaluateTargets } from './targets.js'
 import { now } from './util.js'
@@ -71,19 +77,29 @@ function parseArgs (argv: string[]): Args {
 
 function configFor (quick: boolean): BenchConfig {
   const messageBytes = 100
+  const groupCommon = { warmupRounds: 1, warmupGapMs: 50, messageBytes }
   const relayCommon = { batchSize: 32, sealBatch: 500, depositParallel: 4, drainLimit: 256, dmMessageBytes: messageBytes, swarmParallel: 2, rssPeers: 1_000 }
   return quick
     ? {
         floor: { messageBytes, echoWarmup: 100, echoSamples: 500, throughputMessages: 5_000, coalesce: 64, timeoutMs: 30_000 },
         dm: { messageBytes, latencyWarmup: 50, latencySamples: 300, roundTripSamples: 300, throughputMessages: 2_000, maxOutstanding: 2_000, timeoutMs: 30_000 },
         crypto: { messageBytes, warmup: 50, samples: 300, timeoutMs: 30_000 },
-        relay: { ...relayCommon, deposits: 1_000, dmWarmup: 20, dmSamples: 200, swarmPeers: 100, swarmProcesses: 2, timeoutMs: 30_000 }
+        relay: { ...relayCommon, deposits: 1_000, dmWarmup: 20, dmSamples: 200, swarmPeers: 100, swarmProcesses: 2, timeoutMs: 30_000 },
+        group: { ...groupCommon, sizes: [{ members: 10, processes: 2, messages: 50, gapMs: 100 }], catchUpMessages: 200, formTimeoutMs: 60_000, warmupTimeoutMs: 30_000, timeoutMs: 30_000 }
       }
     : {
         floor: { messageBytes, echoWarmup: 500, echoSamples: 5_000, throughputMessages: 50_000, coalesce: 64, timeoutMs: 60_000 },
         dm: { messageBytes, latencyWarmup: 500, latencySamples: 5_000, roundTripSamples: 5_000, throughputMessages: 50_000, maxOutstanding: 2_000, timeoutMs: 60_000 },
         crypto: { messageBytes, warmup: 500, samples: 5_000, timeoutMs: 60_000 },
-        relay: { ...relayCommon, deposits: 10_000, dmWarmup: 200, dmSamples: 2_000, swarmPeers: 1_000, swarmProcesses: 4, timeoutMs: 60_000 }
+        relay: { ...relayCommon, deposits: 10_000, dmWarmup: 200, dmSamples: 2_000, swarmPeers: 1_000, swarmProcesses: 4, timeoutMs: 60_000 },
+        group: {
+          ...groupCommon,
+          sizes: [{ members: 10, processes: 2, messages: 200, gapMs: 100 }, { members: 50, processes: 5, messages: 60, gapMs: 500 }],
+          catchUpMessages: 10_000,
+          formTimeoutMs: 120_000,
+          warmupTimeoutMs: 60_000,
+          timeoutMs: 60_000
+        }
       }
 }
 
@@ -203,6 +219,11 @@ async function runCryptoScenario (config: BenchConfig, dataRoot: string): Promis
   }
 }
 
+/** The group scenarios: a relay process and member processes (several Messengers each), closed afterwards. */
+async function runGroupScenarios (config: BenchConfig, dataRoot: string): Promise<GroupResult> {
+  return await runGroups(async (name) => await ProcessPeer.spawn(`processes-${name}`), config.group, dataRoot, (line) => { console.error(line) })
+}
+
 /** The relay scenarios: relay, clients and swarms each in their own process, closed afterwards. */
 async function runRelayScenarios (config: BenchConfig, dataRoot: string): Promise<RelayResult> {
   return await runRelay(async (name) => await ProcessPeer.spawn(`processes-${name}`), config.relay, dataRoot, (line) => { console.error(line) })
@@ -253,10 +274,11 @@ async function main (): Promise<void> {
   const processes = await runProcesses(config, dataRoot)
   const crypto = await runCryptoScenario(config, dataRoot)
   const relay = await runRelayScenarios(config, dataRoot)
+  const group = await runGroupScenarios(config, dataRoot)
   const oneProcess = args.oneProcess ? await runOneProcess(config, dataRoot) : undefined
 
   const results: BenchResults = {
-    schema: 4,
+    schema: 5,
     timestamp,
     revision: revision(root),
     quick: args.quick,
@@ -266,8 +288,9 @@ async function main (): Promise<void> {
     processes,
     crypto,
     relay,
+    group,
     ...(oneProcess !== undefined ? { oneProcess } : {}),
-    targets: evaluateTargets(processes.floor, processes.dm, relay, processes.dmPlain !== undefined ? { plain: processes.dmPlain, crypto } : undefined)
+    targets: evaluateTargets(processes.floor, processes.dm, relay, processes.dmPlain !== undefined ? { plain: processes.dmPlain, crypto } : undefined, group)
   }
 
   console.log(renderText(results))

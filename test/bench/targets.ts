@@ -8,6 +8,7 @@ import { mib } from './memory.js'
 import type { CryptoPhaseResult, CryptoResult } from './scenarios/crypto.js'
 import type { DmResult } from './scenarios/dm.js'
 import type { FloorResult } from './scenarios/floor.js'
+import type { GroupResult } from './scenarios/group.js'
 import type { RelayResult } from './scenarios/relay.js'
 import { round } from './stats.js'
 
@@ -44,11 +45,12 @@ export interface E2eeFigures {
   crypto: CryptoResult
 }
 
-export function evaluateTargets (floor: FloorResult, dm: DmResult, relay?: RelayResult, e2ee?: E2eeFigures): TargetCheck[] {
+export function evaluateTargets (floor: FloorResult, dm: DmResult, relay?: RelayResult, e2ee?: E2eeFigures, group?: GroupResult): TargetCheck[] {
   return [
     ...dmTargets(floor, dm),
     ...(e2ee !== undefined ? e2eeTargets(dm, e2ee) : []),
-    ...(relay !== undefined ? relayTargets(dm, relay) : [])
+    ...(relay !== undefined ? relayTargets(dm, relay) : []),
+    ...(group !== undefined ? groupTargets(group) : [])
   ]
 }
 
@@ -250,4 +252,55 @@ function dmTargets (floor: FloorResult, dm: DmResult): TargetCheck[] {
 export function signedMib (bytes: number): string {
   const v = Math.round((bytes / (1024 * 1024)) * 10) / 10
   return `${v >= 0 ? '+' : ''}${v} MiB`
+}
+
+/** Groups: p99 until every member has a message, for this many members. */
+export const TARGET_GROUP_P99_MS = 50
+export const TARGET_GROUP_MEMBERS = 50
+/** Groups: a member missing this many messages has them all within TARGET_CATCH_UP_MS. */
+export const TARGET_CATCH_UP_MESSAGES = 10_000
+export const TARGET_CATCH_UP_MS = 2000
+
+function groupTargets (g: GroupResult): TargetCheck[] {
+  const ms = (n: number): string => `${round(n, 3)} ms`
+  const checks: TargetCheck[] = []
+  for (const f of g.fanout) {
+    const total = f.messages
+    const whole = f.complete === total
+    const checked = f.members >= TARGET_GROUP_MEMBERS
+    checks.push({
+      id: `group-fanout-${f.members}`,
+      target: checked
+        ? `Group of ${f.members}: p99 until all members have a message under ${TARGET_GROUP_P99_MS} ms`
+        : `Group of ${f.members}: latency until all members have a message (report)`,
+      measured: f.error !== undefined ? `failed: ${f.error}` : `p50 ${ms(f.allMembers.p50)}, p99 ${ms(f.allMembers.p99)}` + (whole ? '' : ` (${f.complete}/${total} reached everyone)`),
+      limit: checked ? `< ${TARGET_GROUP_P99_MS} ms` : 'reported',
+      verdict: checked ? check(f.error === undefined && whole && f.allMembers.p99 < TARGET_GROUP_P99_MS) : 'INFO',
+      note: `${f.members} members in ${f.processes} processes, ${f.messages} messages from rotating members ${f.gapMs} ms apart (${round(1000 / f.gapMs, 1)} msg/s); ` +
+        `per delivery p50 ${ms(f.perDelivery.p50)}, p99 ${ms(f.perDelivery.p99)}`
+    })
+  }
+  const c = g.catchUp
+  const few = c.messages < TARGET_CATCH_UP_MESSAGES
+  checks.push({
+    id: 'group-catch-up',
+    target: `A member missing ${TARGET_CATCH_UP_MESSAGES.toLocaleString('en-US')} messages has them all within ${TARGET_CATCH_UP_MS / 1000} s`,
+    measured: `${ms(c.startToAllMs)} for ${c.received.toLocaleString('en-US')}` + (c.complete ? '' : ' (incomplete)'),
+    limit: `< ${ms(TARGET_CATCH_UP_MS)}`,
+    verdict: few ? 'INFO' : check(c.complete && c.startToAllMs < TARGET_CATCH_UP_MS),
+    note: 'from the member\'s Messenger.start to its group history holding every message' +
+      (c.connectedToAllMs !== undefined ? `; ${ms(c.connectedToAllMs)} from its connection to the writer` : '; it never connected to the writer') +
+      (few ? `; only ${c.messages} missed in this run, so not checked` : '')
+  })
+  const mem = g.memory
+  checks.push({
+    id: 'group-memory',
+    target: `Memory per group of ${mem.messages.toLocaleString('en-US')} messages (report)`,
+    measured: `${mib(mem.heapBytes)} MiB heap (${round(mem.perMessageBytes, 0)} B per message)`,
+    limit: 'reported',
+    verdict: 'INFO',
+    note: `heapUsed after GC with the group open minus before, in a fresh process; records in level ${mib(mem.recordBytes)} MiB` +
+      (mem.snapshotBytes > 0 ? ` + snapshot ${mib(mem.snapshotBytes)} MiB` : '') + `, database on disk ${mib(mem.dbDiskBytes)} MiB`
+  })
+  return checks
 }

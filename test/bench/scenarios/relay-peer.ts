@@ -25,6 +25,7 @@ import { loadOrCreateIdentity } from '../../../core/identity/identity.js'
 import type { PeerIdString } from '../../../core/ids.js'
 import { createNode, type ParleyLibp2p } from '../../../core/net/node.js'
 import { MailboxClient, type Deposit } from '../../../core/protocols/mailbox/client.js'
+import { DirectoryService } from '../../../relay/directory/service.js'
 import { DEFAULT_MAILBOX_LIMITS, MailboxService } from '../../../relay/mailbox/service.js'
 import { MailboxStore } from '../../../relay/mailbox/store.js'
 import { DEFAULT_PREKEY_LIMITS } from '../../../relay/prekeys/service.js'
@@ -138,12 +139,15 @@ export async function depositAll (mb: MailboxClient, relay: PeerIdString, count:
 }
 
 export class RelayPeer {
-  private relay: { node: RelayLibp2p, store: MailboxStore, prekeys: PrekeyStore, mailbox: MailboxService } | undefined
+  private relay: { node: RelayLibp2p, store: MailboxStore, prekeys: PrekeyStore, mailbox: MailboxService, directory?: DirectoryService } | undefined
   private client: ParleyLibp2p | undefined
   private swarm: Libp2p[] = []
 
-  /** A relay with its stores under `dataDir` (`mailbox/`, `prekeys/`, as relay/cli.ts lays them out). */
-  async startRelay (dataDir: string): Promise<RelayStarted> {
+  /**
+   * A relay with its stores under `dataDir` (`mailbox/`, `prekeys/`, as relay/cli.ts lays them
+   * out); with `directory`, the peer directory too (members of a group find each other there).
+   */
+  async startRelay (dataDir: string, directory = false): Promise<RelayStarted> {
     if (this.relay !== undefined) throw new Error('relay already started')
     await mkdir(dataDir, { recursive: true })
     const store = new MailboxStore(join(dataDir, 'mailbox'))
@@ -157,9 +161,11 @@ export class RelayPeer {
       prekeys: { store: prekeys, limits: DEFAULT_PREKEY_LIMITS }
     })
     const mailbox = new MailboxService(node, store, BENCH_MAILBOX_LIMITS)
+    const dir = directory ? new DirectoryService(node) : undefined
+    await dir?.start()
     await node.start()
     await mailbox.start()
-    this.relay = { node, store, prekeys, mailbox }
+    this.relay = { node, store, prekeys, mailbox, ...(dir !== undefined ? { directory: dir } : {}) }
     const peerId = node.peerId.toString()
     const addrs = node.getMultiaddrs().map(String)
       .filter((a) => a.includes('/tcp/') && !a.includes('/ws'))
@@ -177,6 +183,7 @@ export class RelayPeer {
     this.relay = undefined
     if (r === undefined) return
     await r.mailbox.stop()
+    await r.directory?.stop()
     await r.node.stop()
     await r.store.close()
     await r.prekeys.close()

@@ -145,7 +145,7 @@ function firstAddr (r: RelayStarted): string {
 export type Spawn = (name: string) => Promise<PeerHandle>
 
 /** Spawn through `spawn`, keeping every handle so `closeAll` can stop them. */
-class Group {
+export class Group {
   readonly peers: PeerHandle[] = []
   constructor (private readonly spawn: Spawn) {}
 
@@ -157,6 +157,7 @@ class Group {
 
   async closeAll (): Promise<void> {
     await Promise.allSettled(this.peers.map(async (p) => { await p.close() }))
+    this.peers.length = 0
   }
 }
 
