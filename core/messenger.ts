@@ -208,6 +208,8 @@ export class Messenger {
         this.relayKeeper = new RelayKeeper(node, o.relays ?? [], (relay) => {
           this.drainMailbox(relay)
           this.publishPrekeys(relay)
+          // The relay's directory may now tell us where group members are.
+          this.groupManager?.meetAll()
         })
         this.relayKeeper.start()
         // Mail deposited while we were connected but unreachable (e.g. between reservations).

@@ -33,8 +33,12 @@ const SNAPSHOT_EVERY = 1000
 const SYNC_EVERY_MS = 30_000
 /** After gossip we could not decrypt: sync with its sender after this delay (its sender key is probably on the way). */
 const SYNC_AFTER_MISS_MS = 300
-/** Members dialled per group so gossip has a mesh. */
-const MESH_DIALS = 6
+/**
+ * Members a node keeps a direct connection to, per group: all of them up to this many, so a
+ * flood-published record reaches every online member at once and 1:1 copies go only to those
+ * who are offline. Members beyond it are reached through the gossip mesh (and get 1:1 copies).
+ */
+const MESH_DIALS = 64
 /** A KEY_REQUEST to one member of one group at most this often. */
 const KEY_REQUEST_EVERY_MS = 30_000
 
@@ -640,7 +644,13 @@ export class GroupManager implements GroupSyncBackend {
       .finally(() => { this.syncing.delete(key) })
   }
 
-  /** Dial a few members we are not connected to, so the topic has a mesh. */
+  /** After (re)connecting to a relay: members we could not dial before may be found now. */
+  meetAll (): void {
+    if (!this.running) return
+    for (const g of this.groups.values()) if (g.info.state === 'joined') this.meetMembers(g)
+  }
+
+  /** Dial members we are not connected to (up to MESH_DIALS connected per group). */
   private meetMembers (g: Group): void {
     const others = [...g.members].filter((m) => m !== this.p.self)
     const unconnected = others.filter((m) => !this.connected(m))
