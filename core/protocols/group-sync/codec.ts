@@ -1,7 +1,7 @@
 import { owned } from '../../bytes.js'
 import { InvalidRequestError, type ParleyError } from '../../errors.js'
 import { isGroupId, type GroupId } from '../../ids.js'
-import { FrameTooLargeError, InvalidLengthPrefixError, MalformedFrameError, ProtocolLimitError, TruncatedFrameError } from '../errors.js'
+import { FrameTooLargeError, InvalidLengthPrefixError, MalformedFrameError, ProtocolLimitError, refusalDecoder, TruncatedFrameError } from '../errors.js'
 import {
   MAX_CHUNK_BYTES, MAX_CHUNK_RECORDS, MAX_RECORD_BYTES, MAX_STATE_VECTOR_BYTES, MAX_SYNC_ERROR_MESSAGE, MAX_SYNC_ERROR_NAME
 } from './constants.js'
@@ -129,22 +129,8 @@ export function * chunkRecords (records: readonly Uint8Array[]): Generator<Uint8
   if (chunk.length > 0) yield chunk
 }
 
-/** Refusals the other side may send that are thrown here as their own classes. */
-const KNOWN_REFUSALS: ReadonlyMap<string, new (message: string) => ParleyError> = new Map<string, new (message: string) => ParleyError>([
-  [UnknownGroupError.name, UnknownGroupError],
-  [GroupSyncForbiddenError.name, GroupSyncForbiddenError],
-  [GroupSyncTimeoutError.name, GroupSyncTimeoutError],
-  [GroupSyncClosedError.name, GroupSyncClosedError],
-  [ProtocolLimitError.name, ProtocolLimitError],
-  [MalformedFrameError.name, MalformedFrameError],
-  [FrameTooLargeError.name, FrameTooLargeError],
-  [InvalidLengthPrefixError.name, InvalidLengthPrefixError],
-  [TruncatedFrameError.name, TruncatedFrameError],
-  [InvalidRequestError.name, InvalidRequestError]
-])
-
 /** The error a refusal named `name` is thrown as: its own class when known, else GroupSyncRefusedError. */
-export function refusalError (name: string, message: string): ParleyError {
-  const Known = KNOWN_REFUSALS.get(name)
-  return Known === undefined ? new GroupSyncRefusedError(name, message) : new Known(`refused by the peer: ${message}`)
-}
+export const refusalError = refusalDecoder([
+  UnknownGroupError, GroupSyncForbiddenError, GroupSyncTimeoutError, GroupSyncClosedError, ProtocolLimitError, MalformedFrameError,
+  FrameTooLargeError, InvalidLengthPrefixError, TruncatedFrameError, InvalidRequestError
+], GroupSyncRefusedError, 'refused by the peer')

@@ -1,4 +1,5 @@
 import { ParleyError } from '../../errors.js'
+import { RemoteRefusalError } from '../errors.js'
 
 /** The peer asked does not hold the group (its backend has no state vector for it). */
 export class UnknownGroupError extends ParleyError {
@@ -22,12 +23,9 @@ export class GroupSyncTimeoutError extends ParleyError {
  * The other side refused the sync with an error name this side does not know; `remoteName`
  * is that name. (Known names are thrown as their own classes.)
  */
-export class GroupSyncRefusedError extends ParleyError {
+export class GroupSyncRefusedError extends RemoteRefusalError {
   static override name = 'GroupSyncRefusedError'
   override name = 'GroupSyncRefusedError'
-  constructor (readonly remoteName: string, message: string) {
-    super(`${remoteName}: ${message}`)
-  }
 }
 
 /** The sync stream ended before the sync was done: the other side went away, or this node is stopping. */

@@ -1,10 +1,10 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Libp2p } from '@libp2p/interface'
 import { BindingError } from '../../crypto/binding.js'
-import { InvalidPeerIdError, InvalidRequestError, type ParleyError } from '../../errors.js'
+import { InvalidPeerIdError, InvalidRequestError } from '../../errors.js'
 import { parsePeerId } from '../../identity/invite.js'
 import type { PeerIdString } from '../../ids.js'
-import { MalformedFrameError, ProtocolLimitError } from '../errors.js'
+import { MalformedFrameError, ProtocolLimitError, refusalDecoder } from '../errors.js'
 import { requestResponse } from '../request.js'
 import {
   bundleFromPb, checkHeaderShape, checkOneTimeKeys, headerToPb, oneTimeKeyToPb, verifyHeader,
@@ -14,22 +14,10 @@ import { MAX_PREKEY_RESPONSE_BYTES, PREKEYS_TIMEOUT_MS, PREKEYS_PROTOCOL } from 
 import { InvalidBundleError, PrekeyRefusedError, PrekeyStoreFullError, PublishNotAcceptedError } from './errors.js'
 import { PrekeyRequest, PrekeyResponse } from './pb/prekeys.js'
 
-/** Refusals a server may send that this client throws as their own classes. */
-const KNOWN_REFUSALS: ReadonlyMap<string, new (message: string) => ParleyError> = new Map<string, new (message: string) => ParleyError>([
-  [BindingError.name, BindingError],
-  [InvalidBundleError.name, InvalidBundleError],
-  [PrekeyStoreFullError.name, PrekeyStoreFullError],
-  [PublishNotAcceptedError.name, PublishNotAcceptedError],
-  [ProtocolLimitError.name, ProtocolLimitError],
-  [InvalidPeerIdError.name, InvalidPeerIdError],
-  [InvalidRequestError.name, InvalidRequestError]
-])
-
 /** The error a refusal named `name` is thrown as: its own class when known, else PrekeyRefusedError. */
-export function refusalError (name: string, message: string): ParleyError {
-  const Known = KNOWN_REFUSALS.get(name)
-  return Known === undefined ? new PrekeyRefusedError(name, message) : new Known(`refused by the server: ${message}`)
-}
+export const refusalError = refusalDecoder([
+  BindingError, InvalidBundleError, PrekeyStoreFullError, PublishNotAcceptedError, ProtocolLimitError, InvalidPeerIdError, InvalidRequestError
+], PrekeyRefusedError, 'refused by the server')
 
 /**
  * The client side of `/parley/prekeys/1.0.0`. `publish` stores our bundle on a relay (the

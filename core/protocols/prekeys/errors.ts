@@ -1,4 +1,5 @@
 import { ParleyError } from '../../errors.js'
+import { RemoteRefusalError } from '../errors.js'
 
 /**
  * A prekey bundle (or one-time key) with a missing field, a wrong size, a key that does not
@@ -26,10 +27,7 @@ export class PublishNotAcceptedError extends ParleyError {
  * The server refused a prekey request with an error name this client does not know;
  * `remoteName` is that name. (Known names are thrown as their own classes.)
  */
-export class PrekeyRefusedError extends ParleyError {
+export class PrekeyRefusedError extends RemoteRefusalError {
   static override name = 'PrekeyRefusedError'
   override name = 'PrekeyRefusedError'
-  constructor (readonly remoteName: string, message: string) {
-    super(`${remoteName}: ${message}`)
-  }
 }

@@ -227,7 +227,7 @@ export class GroupPeer {
     try {
       await withTimeout(Promise.all(all), timeoutMs + 1000, `every member here to accept ${group}`)
     } catch (err) {
-      throw new Error(`${(err as Error).message} (${invited} of ${all.length} invited, ${accepted} accepted)`)
+      throw new Error(`${(err as Error).message} (${invited} of ${all.length} invited, ${accepted} accepted)`, { cause: err })
     }
   }
 
