@@ -772,12 +772,7 @@ export class Messenger {
     const node = this.requireNode()
     const id = peerIdFromString(peer)
     if (node.getConnections(id).length > 0) return
-    try {
-      await node.dial(id)
-    } catch (err) {
-      if (!(await this.locate(peer))) throw err
-      await node.dial(id)
-    }
+    await this.locatingOnce(peer, async () => { await node.dial(id) })
   }
 
   private onSent (peer: PeerIdString, ids: MessageId[]): void {
@@ -817,11 +812,16 @@ export class Messenger {
 
   /** Open a DM stream; if the peer cannot be reached, ask our relays where it is now and try once more. */
   private async openDm (peer: PeerIdString, signal: AbortSignal): Promise<DmChannel> {
+    return await this.locatingOnce(peer, async () => await this.requireDm().open(peer, { signal }))
+  }
+
+  /** Run `attempt`; if it fails and our relays' directories know new addresses for the peer, run it once more. */
+  private async locatingOnce<T> (peer: PeerIdString, attempt: () => Promise<T>): Promise<T> {
     try {
-      return await this.requireDm().open(peer, { signal })
+      return await attempt()
     } catch (err) {
       if (!(await this.locate(peer))) throw err
-      return await this.requireDm().open(peer, { signal })
+      return await attempt()
     }
   }
 

@@ -96,6 +96,16 @@ async function startPeers (n: number, relay: TestRelay): Promise<TestPeer[]> {
   return peers
 }
 
+/** `n` members on the relay for the length of `fn`, stopped and removed afterwards however it ends. */
+async function withPeers (n: number, relay: TestRelay, fn: (peers: TestPeer[]) => Promise<void>): Promise<void> {
+  const peers = await startPeers(n, relay)
+  try {
+    await fn(peers)
+  } finally {
+    await stopAll(peers)
+  }
+}
+
 async function stopAll (peers: TestPeer[]): Promise<void> {
   await Promise.allSettled(peers.map(async (p) => { await p.stop() }))
   await Promise.allSettled(peers.map(async (p) => { await removeDir(p.dir) }))
@@ -107,8 +117,7 @@ describe('groups', () => {
   after(async () => { await relay.stop() })
 
   it('10 members through a relay: 100 messages from random members, everyone shows the same 100 in the same order', { timeout: 180_000 }, async () => {
-    const peers = await startPeers(10, relay)
-    try {
+    await withPeers(10, relay, async (peers) => {
       const [creator, ...rest] = peers as [TestPeer, ...TestPeer[]]
       const group = await formGroup(creator, rest, 'ten')
       const rand = new Rng(10)
@@ -126,14 +135,11 @@ describe('groups', () => {
       assert.deepEqual([...reference].sort(), [...sent].sort(), 'the 100 sent, no more, no fewer')
       for (const p of peers) assert.deepEqual(texts(p.m.groups.history(group, 1000)), reference, 'same order everywhere')
       for (const p of peers) assert.equal(p.m.groups.members(group).length, 10)
-    } finally {
-      await stopAll(peers)
-    }
+    })
   })
 
   it('a member offline during 50 messages has all 50 within 5 s of coming back', { timeout: 120_000 }, async () => {
-    const peers = await startPeers(4, relay)
-    try {
+    await withPeers(4, relay, async (peers) => {
       const [a, b, c, d] = peers as [TestPeer, TestPeer, TestPeer, TestPeer]
       const group = await formGroup(a, [b, c, d], 'offline')
       await a.m.groups.send(group, 'before')
@@ -148,14 +154,11 @@ describe('groups', () => {
       const tookMs = Date.now() - back
       assert.ok(tookMs <= 5_000, `caught up in ${tookMs} ms`)
       assert.deepEqual(texts(d.m.groups.history(group, 100)), texts(a.m.groups.history(group, 100)))
-    } finally {
-      await stopAll(peers)
-    }
+    })
   })
 
   it('a removed member reads nothing sent after; a stranger on the topic gets nothing shown', { timeout: 120_000 }, async () => {
-    const peers = await startPeers(4, relay)
-    try {
+    await withPeers(4, relay, async (peers) => {
       const [a, b, c, stranger] = peers as [TestPeer, TestPeer, TestPeer, TestPeer]
       const group = await formGroup(a, [b, c], 'removal')
       await b.m.groups.send(group, 'hello all')
@@ -194,14 +197,11 @@ describe('groups', () => {
       const read = await decryptedTexts(c, [a.m.peerId, b.m.peerId], captured)
       assert.deepEqual(read.filter((t) => t.startsWith('secret')), [])
       assert.ok(captured.length - read.length >= 10, 'the ten secrets were on the topic, and C could not read them')
-    } finally {
-      await stopAll(peers)
-    }
+    })
   })
 
   it('an admin adds a member later: it gets the history, and messages flow both ways', { timeout: 120_000 }, async () => {
-    const peers = await startPeers(4, relay)
-    try {
+    await withPeers(4, relay, async (peers) => {
       const [a, b, c, d] = peers as [TestPeer, TestPeer, TestPeer, TestPeer]
       const group = await formGroup(a, [b, c], 'growing')
       await b.m.groups.send(group, 'before D')
@@ -222,14 +222,11 @@ describe('groups', () => {
       await eventually(() => b.m.groups.members(group).find((m) => m.peerId === b.m.peerId)?.role === 'admin', 'B is admin at B')
       await b.m.groups.rename(group, 'grown')
       for (const p of peers) await eventually(() => p.m.groups.get(group).name === 'grown', `${p.m.peerId} sees the new name`)
-    } finally {
-      await stopAll(peers)
-    }
+    })
   })
 
   it('a member flooding the topic with invalid gossip is penalised; honest delivery carries on', { timeout: 120_000 }, async () => {
-    const peers = await startPeers(4, relay)
-    try {
+    await withPeers(4, relay, async (peers) => {
       const [a, b, c, bad] = peers as [TestPeer, TestPeer, TestPeer, TestPeer]
       const group = await formGroup(a, [b, c, bad], 'flood')
       await a.m.groups.send(group, 'warm-up')
@@ -252,9 +249,7 @@ describe('groups', () => {
         await eventually(() => pubsubOf(p).getScore(bad.m.peerId) < 0, `the flooding member's score at ${p.m.peerId} goes negative`, 5_000)
         assert.equal(p.m.groups.history(group, 100).length, 31, 'nothing of the garbage is shown')
       }
-    } finally {
-      await stopAll(peers)
-    }
+    })
   })
 
   it('partition: two halves chat apart, heal, and converge on the same messages and members', { timeout: 180_000 }, async () => {
@@ -305,8 +300,7 @@ describe('groups', () => {
   })
 
   it('hostile records handed to a member are refused; its group and process carry on', { timeout: 60_000 }, async () => {
-    const peers = await startPeers(3, relay)
-    try {
+    await withPeers(3, relay, async (peers) => {
       const [a, b, c] = peers as [TestPeer, TestPeer, TestPeer]
       const group = await formGroup(a, [b, c], 'hostile')
       await a.m.groups.send(group, 'one')
@@ -323,8 +317,6 @@ describe('groups', () => {
       assert.equal(b.m.groups.history(group, 10).length, 1)
       await a.m.groups.send(group, 'two')
       await eventually(() => b.m.groups.history(group, 10).length === 2, 'B still works')
-    } finally {
-      await stopAll(peers)
-    }
+    })
   })
 })
