@@ -274,7 +274,9 @@ ${mdTable(RELAY_MEM_HEAD, relayMemRows(r))}
 const PHASE_LABEL: Record<CryptoPhaseResult['phase'], string> = {
   prekey: 'prekey: A -> B before B ever answered',
   whisper: 'whisper: A -> B after B answered (steady state)',
-  alternating: 'alternating: A -> B, B -> A, ... (a DH ratchet step each)'
+  alternating: 'alternating: A -> B, B -> A, ... (a DH ratchet step each)',
+  'floor-prekey': 'floor, libsignal alone (in-memory stores): prekey',
+  'floor-whisper': 'floor, libsignal alone (in-memory stores): whisper'
 }
 
 const CRYPTO_HEAD = ['Per message (ms)', 'encrypt p50', 'encrypt p99', 'decrypt p50', 'decrypt p99', 'both p50', 'both p99', 'msgs/s', 'ciphertext B', 'Sealed frame B']
@@ -367,7 +369,10 @@ function mdE2ee (r: BenchResults): string {
   call timed. ${c.samples.toLocaleString('en-US')} messages after ${c.warmup.toLocaleString('en-US')} warm-up in each phase, in this order: *prekey* (before B has
   ever answered every message is a PreKeySignalMessage, carrying the PQXDH set-up including a Kyber ciphertext), then B
   answers once, *whisper* (A -> B again: plain SignalMessages, the steady state), *alternating* (each message turns the
-  DH ratchet). msgs/s is one message encrypted and decrypted after another on one thread.
+  DH ratchet). msgs/s is one message encrypted and decrypted after another on one thread. Then the *floor*: the
+  prekey and whisper phases again with libsignal alone (\`signalEncrypt\` / \`signalDecrypt\`, in-memory stores, no
+  lock, no store write, no binding check), what any user of libsignal's Node binding pays: it awaits each store callback
+  (session, identity trust, identity, session save) through an event-loop turn.
 - *DM with vs without E2EE*: the two-process DM scenario above (E2EE, as every Messenger runs) and the same scenario code
   again in the same run, fresh processes, same counts (${dm.latencySamples.toLocaleString('en-US')} one-way and ${dm.roundTripSamples.toLocaleString('en-US')} round-trip samples,
   ${dm.throughputMessages.toLocaleString('en-US')} messages), with \`benchmarkWithoutE2ee: true\` on both Messengers: envelopes go on the very same

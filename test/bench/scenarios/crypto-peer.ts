@@ -13,19 +13,30 @@
  *     in a conversation's first burst, or a one-way stream);
  *   - whisper: after B answered once, A -> B again (plain SignalMessages: the steady state);
  *   - alternating: A -> B, B -> A, ... (every message turns the DH ratchet).
+ * Then the floor: the same prekey and whisper phases with libsignal alone (`signalEncrypt`,
+ * `signalDecrypt(PreKey)`) over in-memory stores (test/helpers/signal-keys.ts), no lock, no
+ * store, no binding check: what any caller of libsignal's Node binding pays, so the report
+ * can tell libsignal's own cost (its store callbacks are awaited one event-loop turn each)
+ * from what SignalCipher adds.
  */
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { SignalCipher, type Ciphertext } from '../../../core/crypto/cipher.js'
+import {
+  CiphertextMessageType, IdentityKeyPair, KEMPublicKey, PreKeyBundle, PreKeySignalMessage, ProtocolAddress, PublicKey, SignalMessage,
+  processPreKeyBundle, signalDecrypt, signalDecryptPreKey, signalEncrypt
+} from '@signalapp/libsignal-client'
+import { owned } from '../../../core/bytes.js'
+import { pad, SignalCipher, type Ciphertext } from '../../../core/crypto/cipher.js'
 import { newMessageId, type PeerIdString } from '../../../core/ids.js'
 import { writeEnvelope, writeSealed } from '../../../core/protocols/dm/codec.js'
 import { LevelStore } from '../../../core/store/level-store.js'
+import { makeSignalBundle, MemorySignalStores } from '../../helpers/signal-keys.js'
 import { now, payload } from '../util.js'
 
-export type CryptoPhaseName = 'prekey' | 'whisper' | 'alternating'
+export type CryptoPhaseName = 'prekey' | 'whisper' | 'alternating' | 'floor-prekey' | 'floor-whisper'
 
 export interface CryptoParams {
   /** Parent of the two stores' directories (the harness removes it). */
@@ -129,8 +140,58 @@ export async function runCryptoBench (p: CryptoParams): Promise<CryptoRun> {
     await oneMessage(b, a, envelope('reply', p.messageBytes))
     phases.push(await phase('whisper', p, () => [a, b]))
     phases.push(await phase('alternating', p, (i) => i % 2 === 0 ? [a, b] : [b, a]))
+    phases.push(...await floorPhases(p))
     return { envelopeBytes: envelope('size', p.messageBytes).byteLength, phases }
   } finally {
     await Promise.allSettled([a.store.close(), b.store.close()])
   }
+}
+
+interface FloorParty { stores: MemorySignalStores, address: ProtocolAddress }
+
+/** libsignal alone, A -> B: encrypt and decrypt one padded envelope, each timed. */
+async function floorMessage (from: FloorParty, to: FloorParty, plain: Uint8Array): Promise<{ encryptMs: number, decryptMs: number, ct: Ciphertext }> {
+  const t0 = now()
+  const msg = await signalEncrypt(pad(plain), to.address, from.address, from.stores.sessions, from.stores.identities)
+  const t1 = now()
+  const ct: Ciphertext = { kind: msg.type() === (CiphertextMessageType.PreKey as number) ? 'prekey' : 'whisper', body: msg.serialize() }
+  const t2 = now()
+  const s = to.stores
+  if (ct.kind === 'prekey') {
+    await signalDecryptPreKey(PreKeySignalMessage.deserialize(ct.body), from.address, to.address, s.sessions, s.identities, s.preKeys, s.signedPreKeys, s.kyberPreKeys)
+  } else {
+    await signalDecrypt(SignalMessage.deserialize(ct.body), from.address, to.address, s.sessions, s.identities)
+  }
+  return { encryptMs: t1 - t0, decryptMs: now() - t2, ct }
+}
+
+/** The floor phases (see the header): prekey, then B answers once, then whisper. */
+async function floorPhases (p: CryptoParams): Promise<CryptoPhaseRun[]> {
+  const keys = await makeSignalBundle(await generateKeyPair('Ed25519'))
+  const a: FloorParty = { stores: new MemorySignalStores(IdentityKeyPair.generate(), 1), address: ProtocolAddress.new('A', 1) }
+  const b: FloorParty = { stores: new MemorySignalStores(keys.identity, keys.header.registrationId, keys), address: ProtocolAddress.new('B', 1) }
+  const h = keys.header
+  const bundle = PreKeyBundle.new(
+    h.registrationId, h.deviceId, null, null,
+    h.signedPreKey.id, PublicKey.deserialize(owned(h.signedPreKey.publicKey)), owned(h.signedPreKey.signature), PublicKey.deserialize(owned(h.identityKey)),
+    h.kyberPreKey.id, KEMPublicKey.deserialize(owned(h.kyberPreKey.publicKey)), owned(h.kyberPreKey.signature)
+  )
+  await processPreKeyBundle(bundle, b.address, a.address, a.stores.sessions, a.stores.identities)
+  const phaseOf = async (name: CryptoPhaseName): Promise<CryptoPhaseRun> => {
+    const run: CryptoPhaseRun = { phase: name, encryptMs: [], decryptMs: [], ciphertextBytes: [], sealedBytes: [], kinds: {} }
+    for (let i = 0; i < p.warmup + p.samples; i++) {
+      const m = await floorMessage(a, b, envelope(`${name}-${i}`, p.messageBytes))
+      if (i < p.warmup) continue
+      run.encryptMs.push(m.encryptMs)
+      run.decryptMs.push(m.decryptMs)
+      run.ciphertextBytes.push(m.ct.body.byteLength)
+      run.sealedBytes.push(writeSealed({ id: newMessageId(), kind: m.ct.kind, ciphertext: m.ct.body }).byteLength)
+      run.kinds[m.ct.kind] = (run.kinds[m.ct.kind] ?? 0) + 1
+    }
+    return run
+  }
+  const phases = [await phaseOf('floor-prekey')]
+  await floorMessage(b, a, envelope('reply', p.messageBytes))
+  phases.push(await phaseOf('floor-whisper'))
+  return phases
 }
