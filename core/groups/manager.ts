@@ -2,7 +2,6 @@ import type { PrivateKey } from '@libp2p/interface'
 import { SenderKeyDistributionMessage } from '@signalapp/libsignal-client'
 import { owned } from '../bytes.js'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { multiaddr } from '@multiformats/multiaddr'
 import type { GroupMessageEvent, GroupMemberView, GroupMessageView, GroupView } from '../api/contract.js'
 import { distributionIdOf, type SignalCipher } from '../crypto/cipher.js'
 import { InvalidRequestError, MessageTooLargeError, NotRunningError, ParleyError } from '../errors.js'
@@ -18,7 +17,7 @@ import type { CryptoChanges, Store } from '../store/types.js'
 import { GroupDoc, MAX_GROUP_MEMBERS, type ApplyResult, type GroupMessageView as DocMessage } from './doc.js'
 import { GroupStateError, NotGroupMemberError, TooManyMembersError, UnknownGroupError } from './errors.js'
 import { GroupGossip, type GossipVerdict } from './gossip.js'
-import { GroupPayload, PayloadKind, type MemberAddrs } from './pb/payload.js'
+import { GroupPayload, PayloadKind } from './pb/payload.js'
 import { decodeRecord, encodeRecord, type GroupRecord } from './record.js'
 
 const log = forComponent('groups')
@@ -28,9 +27,6 @@ export const MAX_GROUP_SEND_BYTES = 60 * 1024
 const MAX_GROUP_NAME = 100
 /** Room for the records an invite carries (the rest comes by group-sync). */
 const INVITE_RECORD_BYTES = MAX_GROUP_BODY_BYTES - 1024
-/** An invite tells where the other members are (as the inviter knows): this many addresses each, this many bytes in all. */
-const HINT_ADDRS = 4
-const HINT_BYTES = 16 * 1024
 /** Room for the records of one 1:1 copy payload. */
 const COPY_RECORD_BYTES = MAX_GROUP_BODY_BYTES - 1024
 /** A new snapshot (the fast load path) after this many records since the last one. */
@@ -215,8 +211,7 @@ export class GroupManager implements GroupSyncBackend {
     this.groups.set(id, g)
     this.gossip.join(id)
     // Each member's outbox keeps order: its invite goes before our key.
-    const hints = await this.addressHints(g)
-    for (const m of others) await this.invite(g, m, hints)
+    for (const m of others) await this.invite(g, m)
     await this.sendKey(g, others)
     this.meetMembers(g)
     return id
@@ -340,7 +335,7 @@ export class GroupManager implements GroupSyncBackend {
   async onDirect (from: PeerIdString, body: Uint8Array): Promise<void> {
     let payload: GroupPayload
     try {
-      payload = GroupPayload.decode(body, { limits: { records: 1024, addrs: MAX_GROUP_MEMBERS, addrs$: { addrs: HINT_ADDRS } } })
+      payload = GroupPayload.decode(body, { limits: { records: 1024 } })
     } catch (err) {
       log('undecodable group payload from %s: %s', from, (err as Error).message)
       return
@@ -367,7 +362,6 @@ export class GroupManager implements GroupSyncBackend {
       await this.locked(known, async () => {
         const wasMember = known.doc.isMember(this.p.self)
         await this.ingest(known, records)
-        await this.learnAddresses(known, payload.addrs)
         if (known.info.state === 'left' && !wasMember && known.doc.isMember(this.p.self)) {
           known.info = { ...known.info, state: 'invited', invitedBy: from }
           await this.persist(known, [])
@@ -388,7 +382,6 @@ export class GroupManager implements GroupSyncBackend {
     const g: Group = { id, doc, info: { state: 'invited', invitedBy: from, epoch: 0, senders: {}, seq: 0, sinceSnapshot: 0 }, members: memberSet(doc), lock: Promise.resolve(), copies: new Map() }
     this.groups.set(id, g)
     await this.locked(g, async () => { await this.persist(g, accepted) })
-    await this.learnAddresses(g, payload.addrs)
     this.p.observe(doc.lamport)
     const early = this.earlyKeys.get(id) ?? []
     this.earlyKeys.delete(id)
@@ -632,49 +625,16 @@ export class GroupManager implements GroupSyncBackend {
     }
   }
 
-  private async invite (g: Group, to: PeerIdString, hints?: MemberAddrs[]): Promise<void> {
-    const addrs = (hints ?? await this.addressHints(g)).filter((h) => h.peer !== to)
-    const hintBytes = addrs.reduce((n, h) => n + h.peer.length + h.addrs.reduce((k, a) => k + a.length + 4, 4), 0)
+  private async invite (g: Group, to: PeerIdString): Promise<void> {
     const records: Uint8Array[] = []
     let size = 0
     for (const r of g.doc.recordsSince(new Uint8Array(0))) {
       const bytes = encodeRecord(r)
-      if (size + bytes.byteLength > INVITE_RECORD_BYTES - hintBytes) break
+      if (size + bytes.byteLength > INVITE_RECORD_BYTES) break
       records.push(bytes)
       size += bytes.byteLength
     }
-    await this.p.sendDirect(to, payload(PayloadKind.INVITE, g.id, { name: g.doc.name, records, addrs }))
-  }
-
-  /**
-   * Where the other members are, as our peer store knows them (HINT_ADDRS each, HINT_BYTES in
-   * all), for an invitee: members are often not each other's contacts, and without these every
-   * pair would first ask a relay's directory (2,450 lookups in a group of 50).
-   */
-  private async addressHints (g: Group): Promise<MemberAddrs[]> {
-    const out: MemberAddrs[] = []
-    let bytes = 0
-    for (const m of g.members) {
-      if (m === this.p.self) continue
-      const known = await this.p.node.peerStore.get(peerIdFromString(m)).catch(() => undefined)
-      const addrs = (known?.addresses ?? []).map((a) => a.multiaddr.toString()).slice(0, HINT_ADDRS)
-      if (addrs.length === 0) continue
-      bytes += m.length + addrs.reduce((n, a) => n + a.length + 4, 4)
-      if (bytes > HINT_BYTES) break
-      out.push({ peer: m, addrs })
-    }
-    return out
-  }
-
-  /** An invite's address hints: into the peer store, for members of the group only (the dial checks who answers). */
-  private async learnAddresses (g: Group, hints: MemberAddrs[]): Promise<void> {
-    for (const h of hints) {
-      if (h.peer === this.p.self || !g.members.has(h.peer as PeerIdString)) continue
-      const addrs = h.addrs.slice(0, HINT_ADDRS).flatMap((a) => { try { return [multiaddr(a)] } catch { return [] } })
-      if (addrs.length === 0) continue
-      await this.p.node.peerStore.merge(peerIdFromString(h.peer), { multiaddrs: addrs })
-        .catch((err: unknown) => { log('address hint for %s not kept: %s', h.peer, (err as Error).message) })
-    }
+    await this.p.sendDirect(to, payload(PayloadKind.INVITE, g.id, { name: g.doc.name, records }))
   }
 
   /** Our sender key for the group's current epoch, to each of `to` (ourselves skipped): one distribution message for all. */
@@ -852,15 +812,14 @@ class SenderKeyMismatchError extends ParleyError {
   override name = 'SenderKeyMismatchError'
 }
 
-function payload (kind: PayloadKind, group: GroupId, fields: { name?: string, records?: Uint8Array[], distribution?: Uint8Array, epoch?: number, addrs?: MemberAddrs[] }): Uint8Array {
+function payload (kind: PayloadKind, group: GroupId, fields: { name?: string, records?: Uint8Array[], distribution?: Uint8Array, epoch?: number }): Uint8Array {
   return GroupPayload.encode({
     kind,
     group,
     name: fields.name ?? '',
     records: (fields.records ?? []).map((r) => owned(r)),
     distribution: owned(fields.distribution ?? new Uint8Array(0)),
-    epoch: fields.epoch ?? 0,
-    addrs: fields.addrs ?? []
+    epoch: fields.epoch ?? 0
   })
 }
 
