@@ -27,6 +27,8 @@ export const MAX_GROUP_SEND_BYTES = 60 * 1024
 const MAX_GROUP_NAME = 100
 /** Room for the records an invite carries (the rest comes by group-sync). */
 const INVITE_RECORD_BYTES = MAX_GROUP_BODY_BYTES - 1024
+/** Room for the records of one 1:1 copy payload. */
+const COPY_RECORD_BYTES = MAX_GROUP_BODY_BYTES - 1024
 /** A new snapshot (the fast load path) after this many records since the last one. */
 const SNAPSHOT_EVERY = 1000
 /** Anti-entropy: sync each joined group with one connected member this often. */
@@ -39,6 +41,20 @@ const SYNC_AFTER_MISS_MS = 300
  * who are offline. Members beyond it are reached through the gossip mesh (and get 1:1 copies).
  */
 const MESH_DIALS = 64
+/** Dials (each may need a relay directory lookup) one node runs at once to meet members: the relay's directory takes 8 streams per connection. */
+const MEET_PARALLEL = 4
+/** Look for unconnected members of joined groups this often (a dial that failed is tried again). */
+const MEET_EVERY_MS = 5_000
+/**
+ * 1:1 copies of records are gathered per member for this long and go out as one payload, after
+ * the gossip publish and off the send path (the record is already stored; if the copy is lost
+ * in a crash, group-sync brings it).
+ */
+const COPY_DELAY_MS = 50
+/** A member whose gossip we accepted this recently is online on the topic (through the mesh): no 1:1 copy for it. */
+const HEARD_FRESH_MS = 60_000
+/** Records in one 1:1 copy payload (the receiver's decode limit is 1024). */
+const COPY_MAX_RECORDS = 256
 /** A KEY_REQUEST to one member of one group at most this often. */
 const KEY_REQUEST_EVERY_MS = 30_000
 
@@ -90,6 +106,9 @@ interface Group {
   members: Set<PeerIdString>
   /** One change at a time per group. */
   lock: Promise<unknown>
+  /** 1:1 copies waiting to go out (encoded records per member), and the timer that sends them. */
+  copies: Map<PeerIdString, Uint8Array[]>
+  copyTimer?: ReturnType<typeof setTimeout> | undefined
 }
 
 const K = {
@@ -120,7 +139,13 @@ export class GroupManager implements GroupSyncBackend {
   /** Sender keys for groups we have not been invited to yet (in memory, bounded). */
   private readonly earlyKeys = new Map<GroupId, EarlyKey[]>()
   private readonly syncing = new Set<string>()
+  /** When we last accepted gossip authored by each member (any group). */
+  private readonly heard = new Map<PeerIdString, number>()
+  /** Members to dial (MEET_PARALLEL at a time), and those being dialled. */
+  private readonly meetQueue: PeerIdString[] = []
+  private readonly meeting = new Set<PeerIdString>()
   private timer: ReturnType<typeof setInterval> | undefined
+  private meetTimer: ReturnType<typeof setInterval> | undefined
   private running = false
 
   constructor (private readonly p: GroupPorts) {
@@ -143,7 +168,7 @@ export class GroupManager implements GroupSyncBackend {
         const snapshot = await store.getGroupEntry(K.snapshot(id))
         const doc = GroupDoc.open({ group: id, self: this.p.self, privateKey: this.p.privateKey, records, ...(snapshot !== undefined ? { snapshot } : {}) })
         this.p.observe(doc.lamport)
-        this.groups.set(id, { id, doc, info, members: memberSet(doc), lock: Promise.resolve() })
+        this.groups.set(id, { id, doc, info, members: memberSet(doc), lock: Promise.resolve(), copies: new Map() })
       } catch (err) {
         // One damaged group must not keep the messenger from starting; its data stays on disk.
         log.error('group %s could not be opened: %e', id, err)
@@ -157,12 +182,17 @@ export class GroupManager implements GroupSyncBackend {
     this.p.node.addEventListener('peer:connect', this.onConnect)
     this.timer = setInterval(() => { this.antiEntropy() }, SYNC_EVERY_MS)
     this.timer.unref?.()
+    this.meetTimer = setInterval(() => { this.meetAll(true) }, MEET_EVERY_MS)
+    this.meetTimer.unref?.()
     for (const g of this.groups.values()) if (g.info.state === 'joined') this.meetMembers(g)
   }
 
   async stop (): Promise<void> {
     this.running = false
     clearInterval(this.timer)
+    clearInterval(this.meetTimer)
+    this.meetQueue.length = 0
+    for (const g of this.groups.values()) this.flushCopies(g)
     this.p.node.removeEventListener('peer:connect', this.onConnect)
     this.gossip.stop()
     await this.syncServer.stop().catch(() => {})
@@ -176,14 +206,13 @@ export class GroupManager implements GroupSyncBackend {
     if (others.length + 1 > MAX_GROUP_MEMBERS) throw new TooManyMembersError(`a group has at most ${MAX_GROUP_MEMBERS} members`)
     const id = newGroupId()
     const { doc, record } = await GroupDoc.create({ group: id, self: this.p.self, privateKey: this.p.privateKey, name: groupName(name), members: others, now: Date.now() })
-    const g: Group = { id, doc, info: { state: 'joined', epoch: 0, senders: {}, seq: 0, sinceSnapshot: 0 }, members: memberSet(doc), lock: Promise.resolve() }
+    const g: Group = { id, doc, info: { state: 'joined', epoch: 0, senders: {}, seq: 0, sinceSnapshot: 0 }, members: memberSet(doc), lock: Promise.resolve(), copies: new Map() }
     await this.persist(g, [record])
     this.groups.set(id, g)
     this.gossip.join(id)
-    for (const m of others) {
-      await this.invite(g, m)
-      await this.sendKey(g, m)
-    }
+    // Each member's outbox keeps order: its invite goes before our key.
+    for (const m of others) await this.invite(g, m)
+    await this.sendKey(g, others)
     this.meetMembers(g)
     return id
   }
@@ -196,7 +225,7 @@ export class GroupManager implements GroupSyncBackend {
       g.info.state = 'joined'
       await this.persist(g, [])
       this.gossip.join(g.id)
-      for (const m of g.members) if (m !== this.p.self) await this.sendKey(g, m)
+      await this.sendKey(g, [...g.members])
       this.meetMembers(g)
       // Whatever the invite did not carry: fetch it from members we are connected to now.
       for (const m of shuffle([...g.members].filter((x) => x !== this.p.self && this.connected(x))).slice(0, 3)) this.backgroundSync(m, g.id)
@@ -350,7 +379,7 @@ export class GroupManager implements GroupSyncBackend {
       log('invite to %s from %s does not make us both members; ignored', id, from)
       return
     }
-    const g: Group = { id, doc, info: { state: 'invited', invitedBy: from, epoch: 0, senders: {}, seq: 0, sinceSnapshot: 0 }, members: memberSet(doc), lock: Promise.resolve() }
+    const g: Group = { id, doc, info: { state: 'invited', invitedBy: from, epoch: 0, senders: {}, seq: 0, sinceSnapshot: 0 }, members: memberSet(doc), lock: Promise.resolve(), copies: new Map() }
     this.groups.set(id, g)
     await this.locked(g, async () => { await this.persist(g, accepted) })
     this.p.observe(doc.lamport)
@@ -398,7 +427,7 @@ export class GroupManager implements GroupSyncBackend {
     const g = this.groups.get(id)
     if (g === undefined || g.info.state !== 'joined' || !g.doc.isMember(from)) return
     if (!this.allowKeyRequest(`${id}/${from}/in`)) return
-    await this.locked(g, async () => { await this.sendKey(g, from) })
+    await this.locked(g, async () => { await this.sendKey(g, [from]) })
   }
 
   /**
@@ -424,6 +453,7 @@ export class GroupManager implements GroupSyncBackend {
           await this.persist(g, applied.applied ? [record] : [], changes)
           return applied
         })
+        this.heard.set(from, Date.now())
         // Outside the cipher's lock (held during the save above): this may hand out keys.
         await this.afterChange(g, result)
         return 'accept'
@@ -509,13 +539,13 @@ export class GroupManager implements GroupSyncBackend {
       this.gossip.leave(g.id)
       await this.persist(g, [])
     } else if (g.info.state === 'joined') {
-      for (const m of come) if (m !== this.p.self) await this.sendKey(g, m)
+      await this.sendKey(g, come)
       if (gone.length > 0) {
         // Whoever left keeps our old key: start a new epoch and give it only to those who stay.
         for (const m of gone) await this.forgetSender(g, m)
         g.info.epoch++
         await this.persist(g, [])
-        for (const m of now) if (m !== this.p.self) await this.sendKey(g, m)
+        await this.sendKey(g, [...now])
       }
     }
     this.p.emit({ event: 'group.updated', group: g.id })
@@ -534,23 +564,64 @@ export class GroupManager implements GroupSyncBackend {
     this.p.emit({ event: 'group.updated', group: g.id })
   }
 
-  /** Send a record: gossip (sender key) to members on the topic, 1:1 to the others (and to `extra`). */
+  /**
+   * Send a record: gossip (sender key) to the group's topic, then 1:1 copies (through the
+   * outbox: relay mailboxes when offline) to `extra` and to the members gossip cannot be
+   * counted on to reach: not on the topic as far as we know (no direct connection, and no
+   * gossip of theirs accepted lately). Members connected to us but not (yet) subscribed get no
+   * copy: they are online, and take what they missed by group-sync (on accepting, on connect,
+   * on a record whose dependency is missing, and every SYNC_EVERY_MS). The copies are queued
+   * in memory and sent together a moment later (queueCopies), so they cost the send nothing.
+   */
   private async distribute (g: Group, record: GroupRecord, extra: PeerIdString[] = []): Promise<void> {
     const bytes = encodeRecord(record)
-    const onTopic = new Set<string>()
+    let published = false
     if (g.info.state === 'joined') {
       try {
         const ct = await this.p.cipher.groupEncrypt(g.id, g.info.epoch, bytes)
         await this.gossip.publish(g.id, ct)
-        for (const s of this.gossip.subscribers(g.id)) onTopic.add(s)
+        published = true
       } catch (err) {
         log('gossip publish to %s failed: %s', g.id, (err as Error).message)
       }
     }
-    const body = payload(PayloadKind.RECORDS, g.id, { records: [bytes] })
-    for (const m of new Set([...g.members, ...extra])) {
-      if (m === this.p.self || onTopic.has(m)) continue
-      await this.p.sendDirect(m, body)
+    const now = Date.now()
+    const copyTo = new Set(extra)
+    for (const m of g.members) {
+      if (m === this.p.self || copyTo.has(m)) continue
+      if (!published || !this.onTopic(m, now)) copyTo.add(m)
+    }
+    this.queueCopies(g, copyTo, bytes)
+  }
+
+  /** Whether gossip we publish now reaches `peer`: a direct connection gossip runs on, or its gossip reached us lately. */
+  private onTopic (peer: PeerIdString, now: number): boolean {
+    if (now - (this.heard.get(peer) ?? -Infinity) < HEARD_FRESH_MS) return true
+    return this.p.node.getConnections(peerIdFromString(peer)).some((c) => c.limits === undefined)
+  }
+
+  private queueCopies (g: Group, to: Iterable<PeerIdString>, record: Uint8Array): void {
+    for (const m of to) {
+      const list = g.copies.get(m)
+      if (list === undefined) g.copies.set(m, [record])
+      else list.push(record)
+    }
+    if (g.copies.size === 0 || g.copyTimer !== undefined) return
+    g.copyTimer = setTimeout(() => { this.flushCopies(g) }, COPY_DELAY_MS)
+  }
+
+  /** Send the queued 1:1 copies: one RECORDS payload per member (more if they do not fit one). */
+  private flushCopies (g: Group): void {
+    clearTimeout(g.copyTimer)
+    g.copyTimer = undefined
+    const copies = g.copies
+    if (copies.size === 0) return
+    g.copies = new Map()
+    for (const [m, records] of copies) {
+      for (const chunk of chunkRecords(records, COPY_RECORD_BYTES, COPY_MAX_RECORDS)) {
+        this.p.sendDirect(m, payload(PayloadKind.RECORDS, g.id, { records: chunk }))
+          .catch((err: unknown) => { log('1:1 copy for %s in %s not queued: %s', m, g.id, (err as Error).message) })
+      }
     }
   }
 
@@ -566,10 +637,14 @@ export class GroupManager implements GroupSyncBackend {
     await this.p.sendDirect(to, payload(PayloadKind.INVITE, g.id, { name: g.doc.name, records }))
   }
 
-  private async sendKey (g: Group, to: PeerIdString): Promise<void> {
+  /** Our sender key for the group's current epoch, to each of `to` (ourselves skipped): one distribution message for all. */
+  private async sendKey (g: Group, to: Iterable<PeerIdString>): Promise<void> {
     if (g.info.state !== 'joined') return
+    const others = [...to].filter((m) => m !== this.p.self)
+    if (others.length === 0) return
     const distribution = await this.p.cipher.groupDistribution(g.id, g.info.epoch)
-    await this.p.sendDirect(to, payload(PayloadKind.SENDER_KEY, g.id, { distribution, epoch: g.info.epoch }))
+    const body = payload(PayloadKind.SENDER_KEY, g.id, { distribution, epoch: g.info.epoch })
+    for (const m of others) await this.p.sendDirect(m, body)
   }
 
   private async forgetSender (g: Group, peer: PeerIdString): Promise<void> {
@@ -644,19 +719,46 @@ export class GroupManager implements GroupSyncBackend {
       .finally(() => { this.syncing.delete(key) })
   }
 
-  /** After (re)connecting to a relay: members we could not dial before may be found now. */
-  meetAll (): void {
+  /**
+   * Dial members of joined groups we have no connection to: after (re)connecting to a relay
+   * (its directory may know where they are now), and every MEET_EVERY_MS (`retry`: dials that
+   * failed before, and members whose own dial to us never came).
+   */
+  meetAll (retry = false): void {
     if (!this.running) return
-    for (const g of this.groups.values()) if (g.info.state === 'joined') this.meetMembers(g)
+    for (const g of this.groups.values()) if (g.info.state === 'joined') this.meetMembers(g, retry)
   }
 
-  /** Dial members we are not connected to (up to MESH_DIALS connected per group). */
-  private meetMembers (g: Group): void {
+  /**
+   * Queue dials to members we are not connected to (up to MESH_DIALS connected per group). Of
+   * two members who have never met, only the one with the smaller peer id dials at first, so
+   * the pair does not end up with two connections; on a `retry` either side dials.
+   */
+  private meetMembers (g: Group, retry = false): void {
     const others = [...g.members].filter((m) => m !== this.p.self)
     const unconnected = others.filter((m) => !this.connected(m))
     const want = Math.max(0, MESH_DIALS - (others.length - unconnected.length))
-    for (const m of shuffle(unconnected).slice(0, want)) {
-      this.p.reach(m).catch(() => {})
+    const mine = unconnected.filter((m) => retry || this.p.self < m)
+    for (const m of shuffle(mine).slice(0, want)) {
+      if (this.meeting.has(m) || this.meetQueue.includes(m)) continue
+      this.meetQueue.push(m)
+    }
+    this.pumpMeetings()
+  }
+
+  /** Run queued dials, MEET_PARALLEL at a time (each may ask a relay's directory first). */
+  private pumpMeetings (): void {
+    while (this.running && this.meeting.size < MEET_PARALLEL) {
+      const m = this.meetQueue.shift()
+      if (m === undefined) return
+      if (this.connected(m)) continue
+      this.meeting.add(m)
+      this.p.reach(m)
+        .catch((err: unknown) => { log('could not reach member %s: %s', m, (err as Error).message) })
+        .finally(() => {
+          this.meeting.delete(m)
+          this.pumpMeetings()
+        })
     }
   }
 
@@ -755,4 +857,22 @@ function shuffle<T> (items: T[]): T[] {
     a[j] = t
   }
   return a
+}
+
+/** Records in order, cut into runs of at most `maxBytes` (a single larger record goes alone) and `maxRecords`. */
+function chunkRecords (records: Uint8Array[], maxBytes: number, maxRecords: number): Uint8Array[][] {
+  const out: Uint8Array[][] = []
+  let run: Uint8Array[] = []
+  let size = 0
+  for (const r of records) {
+    if (run.length > 0 && (size + r.byteLength > maxBytes || run.length >= maxRecords)) {
+      out.push(run)
+      run = []
+      size = 0
+    }
+    run.push(r)
+    size += r.byteLength
+  }
+  if (run.length > 0) out.push(run)
+  return out
 }

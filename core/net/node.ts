@@ -12,6 +12,7 @@ import { dcutr } from '@libp2p/dcutr'
 import { gossipsub, StrictSign, type GossipSub, type GossipSubComponents, type GossipsubOpts } from '@libp2p/gossipsub'
 import { createTopicScoreParams, validateTopicScoreParams, type TopicScoreParams } from '@libp2p/gossipsub/score'
 import type { ConnectionGater, PrivateKey } from '@libp2p/interface'
+import { lazyYamuxWindowUpdates } from './yamux-window.js'
 
 export interface NodeOptions {
   privateKey: PrivateKey
@@ -108,6 +109,27 @@ export function scoreTopic (pubsub: ParleyPubSub, topic: string): void {
 }
 
 /**
+ * Mesh and gossip degrees for group topics. The author flood-publishes to every member it is
+ * connected to (and GroupManager keeps members directly connected), so in the common case
+ * every copy a member forwards along the mesh, and every IHAVE it gossips, is a duplicate
+ * that costs an RPC (encode, Noise, Yamux, a socket write, and the same again to read it) on
+ * both sides. Gossipsub's defaults (D 6, Dlo 4, Dhi 12, Dlazy 6, gossipFactor 0.25) made that
+ * about 370 RPCs per message in a group of 50 on loopback, more than the deliveries themselves
+ * cost. A mesh of 3 (2-5) still reaches members the author has no connection to (within a
+ * hop or two of it), and lost messages are repaired by group-sync; IHAVE gossip goes to 2 peers
+ * per heartbeat instead of a quarter of all non-mesh subscribers.
+ */
+export const GOSSIP_MESH = Object.freeze({
+  D: 3,
+  Dlo: 2,
+  Dhi: 5,
+  Dscore: 2,
+  Dout: 1,
+  Dlazy: 2,
+  gossipFactor: 0
+})
+
+/**
  * Gossipsub as a messenger runs it (group fan-out, docs/architecture.md).
  * - StrictSign: every message is signed by its author's libp2p key; the signed `from` is the
  *   sender that sender-key decryption and record checks use. Unsigned ones are rejected (and
@@ -117,7 +139,7 @@ export function scoreTopic (pubsub: ParleyPubSub, topic: string): void {
  *   records through their mailboxes and group-sync.
  * - floodPublish: the author sends to every subscribed peer above publishThreshold, not just
  *   its mesh; groups are small (<= 256) so this is the lowest-latency path and needs no warm
- *   mesh. Forwarding by others still follows the mesh (D 6, Dlo 4, Dhi 12: defaults).
+ *   mesh. Forwarding by others follows the mesh, kept small (GOSSIP_MESH).
  * - fallbackToFloodsub false: every Parley node speaks gossipsub; floodsub would be an
  *   unscored side door.
  * - runOnLimitedConnection false: relayed circuits are data- and time-limited (relay limits,
@@ -142,6 +164,7 @@ export const GOSSIP_OPTIONS: Readonly<Partial<GossipsubOpts>> = Object.freeze({
   emitSelf: false,
   allowPublishToZeroTopicPeers: true,
   floodPublish: true,
+  ...GOSSIP_MESH,
   fallbackToFloodsub: false,
   doPX: false,
   runOnLimitedConnection: false,
@@ -178,8 +201,9 @@ function parleyPubSub (): (components: GossipSubComponents) => ParleyPubSub {
 
 /**
  * The one place a Parley libp2p node is configured: TCP, WebSockets and circuit relay,
- * Noise, Yamux, identify, ping, autonat and DCUtR, gossipsub (`GOSSIP_OPTIONS`) unless
- * `pubsub: false`, and mDNS discovery when asked.
+ * Noise, Yamux (window updates at half a window: lazyYamuxWindowUpdates), identify, ping,
+ * autonat and DCUtR, gossipsub (`GOSSIP_OPTIONS`) unless `pubsub: false`, and mDNS discovery
+ * when asked.
  *
  * The node is returned stopped so callers can attach listeners first.
  *
@@ -189,6 +213,7 @@ function parleyPubSub (): (components: GossipSubComponents) => ParleyPubSub {
  * console.log(node.getMultiaddrs())
  */
 export async function createNode (options: NodeOptions): Promise<ParleyLibp2p> {
+  lazyYamuxWindowUpdates()
   return await createLibp2p<ParleyServices>({
     start: false,
     privateKey: options.privateKey,

@@ -397,14 +397,32 @@ async function memory (spawn: Spawn, bDir: string, group: string, messages: numb
   }
 }
 
+/** The relay process every group scenario's members use (mailbox, prekey and peer directories): its pid and TCP address. */
+async function startRelay (relays: Processes, dataRoot: string): Promise<{ pid: number, addr: string }> {
+  const relay = await relays.add('group-relay')
+  const started = await relay.call('relay.start', { dataDir: join(dataRoot, 'group-relay'), directory: true })
+  const addr = started.addrs[0]
+  if (addr === undefined) throw new Error('the relay reported no TCP address')
+  return { pid: relay.pid, addr }
+}
+
+/** One fan-out size on its own, with its own relay process (test/bench/fanout.ts: iterating on fan-out without the rest of the bench). */
+export async function runFanoutOnly (spawn: Spawn, size: GroupSize, o: GroupOptions, dataRoot: string, log: (line: string) => void): Promise<FanoutResult> {
+  const relays = new Processes(spawn)
+  try {
+    const relay = await startRelay(relays, dataRoot)
+    return await fanout(spawn, relay.addr, size, o, dataRoot, {}, log)
+  } finally {
+    await relays.closeAll()
+  }
+}
+
 export async function runGroups (spawn: Spawn, o: GroupOptions, dataRoot: string, log: (line: string) => void): Promise<GroupResult> {
   const pids: Record<string, number[]> = {}
   const relays = new Processes(spawn)
   try {
-    const relay = await relays.add('group-relay')
-    const started = await relay.call('relay.start', { dataDir: join(dataRoot, 'group-relay'), directory: true })
-    const relayAddr = started.addrs[0]
-    if (relayAddr === undefined) throw new Error('the relay reported no TCP address')
+    const relay = await startRelay(relays, dataRoot)
+    const relayAddr = relay.addr
     pids.relay = [relay.pid]
     const fan: FanoutResult[] = []
     for (const size of o.sizes) {
