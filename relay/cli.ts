@@ -18,6 +18,7 @@ import { PrekeyStore } from './prekeys/store.js'
 export const RELAY_USAGE = `usage: parley relay --data DIR --listen MULTIADDR [--listen MULTIADDR]... [--metrics HOST:PORT]
                     [--config FILE] [--max-reservations N] [--circuit-data-limit BYTES]
                     [--circuit-duration-limit MS] [--max-connections N] [--inbound-connection-threshold N]
+                    [--max-pending-connections N]
                     [--mailbox-quota-count N] [--mailbox-quota-bytes BYTES] [--mailbox-ttl MS]
                     [--mailbox-deposits-per-second N] [--mailbox-deposit-burst N] [--mailbox-max-envelope-bytes BYTES]
                     [--prekeys-max-owners N] [--prekeys-claim-burst N] [--prekeys-claims-per-minute N]
@@ -43,7 +44,8 @@ const LIMIT_KEYS: Array<[keyof RelayLimits, string]> = [
   ['circuitDataLimit', 'circuit-data-limit'],
   ['circuitDurationLimit', 'circuit-duration-limit'],
   ['maxConnections', 'max-connections'],
-  ['inboundConnectionThreshold', 'inbound-connection-threshold']
+  ['inboundConnectionThreshold', 'inbound-connection-threshold'],
+  ['maxIncomingPendingConnections', 'max-pending-connections']
 ]
 
 const MAILBOX_KEYS: Array<[keyof MailboxLimits, string]> = [

@@ -24,6 +24,12 @@ export interface RelayLimits {
   maxConnections: number
   /** New inbound connections per second from one host. */
   inboundConnectionThreshold: number
+  /**
+   * Inbound connections still in their handshake at once; more are refused until some
+   * finish. libp2p's default (10) is for a node, not for a relay whose clients all come
+   * back together after it restarts.
+   */
+  maxIncomingPendingConnections: number
 }
 
 export const DEFAULT_RELAY_LIMITS: RelayLimits = {
@@ -33,7 +39,8 @@ export const DEFAULT_RELAY_LIMITS: RelayLimits = {
   circuitDataLimit: 4 * 1024 * 1024,
   circuitDurationLimit: 30 * 60 * 1000,
   maxConnections: 4096,
-  inboundConnectionThreshold: 20
+  inboundConnectionThreshold: 20,
+  maxIncomingPendingConnections: 128
 }
 
 export interface RelayServices extends Record<string, unknown> {
@@ -78,7 +85,8 @@ export async function createRelayNode (options: RelayNodeOptions): Promise<Relay
     streamMuxers: [yamux()],
     connectionManager: {
       maxConnections: limits.maxConnections,
-      inboundConnectionThreshold: limits.inboundConnectionThreshold
+      inboundConnectionThreshold: limits.inboundConnectionThreshold,
+      maxIncomingPendingConnections: limits.maxIncomingPendingConnections
     },
     services: {
       identify: identify(),

@@ -96,7 +96,8 @@ const BENCH_RELAY_LIMITS = {
   circuitDataLimit: 1024 * 1024 * 1024,
   circuitDurationLimit: 60 * 60 * 1000,
   maxConnections: 100_000,
-  inboundConnectionThreshold: 100_000
+  inboundConnectionThreshold: 100_000,
+  maxIncomingPendingConnections: 100_000
 }
 
 const BENCH_MAILBOX_LIMITS = {
