@@ -7,6 +7,7 @@ import { ConnectionBanner } from './components/ConnectionBanner.js'
 import { ContactsPanel } from './components/ContactsPanel.js'
 import { ConversationList } from './components/ConversationList.js'
 import { GroupInfo } from './components/GroupInfo.js'
+import { Icon } from './components/Icon.js'
 import { NewGroupDialog } from './components/NewGroupDialog.js'
 import { NotificationPrompt } from './components/NotificationPrompt.js'
 import { Onboarding } from './components/Onboarding.js'
@@ -81,7 +82,11 @@ export function App ({ client }: { client: ParleyClient }): React.JSX.Element {
   }, [])
 
   // Connection: (re)load everything whenever it opens.
-  useEffect(() => client.onState(setConn), [client])
+  useEffect(() => {
+    const off = client.onState(setConn)
+    setConn(client.state) // it may have opened between the first render and now
+    return off
+  }, [client])
   useEffect(() => {
     if (conn.kind !== 'open') return
     void run('Loading your account', async () => {
@@ -150,16 +155,17 @@ export function App ({ client }: { client: ParleyClient }): React.JSX.Element {
     return () => { document.removeEventListener('visibilitychange', onVisible) }
   }, [markRead])
 
-  // Esc closes the open panel, then the error.
+  // Esc closes the open panel, else the error, else the conversation (as WhatsApp Desktop does).
   useEffect(() => {
     const onKey = (e: KeyboardEvent): void => {
       if (e.key !== 'Escape') return
       if (panel !== undefined) setPanel(undefined)
-      else setError(undefined)
+      else if (error !== undefined) setError(undefined)
+      else setSelected(undefined)
     }
     window.addEventListener('keydown', onKey)
     return () => { window.removeEventListener('keydown', onKey) }
-  }, [panel])
+  }, [panel, error])
 
   const onSent = useCallback((key: ConversationKey, m: MessageView | GroupMessageView) => {
     setThreads((t) => ({ ...t, [key]: { hasMore: false, loading: false, ...t[key], messages: mergeMessages<MessageView | GroupMessageView>(t[key]?.messages ?? [], [m]) } }))
@@ -195,9 +201,9 @@ export function App ({ client }: { client: ParleyClient }): React.JSX.Element {
               <span className="me-name">{me.name}</span>
             </button>
             <div className="toolbar">
-              <button type="button" className="icon" aria-label="Contacts and invites" title="Contacts and invites" onClick={() => { setPanel('contacts') }}>👤＋</button>
-              <button type="button" className="icon" aria-label="New group" title="New group" onClick={() => { setPanel('newGroup') }}>👥＋</button>
-              <button type="button" className="icon" aria-label="Settings" title="Settings" onClick={() => { setPanel('settings') }}>⚙</button>
+              <button type="button" className="icon" aria-label="Contacts and invites" title="Contacts and invites" onClick={() => { setPanel('contacts') }}><Icon name="contact" /></button>
+              <button type="button" className="icon" aria-label="New group" title="New group" onClick={() => { setPanel('newGroup') }}><Icon name="group" /></button>
+              <button type="button" className="icon" aria-label="Settings" title="Settings" onClick={() => { setPanel('settings') }}><Icon name="settings" /></button>
             </div>
           </header>
           <NotificationPrompt />

@@ -1,4 +1,5 @@
 import { useRef, useState } from 'react'
+import { Icon } from './Icon.js'
 
 /** The message box: Enter sends, Shift+Enter starts a new line. Room for attachments beside it. */
 export function Composer ({ disabled, onSend, label }: { disabled: boolean, onSend: (text: string) => Promise<boolean>, label: string }): React.JSX.Element {
@@ -34,7 +35,7 @@ export function Composer ({ disabled, onSend, label }: { disabled: boolean, onSe
           }
         }}
       />
-      <button type="submit" aria-label="Send" disabled={disabled || busy || text.trim() === ''}>➤</button>
+      <button type="submit" aria-label="Send" disabled={disabled || busy || text.trim() === ''}><Icon name="send" /></button>
     </form>
   )
 }

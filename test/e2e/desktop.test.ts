@@ -1,0 +1,257 @@
+import '../../core/polyfill.js'
+import assert from 'node:assert/strict'
+import { existsSync } from 'node:fs'
+import { copyFile, mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { chromium, type Browser, type Locator, type Page } from 'playwright-core'
+import { Cluster, REPO_ROOT, type NodeProcess } from '../helpers/node-process.js'
+import { startRelay, type TestRelay } from '../helpers/relay.js'
+
+// Issue 6's acceptance, end to end: a real relay, three real `parley web` processes with their
+// own data dirs, and Debian's chromium driving the built renderer as their users would. Elements
+// are found by role and accessible name, as a screen reader user would find them.
+//
+// Screenshots go to test-output/e2e/ (gitignored); with PARLEY_DOCS_SCREENSHOTS=1 the main ones
+// are also copied to docs/screenshots/ (committed documentation).
+
+const CHROMIUM = process.env.PARLEY_CHROMIUM ?? '/usr/bin/chromium'
+const SHOTS = join(REPO_ROOT, 'test-output', 'e2e')
+const DOCS_SHOTS = join(REPO_ROOT, 'docs', 'screenshots')
+const COPY_TO_DOCS = process.env.PARLEY_DOCS_SCREENSHOTS === '1'
+const STEP_MS = 30_000
+
+interface User {
+  name: string
+  node: NodeProcess
+  page: Page
+}
+
+function urlOf (node: NodeProcess): string {
+  const ready = node.lines.find((l) => l.event === 'ready')
+  assert.ok(typeof ready?.url === 'string', `${node.label}: no url in the ready line`)
+  return ready.url
+}
+
+async function shot (page: Page, name: string, docs = false): Promise<void> {
+  const file = join(SHOTS, `${name}.png`)
+  await page.screenshot({ path: file })
+  if (docs && COPY_TO_DOCS) await copyFile(file, join(DOCS_SHOTS, `${name}.png`))
+}
+
+/** The message bubble with this text. */
+function bubble (page: Page, text: string): Locator {
+  return page.getByRole('log', { name: 'Messages' }).getByRole('article').filter({ hasText: text })
+}
+
+async function openConversation (page: Page, name: RegExp): Promise<void> {
+  await page.getByRole('list', { name: 'Conversation list' }).getByRole('button', { name }).click()
+}
+
+async function send (page: Page, text: string): Promise<void> {
+  const box = page.getByRole('textbox', { name: /^Message / })
+  await box.fill(text)
+  await box.press('Enter')
+  await bubble(page, text).waitFor()
+}
+
+void describe('desktop app in a browser: three users, a relay, real nodes', { timeout: 240_000 }, () => {
+  const cluster = new Cluster()
+  let relay: TestRelay
+  let browser: Browser
+  let ada: User
+  let bob: User
+  let cyd: User
+
+  async function startUser (name: string, label: string, previous?: NodeProcess): Promise<NodeProcess> {
+    const options = { command: 'web' as const, label, extraArgs: ['--relay', relay.addr] }
+    return previous === undefined ? await cluster.start(options) : await cluster.restart(previous, options)
+  }
+
+  async function openPage (node: NodeProcess): Promise<Page> {
+    const context = await browser.newContext({ viewport: { width: 1200, height: 760 } })
+    const page = await context.newPage()
+    page.setDefaultTimeout(STEP_MS)
+    page.on('pageerror', (err) => { console.error(`${node.label} page error:`, err) })
+    await page.goto(urlOf(node))
+    return page
+  }
+
+  before(async () => {
+    assert.ok(existsSync(CHROMIUM), `chromium is not installed at ${CHROMIUM} (.ci/run installs Debian's chromium)`)
+    await mkdir(SHOTS, { recursive: true })
+    if (COPY_TO_DOCS) await mkdir(DOCS_SHOTS, { recursive: true })
+    relay = await startRelay()
+    const [a, b, c] = await Promise.all([startUser('Ada', 'A'), startUser('Bob', 'B'), startUser('Cyd', 'C')])
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
+      // launch() gives the browser a fresh temporary profile of its own, removed on close
+    })
+    ada = { name: 'Ada', node: a, page: await openPage(a) }
+    bob = { name: 'Bob', node: b, page: await openPage(b) }
+    cyd = { name: 'Cyd', node: c, page: await openPage(c) }
+  })
+
+  after(async () => {
+    await browser?.close()
+    await cluster.cleanup()
+    await relay?.stop()
+  })
+
+  // The steps build on each other: after a failure the rest fail at once instead of timing out.
+  let failed: string | undefined
+  function step (name: string, timeout: number, fn: () => Promise<void>): void {
+    void it(name, { timeout }, async () => {
+      assert.equal(failed, undefined, `an earlier step failed: ${String(failed)}`)
+      try {
+        await fn()
+      } catch (err) {
+        failed = name
+        await Promise.all([ada, bob, cyd].map(async (u) => await u?.page.screenshot({ path: join(SHOTS, `failed-${u.name}.png`) }).catch(() => {})))
+        throw err
+      }
+    })
+  }
+
+  step('onboarding: each user chooses a name and sees their invite', 60_000, async () => {
+    for (const u of [ada, bob, cyd]) {
+      const page = u.page
+      await page.getByRole('main', { name: 'Welcome to Parley' }).waitFor()
+      await page.getByRole('textbox', { name: 'Your name' }).fill(u.name)
+      await page.getByRole('button', { name: 'Continue' }).click()
+      const invite = page.getByRole('textbox', { name: 'Your invite' })
+      await invite.waitFor()
+      assert.match(await invite.inputValue(), new RegExp(`^parley://invite/12D3Koo\\w+\\?.*name=${u.name}`))
+      await page.getByRole('img', { name: 'QR code of your invite' }).waitFor()
+      if (u === ada) await shot(page, 'onboarding', true)
+      await page.getByRole('button', { name: 'Start messaging' }).click()
+      await page.getByRole('button', { name: 'Not now' }).click() // the polite notification prompt
+      await page.getByRole('complementary', { name: 'Conversations' }).waitFor()
+    }
+  })
+
+  async function inviteOf (u: User): Promise<string> {
+    await u.page.getByRole('button', { name: 'Contacts and invites' }).click()
+    const invite = await u.page.getByRole('dialog', { name: 'Contacts' }).getByRole('textbox', { name: 'Your invite' }).inputValue()
+    await u.page.keyboard.press('Escape')
+    await u.page.getByRole('dialog', { name: 'Contacts' }).waitFor({ state: 'detached' })
+    return invite
+  }
+
+  async function addContact (u: User, invite: string): Promise<void> {
+    await u.page.getByRole('button', { name: 'Contacts and invites' }).click()
+    const panel = u.page.getByRole('dialog', { name: 'Contacts' })
+    await panel.getByRole('textbox', { name: 'Their invite' }).fill(invite)
+    await panel.getByRole('button', { name: 'Add contact' }).click()
+    await panel.waitFor({ state: 'detached' }) // adding opens the conversation
+  }
+
+  step('two users add each other by invite, exchange messages, ticks reach delivered', 90_000, async () => {
+    await addContact(ada, await inviteOf(bob))
+    await addContact(bob, await inviteOf(ada))
+    await bob.page.getByRole('heading', { name: 'Ada' }).waitFor()
+    await bob.page.keyboard.press('Escape') // closes the conversation: Bob looks at his list
+    await bob.page.getByRole('heading', { name: 'Ada' }).waitFor({ state: 'detached' })
+    await ada.page.getByRole('heading', { name: 'Bob' }).waitFor()
+    await send(ada.page, 'Hello Bob! Is this thing on?')
+    await bubble(ada.page, 'Hello Bob!').getByRole('img', { name: 'Delivered' }).waitFor()
+
+    // Bob sees it live in his list (unread) and in the conversation
+    await bob.page.getByRole('button', { name: /^Ada, 1 unread/ }).waitFor()
+    await openConversation(bob.page, /^Ada/)
+    await bubble(bob.page, 'Hello Bob!').waitFor()
+    await bob.page.getByRole('button', { name: /^Ada$/ }).waitFor() // read: the unread count is gone
+    const box = bob.page.getByRole('textbox', { name: 'Message Ada' })
+    await box.fill('Loud and clear.')
+    await box.press('Shift+Enter') // a new line, not a send
+    await box.pressSequentially('Two lines!')
+    assert.equal(await box.inputValue(), 'Loud and clear.\nTwo lines!')
+    await box.press('Enter')
+    await bubble(bob.page, 'Two lines!').getByRole('img', { name: 'Delivered' }).waitFor()
+    await bubble(ada.page, 'Two lines!').waitFor()
+    assert.equal(await box.inputValue(), '', 'the composer is cleared after sending')
+    await ada.page.getByRole('separator', { name: 'Today' }).waitFor()
+    await shot(ada.page, 'chat', true)
+  })
+
+  step('Bob quits: Ada\'s messages wait (outbox, relay mailbox) and arrive when he is back', 90_000, async () => {
+    await bob.node.terminate()
+    await bob.page.getByRole('alert').filter({ hasText: 'Disconnected from your node' }).waitFor()
+    await shot(bob.page, 'disconnected')
+    await ada.page.getByRole('status').filter({ hasText: 'Bob is not connected' }).waitFor()
+    await send(ada.page, 'Ping while you are away')
+    const waiting = bubble(ada.page, 'Ping while you are away')
+    assert.match(await waiting.getByRole('img').getAttribute('aria-label') ?? '', /^(Pending|Sent)$/, 'waiting, not delivered')
+    await shot(ada.page, 'waiting')
+
+    bob.node = await startUser('Bob', 'B', bob.node)
+    await bob.page.goto(urlOf(bob.node)) // a new launch has a new token
+    await openConversation(bob.page, /^Ada/)
+    await bubble(bob.page, 'Ping while you are away').waitFor()
+    await waiting.getByRole('img', { name: 'Delivered' }).waitFor()
+    await bubble(bob.page, 'Hello Bob!').waitFor() // history kept in the same data dir
+  })
+
+  step('a group with a third user: create, invite accepted in the UI, chat, info panel', 90_000, async () => {
+    await addContact(ada, await inviteOf(cyd))
+    await addContact(cyd, await inviteOf(ada))
+    await ada.page.getByRole('button', { name: 'New group' }).click()
+    const dialog = ada.page.getByRole('dialog', { name: 'New group' })
+    await dialog.getByRole('textbox', { name: 'Group name' }).fill('Weekend trip')
+    await dialog.getByRole('checkbox', { name: 'Bob' }).check()
+    await dialog.getByRole('checkbox', { name: 'Cyd' }).check()
+    await dialog.getByRole('button', { name: 'Create group' }).click()
+    await ada.page.getByRole('heading', { name: 'Weekend trip' }).waitFor()
+
+    for (const u of [bob, cyd]) {
+      await u.page.getByRole('button', { name: 'Accept invitation to Weekend trip' }).click()
+      await u.page.getByRole('heading', { name: 'Weekend trip' }).waitFor()
+    }
+    await send(ada.page, 'Who brings the tent?')
+    for (const u of [bob, cyd]) await bubble(u.page, 'Who brings the tent?').waitFor()
+    await send(cyd.page, 'I will!')
+    await bubble(ada.page, 'I will!').waitFor()
+    await bubble(bob.page, 'I will!').waitFor()
+
+    await ada.page.getByRole('button', { name: 'Group info' }).click()
+    const info = ada.page.getByRole('dialog', { name: 'Group info' })
+    const members = info.getByRole('list', { name: 'Member list' })
+    await members.getByRole('listitem', { name: 'You, admin' }).waitFor()
+    await members.getByRole('listitem', { name: 'Bob, member' }).waitFor()
+    await members.getByRole('listitem', { name: 'Cyd, member' }).waitFor()
+    await shot(ada.page, 'group-info', true)
+    await ada.page.keyboard.press('Escape')
+    await info.waitFor({ state: 'detached' })
+  })
+
+  step('Ada and Bob compare safety numbers (the same 60 digits) and Ada verifies', 60_000, async () => {
+    const numbers: string[] = []
+    for (const [u, other] of [[ada, 'Bob'], [bob, 'Ada']] as const) {
+      await openConversation(u.page, new RegExp(`^${other}`))
+      await u.page.getByRole('button', { name: 'Safety number' }).click()
+      const digits = u.page.getByRole('dialog', { name: 'Safety number' }).getByRole('group', { name: 'Safety number digits' })
+      await digits.waitFor()
+      const text = (await digits.innerText()).replace(/\s+/g, '')
+      assert.match(text, /^\d{60}$/)
+      numbers.push(text)
+    }
+    assert.equal(numbers[0], numbers[1], 'both screens show the same number')
+    const panel = ada.page.getByRole('dialog', { name: 'Safety number' })
+    await panel.getByRole('img', { name: 'QR code of the safety number with Bob' }).waitFor()
+    await panel.getByRole('button', { name: 'Mark as verified' }).click()
+    await panel.getByText('You have verified Bob.').waitFor()
+    await shot(ada.page, 'safety-number', true)
+    await ada.page.keyboard.press('Escape')
+  })
+
+  step('dark theme from settings', 30_000, async () => {
+    await ada.page.getByRole('button', { name: 'Settings', exact: true }).click()
+    await ada.page.getByRole('radio', { name: 'Dark' }).check()
+    assert.equal(await ada.page.locator('html').getAttribute('data-theme'), 'dark')
+    await ada.page.keyboard.press('Escape')
+    await openConversation(ada.page, /^Weekend trip/)
+    await bubble(ada.page, 'I will!').waitFor()
+    await shot(ada.page, 'dark', true)
+  })
+})
