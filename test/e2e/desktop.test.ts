@@ -5,6 +5,7 @@ import { copyFile, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { chromium, type Browser, type Locator, type Page } from 'playwright-core'
+import { WebSocket } from 'ws'
 import { Cluster, REPO_ROOT, type NodeProcess } from '../helpers/node-process.js'
 import { startRelay, type TestRelay } from '../helpers/relay.js'
 
@@ -223,6 +224,37 @@ void describe('desktop app in a browser: three users, a relay, real nodes', { ti
     await shot(ada.page, 'group-info', true)
     await ada.page.keyboard.press('Escape')
     await info.waitFor({ state: 'detached' })
+  })
+
+  step('a long conversation: the newest 50 first, older ones load when scrolling up', 60_000, async () => {
+    // Cyd's node sends 55 messages straight through its API socket (the same one its page uses).
+    const url = new URL(urlOf(cyd.node))
+    const token = new URLSearchParams(url.hash.slice(1)).get('token') ?? ''
+    const api = new WebSocket(`ws://${url.host}/api?token=${token}`)
+    await new Promise<void>((resolve, reject) => { api.once('open', resolve); api.once('error', reject) })
+    const adaId = ada.node.ready.peerId
+    const answered = new Promise<void>((resolve) => {
+      let n = 0
+      api.on('message', (data: Buffer) => { if ('ok' in (JSON.parse(data.toString('utf8')) as object) && ++n === 55) resolve() })
+    })
+    for (let i = 1; i <= 55; i++) api.send(JSON.stringify({ id: i, cmd: 'dm.send', to: adaId, text: `history ${i}` }))
+    await answered
+    api.close()
+
+    await ada.page.getByRole('button', { name: /^Cyd, \d+ unread/ }).filter({ hasText: 'history 55' }).waitFor()
+    // A reload forgets the loaded threads (the token comes back from sessionStorage, the
+    // unread counts from localStorage); opening the conversation then reads one page.
+    assert.equal(new URL(ada.page.url()).hash, '', 'the token is not left in the address bar')
+    await ada.page.reload()
+    await ada.page.getByRole('button', { name: 'Cyd, 55 unread' }).waitFor()
+    await openConversation(ada.page, /^Cyd/)
+    await bubble(ada.page, 'history 55').waitFor()
+    const log = ada.page.getByRole('log', { name: 'Messages' })
+    assert.equal(await log.getByRole('article').count(), 50, 'one page of 50')
+    await log.hover()
+    await ada.page.mouse.wheel(0, -50_000)
+    await log.getByText('history 1', { exact: true }).waitFor()
+    assert.equal(await log.getByRole('article').count(), 55)
   })
 
   step('Ada and Bob compare safety numbers (the same 60 digits) and Ada verifies', 60_000, async () => {

@@ -35,6 +35,21 @@ type ResponseFrame = { id: number, ok: true, result: unknown } | { id: number, o
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000] as const
 const REQUEST_TIMEOUT_MS = 60_000
 
+const TOKEN_KEY = 'parley.token'
+
+/**
+ * The web shell's token: from the URL's `#token=` (then kept in sessionStorage and taken out
+ * of the address bar, so it is not in bookmarks, screenshots or a shared URL), or from
+ * sessionStorage after a reload of this tab.
+ */
+function pageToken (): string | undefined {
+  const fromHash = tokenFromHash(window.location.hash)
+  if (fromHash === undefined) return sessionStorage.getItem(TOKEN_KEY) ?? undefined
+  sessionStorage.setItem(TOKEN_KEY, fromHash)
+  window.history.replaceState(null, '', window.location.pathname + window.location.search)
+  return fromHash
+}
+
 /** Reads `#token=...` (other fragment parameters are ignored). */
 export function tokenFromHash (hash: string): string | undefined {
   const params = new URLSearchParams(hash.replace(/^#/, ''))
@@ -64,7 +79,7 @@ export class ParleyClient {
   /** The bridge if the page runs in the desktop app, else the WebSocket of the page's own origin. */
   static forPage (): ParleyClient {
     if (window.parley !== undefined) return new ParleyClient(window.parley, undefined)
-    const token = tokenFromHash(window.location.hash)
+    const token = pageToken()
     const proto = window.location.protocol === 'https:' ? 'wss:' : 'ws:'
     const url = token === undefined ? undefined : `${proto}//${window.location.host}/api?token=${encodeURIComponent(token)}`
     return new ParleyClient(undefined, url)
@@ -145,7 +160,9 @@ export class ParleyClient {
       this.pending.clear()
       const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)] ?? 8000
       this.attempt++
-      this.setState({ kind: 'closed', retryAt: Date.now() + delay, reason: 'The connection to your node dropped.' })
+      // A restarted `parley web` has a new token: this page's one will never work again.
+      const reason = this.attempt > 3 ? 'Your node cannot be reached. If it was restarted, open the new address it printed.' : 'The connection to your node dropped.'
+      this.setState({ kind: 'closed', retryAt: Date.now() + delay, reason })
       this.retryTimer = window.setTimeout(() => { this.connect() }, delay)
     })
   }
