@@ -226,6 +226,23 @@ void describe('desktop app in a browser: three users, a relay, real nodes', { ti
     await info.waitFor({ state: 'detached' })
   })
 
+  step('the admin renames the group and removes a member; the removed member is told', 60_000, async () => {
+    await openConversation(ada.page, /^Weekend trip/)
+    await ada.page.getByRole('button', { name: 'Group info' }).click()
+    const info = ada.page.getByRole('dialog', { name: 'Group info' })
+    await info.getByRole('textbox', { name: 'Group name' }).fill('Weekend trip (Sat)')
+    await info.getByRole('button', { name: 'Rename' }).click()
+    await ada.page.getByRole('heading', { name: 'Weekend trip (Sat)' }).waitFor()
+    await bob.page.getByRole('heading', { name: 'Weekend trip (Sat)' }).waitFor() // Bob has it open
+    ada.page.once('dialog', (d) => { void d.accept() }) // "Remove Cyd from …?"
+    await info.getByRole('button', { name: 'Remove Cyd from the group' }).click()
+    await info.getByRole('list', { name: 'Member list' }).getByRole('listitem', { name: 'Cyd, member' }).waitFor({ state: 'detached' })
+    await cyd.page.getByRole('status').filter({ hasText: 'You are no longer a member of this group' }).waitFor()
+    assert.equal(await cyd.page.getByRole('textbox', { name: /^Message Weekend trip/ }).isDisabled(), true, 'Cyd cannot write there any more')
+    await ada.page.keyboard.press('Escape')
+    await info.waitFor({ state: 'detached' })
+  })
+
   step('a long conversation: the newest 50 first, older ones load when scrolling up', 60_000, async () => {
     // Cyd's node sends 55 messages straight through its API socket (the same one its page uses).
     const url = new URL(urlOf(cyd.node))
