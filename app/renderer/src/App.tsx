@@ -13,8 +13,8 @@ import { NotificationPrompt } from './components/NotificationPrompt.js'
 import { Onboarding } from './components/Onboarding.js'
 import { SafetyNumberPanel } from './components/SafetyNumber.js'
 import { Settings } from './components/Settings.js'
-import { conversationItems, dmKey, groupKey, mergeMessages, PAGE_SIZE, type ConversationKey, type Thread } from './model.js'
-import { loadReadState, saveReadState, type ReadState } from './prefs.js'
+import { conversationItems, dmKey, groupKey, mergeMessages, PAGE_SIZE, type ConversationKey, type ReadState, type Thread } from './model.js'
+import { loadReadState, saveReadState } from './prefs.js'
 
 export type Panel = 'contacts' | 'settings' | 'newGroup' | 'groupInfo' | 'safety'
 

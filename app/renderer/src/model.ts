@@ -1,6 +1,11 @@
-/** The renderer's view model: conversations (1:1 and groups) and loaded message threads. */
+/**
+ * The renderer's view model: conversations (1:1 and groups) and loaded message threads.
+ * Plain functions without DOM access, so unit tests run them under node (test/unit/renderer-model.test.ts).
+ */
 import type { ContactView, ConversationView, GroupMessageView, GroupView, MessageView } from '../../../core/api/contract.js'
-import type { ReadState } from './prefs.js'
+
+/** Per conversation key: unread count and when the conversation was last read (ms since epoch). */
+export interface ReadState { unread: number, readUpTo: number }
 
 export type ConversationKey = `dm:${string}` | `group:${string}`
 

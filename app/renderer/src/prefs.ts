@@ -3,6 +3,8 @@
  * notification prompt was dismissed, and unread counts. MessengerApi has no read state yet,
  * so unread counts live here, keyed by the node's peer id.
  */
+import type { ReadState } from './model.js'
+
 export type Theme = 'system' | 'light' | 'dark'
 
 const THEME_KEY = 'parley.theme'
@@ -32,8 +34,6 @@ export function dismissNotifyPrompt (): void {
   localStorage.setItem(NOTIFY_KEY, 'dismissed')
 }
 
-/** Per conversation key: unread count and the sentAt of the newest message seen. */
-export interface ReadState { unread: number, readUpTo: number }
 
 export function loadReadState (me: string): Record<string, ReadState> {
   try {
