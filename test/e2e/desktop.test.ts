@@ -301,6 +301,7 @@ void describe('desktop app in a browser: three users, a relay, real nodes', { ti
     await ada.page.keyboard.press('Escape')
     await openConversation(ada.page, /^Weekend trip/)
     await bubble(ada.page, 'I will!').waitFor()
+    assert.match(await bubble(ada.page, 'I will!').innerText(), /^Cyd\n/, 'a removed member\'s messages keep her name')
     await shot(ada.page, 'dark', true)
   })
 })

@@ -216,6 +216,7 @@ export function App ({ client }: { client: ParleyClient }): React.JSX.Element {
                 key={current.key}
                 item={current}
                 me={me}
+                contacts={contacts}
                 thread={threads[current.key]}
                 actions={actions}
                 onLoadOlder={() => { void loadThread(current.key, true) }}

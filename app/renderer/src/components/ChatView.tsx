@@ -9,6 +9,8 @@ import { MessageList } from './MessageList.js'
 interface Props {
   item: ConversationItem
   me: WhoAmI
+  /** All contacts, for the names of group senders. */
+  contacts: ContactView[]
   thread: Thread | undefined
   actions: AppActions
   onLoadOlder: () => void
@@ -19,7 +21,7 @@ interface Props {
 }
 
 /** One conversation: header, the banners that explain its state, messages and the composer. */
-export function ChatView ({ item, me, thread, actions, onLoadOlder, onSent, onContact, onInfo, onSafety }: Props): React.JSX.Element {
+export function ChatView ({ item, me, contacts, thread, actions, onLoadOlder, onSent, onContact, onInfo, onSafety }: Props): React.JSX.Element {
   const group = item.group
   const contact = item.contact
   const [members, setMembers] = useState<GroupMemberView[]>([])
@@ -30,7 +32,9 @@ export function ChatView ({ item, me, thread, actions, onLoadOlder, onSent, onCo
     void actions.run('Loading members', async () => { setMembers((await actions.client.call('group.members', { group: groupId })).members) })
   }, [groupId, memberCount, actions])
 
-  const names = new Map<string, string>(members.map((m) => [m.peerId, m.name]))
+  // Senders' names: our contact names, else the member list's (a removed member is in neither then).
+  const names = new Map<string, string>(contacts.map((c) => [c.peerId, c.name]))
+  for (const m of members) if (m.name !== '' && !names.has(m.peerId)) names.set(m.peerId, m.name)
   names.set(me.peerId, 'You')
   const canSend = group === undefined ? contact !== undefined : group.state === 'joined'
 

@@ -14,7 +14,7 @@ export function CopyField ({ label, value }: { label: string, value: string }): 
   }
   return (
     <div className="copy-field">
-      <textarea aria-label={label} readOnly value={value} rows={3} onFocus={(e) => { e.target.select() }} />
+      <textarea aria-label={label} readOnly value={value} rows={4} onFocus={(e) => { e.target.select() }} />
       <button type="button" aria-label={`Copy ${label.toLowerCase()}`} onClick={() => { void copy() }}>{copied ? 'Copied' : 'Copy'}</button>
     </div>
   )
