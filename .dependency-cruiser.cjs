@@ -21,6 +21,20 @@ module.exports = {
       to: { path: '^test/' }
     },
     {
+      name: 'renderer-reaches-core-only-through-the-contract',
+      comment: 'The renderer talks only to MessengerApi: from core it may import the contract and the bridge, nothing else.',
+      severity: 'error',
+      from: { path: '^app/renderer/' },
+      to: { path: '^(core|relay|test)/|^app/(?!renderer/)', pathNot: '^core/api/(contract|bridge)\\.ts$' }
+    },
+    {
+      name: 'renderer-imports-only-types-from-core',
+      comment: 'Nothing of core may run in the renderer (it is bundled for a browser page).',
+      severity: 'error',
+      from: { path: '^app/renderer/' },
+      to: { path: '^core/', dependencyTypesNot: ['type-only'] }
+    },
+    {
       name: 'no-circular',
       comment: 'Import cycles make start-up order and testing fragile.',
       severity: 'error',
@@ -40,6 +54,6 @@ module.exports = {
     exclude: { path: '(^dist/|/pb/.*\\.ts$)' },
     tsPreCompilationDeps: true,
     tsConfig: { fileName: 'tsconfig.json' },
-    enhancedResolveOptions: { exportsFields: ['exports'], conditionNames: ['import', 'require', 'node', 'default', 'types'], extensions: ['.ts', '.js'] }
+    enhancedResolveOptions: { exportsFields: ['exports'], conditionNames: ['import', 'require', 'node', 'default', 'types'], extensions: ['.ts', '.tsx', '.js'] }
   }
 }

@@ -11,8 +11,8 @@ Runs a Parley node (the options of "parley node") and serves the app to a browse
 http://127.0.0.1:<port> (--port; default any free port), with MessengerApi over a WebSocket.
 Open the URL it prints: it carries this launch's access token. See docs/cli.md.`
 
-/** The renderer's files: app/web-shell/static in the source tree (this file runs from dist/app/web-shell). */
-export const STATIC_DIR = fileURLToPath(new URL('../../../app/web-shell/static/', import.meta.url))
+/** The renderer's files: dist/renderer, built by Vite from app/renderer (this file runs from dist/app/web-shell). */
+export const STATIC_DIR = fileURLToPath(new URL('../../renderer/', import.meta.url))
 
 export interface WebArgs extends NodeArgs {
   port: number

@@ -8,7 +8,9 @@
  *   response  {"id":1,"ok":true,"result":{...}}  or  {"id":1,"ok":false,"error":{"name":"...","message":"..."}}
  *   event     {"event":"message",...}
  */
-import type { MessageStatus } from '../store/types.js'
+import type { MessageStatus } from '../store/status.js'
+
+export type { MessageStatus }
 
 export interface WhoAmI {
   peerId: string

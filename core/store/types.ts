@@ -9,10 +9,8 @@ export interface Contact {
   addedAt: number
 }
 
-export type OutgoingStatus = 'pending' | 'sent' | 'delivered' | 'failed'
-/** Statuses that take a message out of the outbox. */
-export type SettledStatus = 'sent' | 'delivered' | 'failed'
-export type MessageStatus = OutgoingStatus | 'received'
+import type { MessageStatus, SettledStatus } from './status.js'
+export type { MessageStatus, OutgoingStatus, SettledStatus } from './status.js'
 
 /** One message in a conversation, as stored. */
 export interface MessageRecord {

@@ -268,19 +268,23 @@ void describe('parley web (spawned processes, real WebSocket)', () => {
     }
   })
 
-  void it('serves the placeholder page with content types, GET/HEAD only, no token inside, no way out of its folder', { timeout: 30_000 }, async () => {
+  void it('serves the built renderer with content types, GET/HEAD only, no token inside, no way out of its folder', { timeout: 30_000 }, async () => {
     const { port, token } = baseOf(a)
     const index = await http(port, '/')
     assert.equal(index.status, 200)
     assert.equal(index.headers['content-type'], 'text/html; charset=utf-8')
-    assert.match(index.body, /placeholder/)
+    assert.match(index.body, /<div id="root">/)
     assert.match(String(index.headers['content-security-policy']), /frame-ancestors 'none'/)
     assert.equal(index.headers['x-content-type-options'], 'nosniff')
     assert.equal((await http(port, '/index.html')).body, index.body)
-    const js = await http(port, '/app.js')
+    // Vite's output: the page names its script and stylesheet under ./assets/ (hashed names)
+    const jsPath = /<script type="module" crossorigin src="\.(\/assets\/[\w.-]+\.js)">/.exec(index.body)?.[1]
+    const cssPath = /<link rel="stylesheet" crossorigin href="\.(\/assets\/[\w.-]+\.css)">/.exec(index.body)?.[1]
+    assert.ok(jsPath !== undefined && cssPath !== undefined, index.body)
+    const js = await http(port, jsPath)
     assert.equal(js.status, 200)
     assert.equal(js.headers['content-type'], 'text/javascript; charset=utf-8')
-    const css = await http(port, '/style.css?v=1')
+    const css = await http(port, `${cssPath}?v=1`)
     assert.equal(css.headers['content-type'], 'text/css; charset=utf-8')
     for (const body of [index.body, js.body, css.body]) assert.ok(!body.includes(token), 'no served file carries the token')
 
@@ -299,7 +303,7 @@ void describe('parley web (spawned processes, real WebSocket)', () => {
     for (const path of [
       '/../package.json', '/../../package.json', '/%2e%2e/package.json', '/%2E%2E/%2E%2E/package.json',
       '/..%2fpackage.json', '/..%2Fpackage.json', '/%2e%2e%2fpackage.json', '/.%2e/package.json',
-      '/..%5cpackage.json', '/..\\package.json', '/app.js/../../package.json', '/static/../../../../etc/passwd',
+      '/..%5cpackage.json', '/..\\package.json', '/assets/../../package.json', '/index.html/../../package.json', '/static/../../../../etc/passwd',
       '/%00', '/index.html%00.js', '/%zz', '/./index.html', 'package.json', '/.hidden', '/%2e%2e%2f%2e%2e%2f%2e%2e%2fpackage.json'
     ]) {
       const r = await http(port, path)
