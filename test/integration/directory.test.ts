@@ -68,6 +68,21 @@ describe('directory: where is a peer reachable now', () => {
     await eventually(async () => await client.lookup(relayId, bId) === undefined, 'B no longer advertised after it left', 10_000)
   })
 
+  it('answers many lookups asked at once (more than the relay takes streams per connection)', async () => {
+    const a = await peer()
+    const others = await Promise.all(Array.from({ length: 24 }, async () => await peer()))
+    await a.dial(multiaddr(relayAddr))
+    await Promise.all(others.map(async (o) => await o.dial(multiaddr(relayAddr))))
+    const client = new DirectoryClient(a)
+    const relayId = relay.peerId.toString() as PeerIdString
+    const last = others[others.length - 1]?.peerId.toString() as PeerIdString
+    await eventually(async () => await client.lookup(relayId, last) !== undefined, 'the last one registered', 10_000)
+    // 24 lookups at once over one connection: the relay takes 8 directory streams at a time
+    // and resets the rest, so the client must queue its own (DIRECTORY_PARALLEL).
+    const answers = await Promise.all(others.map(async (o) => await client.lookup(relayId, o.peerId.toString() as PeerIdString)))
+    assert.equal(answers.filter((x) => x !== undefined && x.length > 0).length, others.length)
+  })
+
   it('refuses a record that the peer asked about did not sign (a lying relay)', async () => {
     const liarKey = await generateKeyPair('Ed25519')
     const liar = await createNode({ privateKey: liarKey, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })

@@ -3,9 +3,10 @@ import { PeerRecord, RecordEnvelope } from '@libp2p/peer-record'
 import type { Libp2p } from '@libp2p/interface'
 import type { PeerIdString } from '../../ids.js'
 import { ParleyError } from '../../errors.js'
+import { KeyedLimiter } from '../../limiter.js'
 import { MalformedFrameError } from '../errors.js'
 import { requestResponse } from '../request.js'
-import { DIRECTORY_PROTOCOL, DIRECTORY_TIMEOUT_MS, MAX_DIRECTORY_RESPONSE_BYTES } from './constants.js'
+import { DIRECTORY_PARALLEL, DIRECTORY_PROTOCOL, DIRECTORY_TIMEOUT_MS, MAX_DIRECTORY_RESPONSE_BYTES } from './constants.js'
 import { DirectoryRequest, DirectoryResponse } from './pb/directory.js'
 
 /** A directory answer whose record is not signed by the peer asked about. */
@@ -17,14 +18,22 @@ export class ForgedRecordError extends ParleyError {
 /**
  * Asks a relay where a peer is reachable now and checks the answer: the record must be a
  * valid envelope signed by that very peer, so a relay can only withhold, never redirect.
+ * At most DIRECTORY_PARALLEL lookups run at once per relay; the others wait their turn (a
+ * relay resets streams beyond its per-connection limit).
  *
  * @example
  * const addrs = await new DirectoryClient(libp2p).lookup(relayId, bobId) // ['/ip4/.../p2p-circuit', ...] or undefined
  */
 export class DirectoryClient {
+  private readonly perRelay = new KeyedLimiter(DIRECTORY_PARALLEL)
+
   constructor (private readonly host: Pick<Libp2p, 'dialProtocol'>) {}
 
   async lookup (relay: PeerIdString, peer: PeerIdString): Promise<string[] | undefined> {
+    return await this.perRelay.run(relay, async () => await this.lookupNow(relay, peer))
+  }
+
+  private async lookupNow (relay: PeerIdString, peer: PeerIdString): Promise<string[] | undefined> {
     const stream = await this.host.dialProtocol(peerIdFromString(relay), DIRECTORY_PROTOCOL, {
       signal: AbortSignal.timeout(DIRECTORY_TIMEOUT_MS),
       runOnLimitedConnection: true

@@ -10,7 +10,8 @@ import {
   bundleFromPb, checkHeaderShape, checkOneTimeKeys, headerToPb, oneTimeKeyToPb, verifyHeader,
   type BundleData, type BundleHeaderData, type OneTimeKeyData
 } from './codec.js'
-import { MAX_PREKEY_RESPONSE_BYTES, PREKEYS_TIMEOUT_MS, PREKEYS_PROTOCOL } from './constants.js'
+import { MAX_PREKEY_RESPONSE_BYTES, PREKEYS_PARALLEL, PREKEYS_TIMEOUT_MS, PREKEYS_PROTOCOL } from './constants.js'
+import { KeyedLimiter } from '../../limiter.js'
 import { InvalidBundleError, PrekeyRefusedError, PrekeyStoreFullError, PublishNotAcceptedError } from './errors.js'
 import { PrekeyRequest, PrekeyResponse } from './pb/prekeys.js'
 
@@ -31,6 +32,9 @@ export const refusalError = refusalDecoder([
  * const bundle = await prekeys.fetch(relayId, bobId) // verified, or undefined if the relay has none
  */
 export class PrekeyClient {
+  /** At most PREKEYS_PARALLEL requests at once per server; the others wait their turn. */
+  private readonly perServer = new KeyedLimiter(PREKEYS_PARALLEL)
+
   constructor (private readonly host: Pick<Libp2p, 'dialProtocol'>) {}
 
   /** Store our header (replacing the previous one) and add one-time keys; returns how many the server now holds for us. */
@@ -61,6 +65,10 @@ export class PrekeyClient {
   }
 
   private async call (server: PeerIdString, req: PrekeyRequest): Promise<PrekeyResponse> {
+    return await this.perServer.run(server, async () => await this.callNow(server, req))
+  }
+
+  private async callNow (server: PeerIdString, req: PrekeyRequest): Promise<PrekeyResponse> {
     // One deadline for the dial, the request and the response.
     const signal = AbortSignal.timeout(PREKEYS_TIMEOUT_MS)
     const stream = await this.host.dialProtocol(peerIdFromString(server), PREKEYS_PROTOCOL, { signal, runOnLimitedConnection: true })

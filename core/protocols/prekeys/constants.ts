@@ -30,3 +30,8 @@ export const MAX_PREKEY_ERROR_MESSAGE = 256
 
 /** How long a request or response may take before the stream is abandoned. */
 export const PREKEYS_TIMEOUT_MS = 5_000
+/**
+ * Requests one client runs at once per server (a server takes 8 streams per connection by
+ * default and resets the rest); more wait their turn.
+ */
+export const PREKEYS_PARALLEL = 4
