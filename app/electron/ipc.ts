@@ -1,6 +1,6 @@
-import type { MessengerEvent, Response } from '../../core/api/contract.js'
-import type { Dispatch } from '../../core/api/dispatcher.js'
-import { handleRequest } from '../../core/api/request.js'
+import type { ParleyBridge } from '../../core/api/bridge.js'
+import type { Response } from '../../core/api/contract.js'
+import { oversizeRequest } from '../../core/api/request.js'
 import { describeError, InvalidRequestError } from '../../core/errors.js'
 import { forComponent } from '../../core/logger.js'
 
@@ -37,10 +37,11 @@ export interface IpcWiringOptions {
   webContents: WebContentsLike
   /** Whether a frame URL is our renderer (see isRendererUrl in security.ts). */
   isTrustedUrl: (url: string) => boolean
-  /** The shared dispatcher over the Messenger (createDispatcher). */
-  dispatch: Dispatch
-  /** The Messenger's event stream. */
-  on: (listener: (event: MessengerEvent) => void) => () => void
+  /**
+   * Core in its wire form: CoreClient (core in the utility process) in the app,
+   * localBackend(messenger) (the shared dispatcher in this process) in tests.
+   */
+  backend: ParleyBridge
 }
 
 /** An invoke from a page or frame other than our renderer's top frame: refused unanswered. */
@@ -52,18 +53,17 @@ export class ForbiddenSenderError extends Error {
 /**
  * Carries MessengerApi between the renderer and core over Electron IPC: the same frames as
  * the WebSocket (core/api/request.ts) through `ipcMain.handle(REQUEST_CHANNEL)` and every
- * Messenger event as a frame on EVENT_CHANNEL. Only our window's top frame, showing our
- * renderer URL, may call; anything else is refused with ForbiddenSenderError and nothing is
- * dispatched. A frame that is not a string gets an InvalidRequestError response; requests
- * over MAX_REQUEST_BYTES are refused by handleRequest, as on every transport. Returns the
- * function that unwires it (before the Messenger stops).
+ * event frame on EVENT_CHANNEL. Only our window's top frame, showing our renderer URL, may
+ * call; anything else is refused with ForbiddenSenderError and nothing reaches core. A frame
+ * that is not a string, or is over MAX_REQUEST_BYTES, gets an InvalidRequestError response
+ * here, before it is copied to the core process; the rest is core's (handleRequest). Returns
+ * the function that unwires it (before core stops).
  *
  * @example
- * const unwire = wireIpc({ ipcMain, webContents: win.webContents, isTrustedUrl: isRendererUrl,
- *   dispatch: createDispatcher(messenger), on: (l) => messenger.on(l) })
+ * const unwire = wireIpc({ ipcMain, webContents: win.webContents, isTrustedUrl: isRendererUrl, backend: core })
  */
 export function wireIpc (options: IpcWiringOptions): () => void {
-  const { ipcMain, webContents, isTrustedUrl, dispatch } = options
+  const { ipcMain, webContents, isTrustedUrl, backend } = options
   let closed = false
   ipcMain.handle(REQUEST_CHANNEL, async (event, frame) => {
     const refusal = senderRefusal(event, webContents, isTrustedUrl)
@@ -72,14 +72,14 @@ export function wireIpc (options: IpcWiringOptions): () => void {
       throw new ForbiddenSenderError(refusal)
     }
     if (closed) return JSON.stringify(errorResponse(new InvalidRequestError('the app is shutting down')))
-    const response = typeof frame === 'string'
-      ? await handleRequest(frame, dispatch)
-      : errorResponse(new InvalidRequestError('requests are JSON text'))
-    return JSON.stringify(response)
+    if (typeof frame !== 'string') return JSON.stringify(errorResponse(new InvalidRequestError('requests are JSON text')))
+    const tooLarge = oversizeRequest(frame)
+    if (tooLarge !== undefined) return JSON.stringify(errorResponse(tooLarge))
+    return await backend.request(frame)
   })
-  const off = options.on((event) => {
+  const off = backend.onEvent((frame) => {
     if (closed || webContents.isDestroyed()) return
-    webContents.send(EVENT_CHANNEL, JSON.stringify(event))
+    webContents.send(EVENT_CHANNEL, frame)
   })
   return () => {
     if (closed) return

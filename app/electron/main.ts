@@ -1,19 +1,21 @@
-// The Electron main process: hosts core (the Messenger) and the one window showing the
-// renderer. Process model, security settings and the IPC contract: docs/architecture.md,
-// "Desktop app (Electron)". Everything Electron-free lives in the modules it imports, which
-// are unit tested without the Electron binary.
+// The Electron main process: the one window showing the renderer, the tray, notifications
+// and safeStorage; core (the Messenger) runs in a utility process (core-process.ts) so that
+// libp2p, libsignal and level never hold up this thread, which is Chromium's UI thread.
+// Process model, security settings and the IPC contract: docs/architecture.md, "Desktop app
+// (Electron)". Everything Electron-free lives in the modules it imports, unit tested
+// without the Electron binary.
 import '../../core/polyfill.js'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { app, BrowserWindow, dialog, ipcMain, Menu, nativeImage, Notification, protocol, safeStorage, shell, Tray } from 'electron'
-import type { MessengerEvent } from '../../core/api/contract.js'
-import { createDispatcher } from '../../core/api/dispatcher.js'
+import { app, BrowserWindow, dialog, ipcMain, Menu, nativeImage, Notification, protocol, safeStorage, shell, Tray, utilityProcess, type UtilityProcess } from 'electron'
+import type { ContactView, GroupView, MessengerEvent } from '../../core/api/contract.js'
 import { NODE_OPTIONS, nodeArgsFrom } from '../../core/cli/node.js'
 import { describeError } from '../../core/errors.js'
 import { forComponent } from '../../core/logger.js'
-import { Messenger } from '../../core/messenger.js'
+import type { FromCore, ToCore } from './core-channel.js'
+import { CoreClient } from './core-client.js'
 import { wireIpc } from './ipc.js'
 import { notificationFor } from './notify.js'
 import { chooseKeyProtector } from './protector.js'
@@ -24,14 +26,16 @@ const log = forComponent('electron')
 /** Matches electron-builder.yml's appId (Windows needs it for notifications). */
 const APP_ID = 'org.parley.desktop'
 const PRELOAD = fileURLToPath(new URL('./preload.cjs', import.meta.url))
+const CORE_PROCESS = fileURLToPath(new URL('./core-process.js', import.meta.url))
 /** Not compiled: read from the source tree (packaged: app.asar/app/electron/assets). */
 const ICON = fileURLToPath(new URL('../../../app/electron/assets/icon.png', import.meta.url))
-/** How long quitting waits for the Messenger to stop (outbox flushed to disk, peers told). */
+/** How long quitting waits for core to stop the Messenger (outbox on disk, peers told). */
 const STOP_TIMEOUT_MS = 10_000
 
 let win: BrowserWindow | undefined
 let tray: Tray | undefined
-let messenger: Messenger | undefined
+let core: CoreClient | undefined
+let coreProcess: UtilityProcess | undefined
 let unwire: (() => void) | undefined
 /** Set once the user asked to quit: closing the window then really closes it. */
 let quitting = false
@@ -79,27 +83,31 @@ async function start (): Promise<void> {
   const choice = await chooseKeyProtector(safeStorage, process.platform)
   log('%s', choice.reason)
 
-  const m = new Messenger({
+  const child = utilityProcess.fork(CORE_PROCESS, [], { serviceName: 'Parley core', stdio: 'inherit' })
+  coreProcess = child
+  const client = new CoreClient({
+    post: (message: ToCore | FromCore) => { child.postMessage(message) },
+    onMessage: (listener) => { child.on('message', (message: unknown) => { listener(message) }) }
+  }, choice.protector)
+  child.once('exit', (code) => {
+    coreProcess = undefined
+    client.exited(code)
+    if (!quitting) void fatal(new Error(`Parley's core process exited unexpectedly (code ${code})`))
+  })
+  await client.start({
     dataDir: args.dataDir,
     listen: args.listen,
     relays: args.relays,
     mdns: args.mdns,
     ...(args.name !== undefined ? { name: args.name } : {}),
-    keyProtector: choice.protector
+    ...(choice.protector !== undefined ? { protector: choice.protector.name } : {})
   })
-  await m.start()
-  messenger = m
+  core = client
 
   serveRenderer()
   const window = createWindow()
-  unwire = wireIpc({
-    ipcMain,
-    webContents: window.webContents,
-    isTrustedUrl: isRendererUrl,
-    dispatch: createDispatcher(m),
-    on: (listener) => m.on(listener)
-  })
-  m.on((event) => { notify(event) })
+  unwire = wireIpc({ ipcMain, webContents: window.webContents, isTrustedUrl: isRendererUrl, backend: client })
+  client.onEvent((frame) => { notify(frame).catch((err: unknown) => { log.error('notifying: %e', err) }) })
   tray = createTray()
   await window.loadURL(RENDERER_URL)
 }
@@ -189,12 +197,16 @@ function showWindow (): void {
 }
 
 /** A native notification for an incoming message while the window is not focused. */
-function notify (event: MessengerEvent): void {
-  if (win === undefined || win.isFocused() || messenger === undefined || !Notification.isSupported()) return
-  const m = messenger
+async function notify (frame: string): Promise<void> {
+  if (win === undefined || win.isFocused() || core === undefined || !Notification.isSupported()) return
+  const event = JSON.parse(frame) as MessengerEvent
+  if (event.event !== 'message' && event.event !== 'group.message' && event.event !== 'group.invite') return
+  // Names live in core: ask it, as the renderer does.
+  const contacts = await ask<{ contacts: ContactView[] }>(core, 'contacts.list')
+  const groups = await ask<{ groups: GroupView[] }>(core, 'groups.list')
   const text = notificationFor(event, {
-    contact: (peerId) => m.listContacts().find((c) => c.peerId === peerId)?.name,
-    group: (id) => m.groups.list().find((g) => g.group === id)?.name
+    contact: (peerId) => contacts?.contacts.find((c) => c.peerId === peerId)?.name,
+    group: (id) => groups?.groups.find((g) => g.group === id)?.name
   })
   if (text === undefined) return
   const n = new Notification({ title: text.title, body: text.body })
@@ -202,34 +214,31 @@ function notify (event: MessengerEvent): void {
   n.show()
 }
 
-/** Unwire IPC, then stop the Messenger (bounded: quitting never hangs on the network). */
-async function shutdown (): Promise<void> {
-  unwire?.()
-  tray?.destroy()
-  const m = messenger
-  messenger = undefined
-  if (m === undefined) return
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<void>((resolve) => {
-    timer = setTimeout(() => {
-      log.error('the messenger did not stop within %d ms; quitting anyway', STOP_TIMEOUT_MS)
-      resolve()
-    }, STOP_TIMEOUT_MS)
-  })
-  try {
-    await Promise.race([m.stop(), timeout])
-  } catch (err) {
-    log.error('stopping the messenger: %e', err)
-  } finally {
-    clearTimeout(timer)
-  }
+/** One command's result from core, or undefined if it failed. */
+async function ask<T> (client: CoreClient, cmd: string): Promise<T | undefined> {
+  const response = JSON.parse(await client.request(JSON.stringify({ id: `main:${cmd}`, cmd }))) as { ok: boolean, result?: T }
+  return response.ok ? response.result : undefined
 }
 
-/** Start failed (data dir locked, sealed key not openable, ...): say why, then exit. */
+/** Unwire IPC, then stop core (bounded: quitting never hangs on the network) and its process. */
+async function shutdown (): Promise<void> {
+  unwire?.()
+  unwire = undefined
+  tray?.destroy()
+  tray = undefined
+  const client = core
+  core = undefined
+  await client?.stop(STOP_TIMEOUT_MS)
+  coreProcess?.kill()
+}
+
+/** Start failed (data dir locked, sealed key not openable, ...) or core died: say why, then exit. */
 async function fatal (err: unknown): Promise<void> {
+  if (quitting) return // already on the way out (the core process exits when we stop it)
+  quitting = true
   const e = describeError(err)
-  log.error('cannot start: %s: %s', e.name, e.message)
-  dialog.showErrorBox('Parley cannot start', `${e.name}: ${e.message}`)
+  log.error('fatal: %s: %s', e.name, e.message)
+  dialog.showErrorBox(core === undefined ? 'Parley cannot start' : 'Parley stopped', `${e.name}: ${e.message}`)
   await shutdown()
   stopped = true
   app.exit(1)

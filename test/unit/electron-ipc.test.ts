@@ -1,69 +1,27 @@
 import '../../core/polyfill.js'
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
+import type { ParleyBridge } from '../../core/api/bridge.js'
 import type { Response } from '../../core/api/contract.js'
-import { createDispatcher, type Dispatch } from '../../core/api/dispatcher.js'
 import { MAX_REQUEST_BYTES } from '../../core/api/request.js'
-import { EVENT_CHANNEL, REQUEST_CHANNEL, wireIpc, type IpcMainLike, type InvokeEventLike, type WebContentsLike } from '../../app/electron/ipc.js'
+import { localBackend } from '../../app/electron/core-host.js'
+import { EVENT_CHANNEL, REQUEST_CHANNEL, wireIpc, type InvokeEventLike } from '../../app/electron/ipc.js'
 import { isRendererUrl, RENDERER_URL } from '../../app/electron/security.js'
+import { askIpc, FakeIpcMain, FakeWebContents, fromRenderer } from '../helpers/electron-fakes.js'
 import { eventually, removeDir, startPeer, type TestPeer } from '../helpers/messengers.js'
 
-/*
- * The Electron binary cannot be installed here (no network to fetch it), so ipcMain and
- * webContents are small fakes with the same shape: handle/removeHandler and an `invoke` that
- * plays ipcRenderer.invoke, send/isDestroyed that record what the page would receive. What
- * runs behind them is real: the shared dispatcher over a started Messenger (libp2p on
- * loopback, level store), the very code the desktop app runs.
- */
-type Handler = (event: InvokeEventLike, ...args: unknown[]) => Promise<unknown>
-
-class FakeIpcMain implements IpcMainLike {
-  readonly handlers = new Map<string, Handler>()
-  handle (channel: string, listener: Handler): void {
-    if (this.handlers.has(channel)) throw new Error(`second handler for ${channel}`) // as Electron does
-    this.handlers.set(channel, listener)
-  }
-
-  removeHandler (channel: string): void {
-    this.handlers.delete(channel)
-  }
-
-  /** What ipcRenderer.invoke(channel, ...args) does from the frame `event` describes. */
-  async invoke (channel: string, event: InvokeEventLike, ...args: unknown[]): Promise<unknown> {
-    const handler = this.handlers.get(channel)
-    if (handler === undefined) throw new Error(`No handler registered for '${channel}'`)
-    return await handler(event, ...args)
-  }
-}
-
-class FakeWebContents implements WebContentsLike {
-  readonly sent: Array<{ channel: string, args: unknown[] }> = []
-  destroyed = false
-  constructor (readonly id: number) {}
-  isDestroyed (): boolean { return this.destroyed }
-  send (channel: string, ...args: unknown[]): void { this.sent.push({ channel, args }) }
-  frames (): Array<Record<string, unknown>> {
-    return this.sent.filter((s) => s.channel === EVENT_CHANNEL).map((s) => JSON.parse(s.args[0] as string) as Record<string, unknown>)
-  }
-}
-
-/** An invoke from our window's top frame showing the renderer. */
-function fromRenderer (wc: WebContentsLike, url = RENDERER_URL): InvokeEventLike {
-  return { sender: { id: wc.id }, senderFrame: { url, parent: null } }
-}
-
-async function ask (ipc: FakeIpcMain, event: InvokeEventLike, frame: unknown): Promise<Response> {
-  const text = await ipc.invoke(REQUEST_CHANNEL, event, frame)
-  assert.equal(typeof text, 'string', 'responses are JSON text, as on the WebSocket')
-  return JSON.parse(text as string) as Response
-}
+// ipcMain and webContents are fakes (test/helpers/electron-fakes.ts: no Electron binary
+// here). What runs behind them is real: the shared dispatcher over a started Messenger
+// (libp2p on loopback, level store), the very code the desktop app runs in its core process
+// (localBackend; the process boundary is tested in electron-core-process.test.ts).
+const ask = askIpc
 
 void describe('Electron IPC wiring over the shared dispatcher', () => {
   let ada: TestPeer
   let bob: TestPeer
   let ipc: FakeIpcMain
   let page: FakeWebContents
-  let dispatched: string[]
+  let forwarded: string[]
   let unwire: () => void
 
   before(async () => {
@@ -71,13 +29,16 @@ void describe('Electron IPC wiring over the shared dispatcher', () => {
     bob = await startPeer({ name: 'Bob' })
     ipc = new FakeIpcMain()
     page = new FakeWebContents(7)
-    dispatched = []
-    const real = createDispatcher(ada.m)
-    const dispatch: Dispatch = async (cmd, params) => {
-      dispatched.push(String(cmd))
-      return await real(cmd, params)
+    forwarded = []
+    const real = localBackend(ada.m)
+    const backend: ParleyBridge = {
+      request: async (frame) => {
+        forwarded.push(frame)
+        return await real.request(frame)
+      },
+      onEvent: (l) => real.onEvent(l)
     }
-    unwire = wireIpc({ ipcMain: ipc, webContents: page, isTrustedUrl: isRendererUrl, dispatch, on: (l) => ada.m.on(l) })
+    unwire = wireIpc({ ipcMain: ipc, webContents: page, isTrustedUrl: isRendererUrl, backend })
   })
 
   after(async () => {
@@ -97,11 +58,9 @@ void describe('Electron IPC wiring over the shared dispatcher', () => {
     assert.equal(ada.m.whoami().name, 'Ada L.')
   })
 
-  void it('refuses bad frames with the same named errors as every transport, without dispatching', async () => {
-    const before = dispatched.length
+  void it('refuses bad frames with the same named errors as every transport; non-text and oversized ones never reach core', async () => {
+    const before = forwarded.length
     const cases: Array<[unknown, string, Response['id']]> = [
-      ['{not json', 'InvalidRequestError', null],
-      ['[1,2]', 'InvalidRequestError', null],
       [42, 'InvalidRequestError', null],
       [{ id: 1, cmd: 'whoami' }, 'InvalidRequestError', null], // an object, not its JSON text
       [JSON.stringify({ id: 3, cmd: 'x'.repeat(MAX_REQUEST_BYTES) }), 'InvalidRequestError', null]
@@ -112,16 +71,22 @@ void describe('Electron IPC wiring over the shared dispatcher', () => {
       assert.equal(r.id, id)
       if (!r.ok) assert.equal(r.error.name, name, r.error.message)
     }
-    assert.equal(dispatched.length, before, 'nothing reached the dispatcher')
+    assert.equal(forwarded.length, before, 'nothing was passed on to core')
 
-    const unknown = await ask(ipc, fromRenderer(page), JSON.stringify({ id: 9, cmd: 'fs.read' }))
-    assert.deepEqual([unknown.id, unknown.ok, !unknown.ok && unknown.error.name], [9, false, 'UnknownCommandError'])
-    const missing = await ask(ipc, fromRenderer(page), JSON.stringify({ id: 10, cmd: 'dm.send', to: 'nobody' }))
-    assert.deepEqual([missing.id, missing.ok, !missing.ok && missing.error.name], [10, false, 'InvalidRequestError'])
+    const refused: Array<[string, string, Response['id']]> = [
+      ['{not json', 'InvalidRequestError', null],
+      ['[1,2]', 'InvalidRequestError', null],
+      [JSON.stringify({ id: 9, cmd: 'fs.read' }), 'UnknownCommandError', 9],
+      [JSON.stringify({ id: 10, cmd: 'dm.send', to: 'nobody' }), 'InvalidRequestError', 10]
+    ]
+    for (const [frame, name, id] of refused) {
+      const r = await ask(ipc, fromRenderer(page), frame)
+      assert.deepEqual([r.id, r.ok, !r.ok && r.error.name], [id, false, name], frame)
+    }
   })
 
   void it('serves only our window\'s top frame showing the renderer: other pages, subframes and foreign URLs are refused', async () => {
-    const before = dispatched.length
+    const before = forwarded.length
     const frame = JSON.stringify({ id: 1, cmd: 'whoami' })
     const refused: Array<[string, InvokeEventLike]> = [
       ['another webContents', { sender: { id: 8 }, senderFrame: { url: RENDERER_URL, parent: null } }],
@@ -139,7 +104,7 @@ void describe('Electron IPC wiring over the shared dispatcher', () => {
     page.destroyed = true
     await assert.rejects(ipc.invoke(REQUEST_CHANNEL, fromRenderer(page), frame), { name: 'ForbiddenSenderError' }, 'a destroyed page')
     page.destroyed = false
-    assert.equal(dispatched.length, before, 'nothing reached the dispatcher')
+    assert.equal(forwarded.length, before, 'nothing reached core')
   })
 
   void it('forwards Messenger events to the page as frames: a message from a contact arrives live', async () => {
@@ -170,7 +135,7 @@ void describe('Electron IPC wiring over the shared dispatcher', () => {
 
     const ipc2 = new FakeIpcMain()
     const page2 = new FakeWebContents(11)
-    const off = wireIpc({ ipcMain: ipc2, webContents: page2, isTrustedUrl: isRendererUrl, dispatch: createDispatcher(ada.m), on: (l) => ada.m.on(l) })
+    const off = wireIpc({ ipcMain: ipc2, webContents: page2, isTrustedUrl: isRendererUrl, backend: localBackend(ada.m) })
     assert.equal((await ask(ipc2, fromRenderer(page2), '{"id":1,"cmd":"whoami"}')).ok, true)
     off()
     off() // idempotent
