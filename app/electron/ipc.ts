@@ -71,7 +71,6 @@ export function wireIpc (options: IpcWiringOptions): () => void {
       log('refused an IPC request: %s', refusal)
       throw new ForbiddenSenderError(refusal)
     }
-    if (closed) return JSON.stringify(errorResponse(new InvalidRequestError('the app is shutting down')))
     if (typeof frame !== 'string') return JSON.stringify(errorResponse(new InvalidRequestError('requests are JSON text')))
     const tooLarge = oversizeRequest(frame)
     if (tooLarge !== undefined) return JSON.stringify(errorResponse(tooLarge))
