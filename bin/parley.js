@@ -10,13 +10,14 @@ const commands = {
   node: ['core/cli/node.js', 'main'],
   relay: ['relay/cli.js', 'main'],
   web: ['app/web-shell/cli.js', 'main'],
-  // The Electron desktop app is not part of the build yet: `start` says so and runs the web shell.
+  // The Electron desktop app where its binary is installed; otherwise it says so and runs the web shell.
   start: ['app/web-shell/cli.js', 'startMain']
 }
 const usage = `usage: parley <command> [options]
 
 commands:
-  start    start Parley (for now: the web shell, data in ~/.parley; open the URL it prints)
+  start    start Parley: the desktop app (Electron), or where its binary is not installed
+           the web shell (data in ~/.parley; open the URL it prints)
   web      the app in a browser: a node plus a web server on 127.0.0.1 (docs/cli.md)
   node     headless node speaking JSON lines on stdin/stdout (docs/cli.md)
   relay    relay node for operators: bootstrap and circuit relay (docs/relay.md)

@@ -67,6 +67,16 @@ export class CorruptRecordError extends ParleyError {
   override name = 'CorruptRecordError'
 }
 
+/**
+ * A key file is sealed by a key protector that is not here (the data dir of the desktop app,
+ * opened without it, or by another protector), or the protector cannot open it (the OS
+ * keychain entry is gone). See core/identity/key-protector.ts.
+ */
+export class SealedKeyError extends ParleyError {
+  static override name = 'SealedKeyError'
+  override name = 'SealedKeyError'
+}
+
 /** Turn anything thrown into the `{ name, message }` pair the API reports. */
 export function describeError (err: unknown): { name: string, message: string } {
   if (err instanceof Error) {

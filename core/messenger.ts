@@ -8,6 +8,7 @@ import { InvalidRequestError, MessageTooLargeError, NotRunningError, ParleyError
 import { TokenBuckets } from './token-bucket.js'
 import { newMessageId, type MessageId, type PeerIdString } from './ids.js'
 import { ensurePrivateDir, loadOrCreateIdentity, peerIdString } from './identity/identity.js'
+import type { KeyProtector } from './identity/key-protector.js'
 import { decodeInvite, encodeInvite, parsePeerId } from './identity/invite.js'
 import { forComponent } from './logger.js'
 import { createNode, DEFAULT_LISTEN, listenPorts, reusePorts, type ListenPorts, type ParleyLibp2p } from './net/node.js'
@@ -68,6 +69,8 @@ export interface MessengerOptions {
   store?: Store
   /** Use this key instead of the one in dataDir. */
   privateKey?: PrivateKey
+  /** Seal the identity key file in dataDir with this (the desktop app: safeStorage); see KeyProtector. */
+  keyProtector?: KeyProtector
   outbox?: OutboxOptions
   /** How long an undelivered message is retried before it is marked failed. */
   messageTtlMs?: number
@@ -166,7 +169,7 @@ export class Messenger {
   async start (): Promise<void> {
     const o = this.options
     await ensurePrivateDir(o.dataDir)
-    const privateKey = o.privateKey ?? await loadOrCreateIdentity(o.dataDir)
+    const privateKey = o.privateKey ?? await loadOrCreateIdentity(o.dataDir, { protector: o.keyProtector })
     this.selfId = peerIdString(privateKey)
     const store = o.store ?? new LevelStore(join(o.dataDir, 'db'), { sync: o.syncWrites === true })
     await store.open()

@@ -1,8 +1,10 @@
+import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { createDispatcher } from '../../core/api/dispatcher.js'
 import { createNodeMessenger, NODE_OPTIONS, nodeArgsFrom, startOrReport, UsageRequested, type NodeArgs } from '../../core/cli/node.js'
 import { describeError, InvalidRequestError } from '../../core/errors.js'
+import { ELECTRON_INSTALL_HINT, ELECTRON_MAIN, locateElectron, type ElectronBinary } from '../electron/locate.js'
 import { WebShellServer } from './server.js'
 
 export const WEB_USAGE = `usage: parley web [--data DIR] [--port N] [--listen MULTIADDR]... [--relay MULTIADDR]... [--name NAME] [--no-mdns]
@@ -37,11 +39,40 @@ export async function main (argv: string[]): Promise<number> {
 }
 
 /**
- * `parley start` (`npm start`): the desktop app. Its Electron shell is not part of the build
- * yet, so this says so in one line and runs the web shell instead.
+ * `parley start` (`npm start`): the desktop app. Runs Electron on its compiled main process
+ * (app/electron/main.ts) when the Electron binary is installed; where it is not (no network
+ * to fetch it), says so in one line and runs the web shell instead.
  */
-export async function startMain (argv: string[]): Promise<number> {
-  return await run(argv, 'parley start', (url) => `parley: the Electron desktop app is not available here; starting the web shell instead: ${url}`)
+export async function startMain (argv: string[], electron: ElectronBinary = locateElectron()): Promise<number> {
+  if (electron.found) return await runElectron(electron.path, argv)
+  return await run(argv, 'parley start', (url) => electronUnavailableLine(electron.reason, url))
+}
+
+/** The one line `parley start` prints when it falls back to the web shell. */
+export function electronUnavailableLine (reason: string, url: string): string {
+  return `parley: the Electron desktop app is not available here (${reason}; ${ELECTRON_INSTALL_HINT}); starting the web shell instead: ${url}`
+}
+
+/** Electron on our main process with the user's options; its exit code is ours. */
+async function runElectron (electronPath: string, argv: string[]): Promise<number> {
+  const env = { ...process.env }
+  delete env.ELECTRON_RUN_AS_NODE // would make Electron a plain Node, not the app
+  const child = spawn(electronPath, [ELECTRON_MAIN, ...argv], { stdio: 'inherit', env })
+  const forward = (signal: NodeJS.Signals): void => { child.kill(signal) }
+  process.on('SIGINT', forward)
+  process.on('SIGTERM', forward)
+  try {
+    return await new Promise<number>((resolve) => {
+      child.once('error', (err) => {
+        process.stderr.write(`parley start: cannot run Electron (${electronPath}): ${err.message}\n`)
+        resolve(1)
+      })
+      child.once('exit', (code, signal) => { resolve(code ?? (signal !== null ? 1 : 0)) })
+    })
+  } finally {
+    process.off('SIGINT', forward)
+    process.off('SIGTERM', forward)
+  }
 }
 
 async function run (argv: string[], program: string, announce: (url: string) => string): Promise<number> {

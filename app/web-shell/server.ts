@@ -48,7 +48,8 @@ export class WebShellListenError extends Error {
   override name = 'WebShellListenError'
 }
 
-const CONTENT_TYPES: Record<string, string> = {
+/** Content-Type by file extension, for the renderer's files (also served by the Electron app protocol). */
+export const CONTENT_TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
   '.js': 'text/javascript; charset=utf-8',
   '.mjs': 'text/javascript; charset=utf-8',

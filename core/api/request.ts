@@ -18,10 +18,8 @@ export const MAX_REQUEST_BYTES = 1024 * 1024
 export async function handleRequest (text: string, dispatch: Dispatch): Promise<Response> {
   let id: RequestId = null
   try {
-    // A UTF-16 string never takes more than 3 UTF-8 bytes per unit: skip the count when short.
-    if (text.length * 3 > MAX_REQUEST_BYTES && Buffer.byteLength(text) > MAX_REQUEST_BYTES) {
-      throw new InvalidRequestError(`request over ${MAX_REQUEST_BYTES} bytes`)
-    }
+    const tooLarge = oversizeRequest(text)
+    if (tooLarge !== undefined) throw tooLarge
     let req: unknown
     try {
       req = JSON.parse(text)
@@ -36,4 +34,16 @@ export async function handleRequest (text: string, dispatch: Dispatch): Promise<
   } catch (err) {
     return { id, ok: false, error: describeError(err) }
   }
+}
+
+/**
+ * The error for a request over MAX_REQUEST_BYTES, or undefined. For transports that pass
+ * frames on to another process (Electron IPC to the core process): refuse before copying.
+ */
+export function oversizeRequest (text: string): InvalidRequestError | undefined {
+  // A UTF-16 string never takes more than 3 UTF-8 bytes per unit: skip the count when short.
+  if (text.length * 3 > MAX_REQUEST_BYTES && Buffer.byteLength(text) > MAX_REQUEST_BYTES) {
+    return new InvalidRequestError(`request over ${MAX_REQUEST_BYTES} bytes`)
+  }
+  return undefined
 }

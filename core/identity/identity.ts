@@ -3,8 +3,9 @@ import { join } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
-import { CorruptRecordError } from '../errors.js'
+import { CorruptRecordError, SealedKeyError } from '../errors.js'
 import type { PeerIdString } from '../ids.js'
+import { decodeSealed, encodeSealed, type KeyProtector } from './key-protector.js'
 
 export const IDENTITY_FILE = 'identity.key'
 
@@ -12,6 +13,16 @@ export const IDENTITY_FILE = 'identity.key'
 export async function ensurePrivateDir (dir: string): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 })
   await chmod(dir, 0o700)
+}
+
+/** Options of loadOrCreateIdentity. */
+export interface IdentityOptions {
+  /**
+   * Seal the key file with this protector (the desktop app: Electron's safeStorage). A plain
+   * key file found is read and rewritten sealed; a sealed one is opened with it. Without a
+   * protector a sealed file is refused with SealedKeyError.
+   */
+  protector?: KeyProtector
 }
 
 /**
@@ -22,9 +33,10 @@ export async function ensurePrivateDir (dir: string): Promise<void> {
  * const key = await loadOrCreateIdentity('/home/me/.parley')
  * peerIdString(key) // '12D3KooW...'
  */
-export async function loadOrCreateIdentity (dataDir: string): Promise<PrivateKey> {
+export async function loadOrCreateIdentity (dataDir: string, options: IdentityOptions = {}): Promise<PrivateKey> {
   await ensurePrivateDir(dataDir)
   const file = join(dataDir, IDENTITY_FILE)
+  const protector = options.protector
   let bytes: Uint8Array | undefined
   try {
     bytes = await readFile(file)
@@ -32,18 +44,41 @@ export async function loadOrCreateIdentity (dataDir: string): Promise<PrivateKey
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
   }
   if (bytes !== undefined) {
+    const sealed = decodeSealed(bytes)
+    if (sealed !== undefined) bytes = await openSealed(file, sealed, protector)
+    let key: PrivateKey
     try {
-      return privateKeyFromProtobuf(bytes)
+      key = privateKeyFromProtobuf(bytes)
     } catch (err) {
       throw new CorruptRecordError(`identity key in ${file} cannot be read: ${(err as Error).message}`)
     }
+    // A plain key met with a protector (first start of the desktop app on this data dir): seal it.
+    if (sealed === undefined && protector !== undefined) await writeKey(file, key, protector)
+    return key
   }
   const key = await generateKeyPair('Ed25519')
+  await writeKey(file, key, protector)
+  return key
+}
+
+async function openSealed (file: string, sealed: { protector: string, sealed: Uint8Array }, protector: KeyProtector | undefined): Promise<Uint8Array> {
+  if (protector === undefined || protector.name !== sealed.protector) {
+    throw new SealedKeyError(`identity key in ${file} is sealed by "${sealed.protector}"${protector === undefined ? '' : ` (not "${protector.name}")`}: start Parley with the app that sealed it (the desktop app)`)
+  }
+  try {
+    return await protector.open(sealed.sealed)
+  } catch (err) {
+    throw new SealedKeyError(`identity key in ${file} cannot be opened by "${protector.name}": ${(err as Error).message}`)
+  }
+}
+
+async function writeKey (file: string, key: PrivateKey, protector: KeyProtector | undefined): Promise<void> {
+  const plain = privateKeyToProtobuf(key)
+  const bytes = protector === undefined ? plain : encodeSealed(protector.name, await protector.seal(plain))
   const tmp = `${file}.tmp`
-  await writeFile(tmp, privateKeyToProtobuf(key), { mode: 0o600 })
+  await writeFile(tmp, bytes, { mode: 0o600 })
   await chmod(tmp, 0o600)
   await rename(tmp, file)
-  return key
 }
 
 export function peerIdString (key: PrivateKey): PeerIdString {

@@ -419,13 +419,14 @@ void describe('parley start and bad options', () => {
   void it('npm start: says in one line that Electron is not available and runs the web shell with data in ~/.parley', { timeout: 30_000 }, async () => {
     const home = await makeTempDir('parley-web-home-')
     try {
-      const r = await runParley(['start', '--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0'], { HOME: home }, /"event":"ready"/)
+      // No Electron binary under the override, even on a machine where one is installed.
+      const r = await runParley(['start', '--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0'], { HOME: home, ELECTRON_OVERRIDE_DIST_PATH: home }, /"event":"ready"/)
       assert.equal(r.code, 0, r.stderr)
       const ready = JSON.parse(r.stdout.split('\n')[0] as string) as Frame
       assert.equal(ready.event, 'ready')
       const lines = r.stderr.split('\n').filter((l) => l.includes('Electron'))
       assert.equal(lines.length, 1, r.stderr)
-      assert.equal(lines[0], `parley: the Electron desktop app is not available here; starting the web shell instead: ${String(ready.url)}`)
+      assert.equal(lines[0], `parley: the Electron desktop app is not available here (no Electron binary at ${join(home, 'electron')} (ELECTRON_OVERRIDE_DIST_PATH); run "npx install-electron" with network access); starting the web shell instead: ${String(ready.url)}`)
       assert.ok(existsSync(join(home, '.parley', 'identity.key')), 'data in ~/.parley')
     } finally {
       await rm(home, { recursive: true, force: true })
