@@ -257,9 +257,12 @@ function splitKey (key: ConversationKey): ['dm' | 'group', string] {
   return [key.slice(0, i) as 'dm' | 'group', key.slice(i + 1)]
 }
 
-/** A system notification, if the user allowed them (asked by NotificationPrompt). */
+/**
+ * A system notification, if the user allowed them (asked by NotificationPrompt). Not in the
+ * Electron app (`window.parley`): its main process shows native notifications itself.
+ */
 function notify (title: string, body: string): void {
-  if (!('Notification' in window) || Notification.permission !== 'granted') return
+  if (window.parley !== undefined || !('Notification' in window) || Notification.permission !== 'granted') return
   const n = new Notification(title, { body, tag: 'parley' })
   n.onclick = () => { window.focus(); n.close() }
 }

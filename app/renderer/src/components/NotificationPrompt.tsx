@@ -3,7 +3,8 @@ import { dismissNotifyPrompt, notifyPromptDismissed } from '../prefs.js'
 
 /** Asks once, politely, to show notifications for messages that arrive while the page is hidden. */
 export function NotificationPrompt (): React.JSX.Element | null {
-  const supported = 'Notification' in window
+  // The Electron app notifies natively (its main process): nothing to ask there.
+  const supported = 'Notification' in window && window.parley === undefined
   const [visible, setVisible] = useState(supported && Notification.permission === 'default' && !notifyPromptDismissed())
   if (!visible) return null
   return (
