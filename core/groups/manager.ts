@@ -18,7 +18,7 @@ import { GroupDoc, MAX_GROUP_MEMBERS, type ApplyResult, type GroupMessageView as
 import { GroupStateError, NotGroupMemberError, TooManyMembersError, UnknownGroupError } from './errors.js'
 import { GroupGossip, type GossipVerdict } from './gossip.js'
 import { GroupPayload, PayloadKind } from './pb/payload.js'
-import { decodeRecord, encodeRecord, type GroupRecord } from './record.js'
+import { decodeRecord, encodeRecord, warmVerifiers, type GroupRecord } from './record.js'
 
 const log = forComponent('groups')
 
@@ -40,9 +40,10 @@ const SNAPSHOT_DEFER_MS = 2_000
  * Both ends of a new connection would sync their groups with each other, moving the same
  * records twice. The peer with the smaller id syncs at once; the other waits this long and
  * syncs only if no sync of the group between the two started in the last RECENT_SYNC_MS
- * (one sync moves records both ways).
+ * (one sync moves records both ways). Long enough for the first sync's step 1 to arrive on
+ * a loaded machine (1 s was not, at a load average of 14).
  */
-const CONNECT_SYNC_GRACE_MS = 1_000
+const CONNECT_SYNC_GRACE_MS = 3_000
 const RECENT_SYNC_MS = 10_000
 /** Anti-entropy: sync each joined group with one connected member this often. */
 const SYNC_EVERY_MS = 30_000
@@ -184,6 +185,8 @@ export class GroupManager implements GroupSyncBackend {
     this.timer = setInterval(() => { this.antiEntropy() }, SYNC_EVERY_MS)
     this.timer.unref?.()
     for (const g of this.groups.values()) if (g.info.state === 'joined') this.meetMembers(g)
+    // Meeting members starts syncs, whose large batches verify signatures on the workers.
+    if ([...this.groups.values()].some((g) => g.info.state === 'joined')) warmVerifiers()
     for (const ms of MEET_RETRY_MS) setTimeout(() => { this.meetIfAlone() }, ms).unref?.()
   }
 

@@ -1,38 +1,11 @@
 import { availableParallelism } from 'node:os'
 import { Worker } from 'node:worker_threads'
 import { forComponent } from '../logger.js'
+import { type VerifyAnswer, type VerifyItem, type VerifyJob } from './verify-job.js'
 
 const log = forComponent('groups:verify')
 
-/** A signature verified. */
-export const VERIFY_OK = 0
-/** A signature that does not verify. */
-export const VERIFY_BAD = 1
-/** Verification threw (a key or signature node could not use): the caller finds out why on its own thread. */
-export const VERIFY_ERROR = 2
-
-/** One Ed25519 check: the raw 32-byte public key, the exact signed bytes, the 64-byte signature. */
-export interface VerifyItem {
-  key: Uint8Array
-  message: Uint8Array
-  signature: Uint8Array
-}
-
-/** What goes to a worker: `count` items packed into three buffers (messages cut at `offsets`). */
-export interface VerifyJob {
-  id: number
-  count: number
-  keys: Uint8Array<ArrayBuffer>
-  messages: Uint8Array<ArrayBuffer>
-  offsets: Uint32Array<ArrayBuffer>
-  signatures: Uint8Array<ArrayBuffer>
-}
-
-/** A worker's answer: one status per item of job `id`. */
-export interface VerifyAnswer {
-  id: number
-  status: Uint8Array<ArrayBuffer>
-}
+export { VERIFY_BAD, VERIFY_ERROR, VERIFY_OK, type VerifyItem } from './verify-job.js'
 
 interface Pending {
   resolve: (status: Uint8Array) => void
@@ -83,6 +56,12 @@ export class VerifyPool {
       slot.pending.set(job.id, { resolve, reject })
       slot.worker.postMessage(job, [job.keys.buffer, job.messages.buffer, job.offsets.buffer, job.signatures.buffer])
     })
+  }
+
+  /** Start the workers now (they take a while to boot: better before the first large batch than during it). */
+  warm (): void {
+    if (!this.usable) return
+    for (let i = 0; i < this.size; i++) this.slot(i)
   }
 
   /** Stop every worker (pending jobs are rejected). */

@@ -6,7 +6,7 @@
  */
 import { createPublicKey, verify, type KeyObject } from 'node:crypto'
 import { parentPort } from 'node:worker_threads'
-import { VERIFY_BAD, VERIFY_ERROR, VERIFY_OK, type VerifyJob, type VerifyAnswer } from './verify-pool.js'
+import { VERIFY_BAD, VERIFY_ERROR, VERIFY_OK, type VerifyJob, type VerifyAnswer } from './verify-job.js'
 
 /** DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410); the 32 raw key bytes follow. */
 const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
