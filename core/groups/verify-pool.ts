@@ -78,7 +78,6 @@ export class VerifyPool {
     const existing = this.slots[i]
     if (existing !== undefined) return existing
     const worker = new Worker(WORKER_URL)
-    worker.unref()
     const slot: Slot = { worker, pending: new Map() }
     worker.on('message', (answer: VerifyAnswer) => {
       const p = slot.pending.get(answer.id)
@@ -97,6 +96,8 @@ export class VerifyPool {
       if (this.slots[i] === slot) this.slots[i] = undefined
       this.fail(slot, new Error(`signature worker exited with ${code}`))
     })
+    // After the listeners: attaching one refs the worker again.
+    worker.unref()
     this.slots[i] = slot
     return slot
   }

@@ -1,5 +1,10 @@
 import '../../core/polyfill.js'
 import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { after, describe, it } from 'node:test'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
@@ -113,5 +118,30 @@ describe('group record verification in batches (verify workers)', async () => {
     assert.equal(result.refused.filter((r) => r.error.name === 'GroupSignatureError').length, 1)
     assert.equal(reader.messageCount, forged - 1)
     assert.equal(reader.message(writer.messages()[forged - 1]?.id ?? ''), undefined)
+  })
+
+  it('started or busy workers never keep a process alive', async () => {
+    const record = JSON.stringify(fileURLToPath(new URL('../../core/groups/record.js', import.meta.url)))
+    const dir = await mkdtemp(join(tmpdir(), 'parley-verify-'))
+    after(async () => { await rm(dir, { recursive: true, force: true }) })
+    let n = 0
+    // A script file, not -e: the hang this guards against showed with a file.
+    const run = async (script: string): Promise<void> => {
+      const file = join(dir, `s${n++}.mjs`)
+      await writeFile(file, script)
+      await new Promise<void>((resolve, reject) => {
+        execFile(process.execPath, [file], { timeout: 20_000, cwd: fileURLToPath(new URL('.', import.meta.url)) }, (err) => {
+          if (err !== null) reject(new Error(`the process did not exit cleanly: ${err.message}`, { cause: err }))
+          else resolve()
+        })
+      })
+    }
+    // Started and idle (as GroupManager.open leaves them).
+    await run(`const m = await import(${record}); m.warmVerifiers(); console.log('started')`)
+    // After a batch.
+    await run(`const m = await import(${record});` +
+      `const { generateKeyPair } = await import(${JSON.stringify(import.meta.resolve('@libp2p/crypto/keys'))}); const key = await generateKeyPair('Ed25519');` +
+      `const rs = Array.from({ length: ${2 * POOL_MIN_RECORDS} }, (_, i) => m.signRecordNow(key, ${JSON.stringify(group)}, new Uint8Array([1, 1, 5, i & 0x7f, 0, 0])));` +
+      'const errors = await m.verifyRecords(rs); if (errors.some((e) => e !== undefined)) process.exit(3)')
   })
 })
