@@ -10,7 +10,7 @@ import {
   NotGroupAdminError, NotGroupMemberError, UnknownGroupMemberError
 } from './errors.js'
 import {
-  checkRecordShape, clientIdOf, isEd25519PeerId, recordSpan, signRecordNow, verifyRecord,
+  checkRecordShape, clientIdOf, isEd25519PeerId, recordSpan, signRecordNow, verifyRecord, verifyRecords,
   type GroupRecord, type RecordSpan
 } from './record.js'
 
@@ -363,7 +363,8 @@ export class GroupDoc {
   }
 
   /**
-   * apply() for many records at once (sync catch-up): signatures verified together, then one
+   * apply() for many records at once (sync catch-up): signatures verified together (a large
+   * batch partly on verification workers: verifyRecords), then one
    * yjs transaction. Records may come in any order: one refused for a missing dependency (or an
    * author not yet in the member list) is tried again after the others. Never throws for a
    * record; each refusal is listed with its error.
@@ -380,16 +381,14 @@ export class GroupDoc {
         result.refused.push({ record, error: err as Error })
       }
     }
-    const verified = await Promise.all(candidates.map(async p => {
-      try {
-        await verifyRecord(p.record)
-        return p
-      } catch (err) {
-        result.refused.push({ record: p.record, error: err as Error })
-        return undefined
-      }
-    }))
-    let queue = inClockOrder(verified.filter((p): p is Parsed => p !== undefined), p => p.span)
+    const signatureErrors = await verifyRecords(candidates.map(p => p.record))
+    const verified = candidates.filter((p, i) => {
+      const error = signatureErrors[i]
+      if (error === undefined) return true
+      result.refused.push({ record: p.record, error })
+      return false
+    })
+    let queue = inClockOrder(verified, p => p.span)
     this.transactRemote(() => {
       while (queue.length > 0) {
         const retry: Array<{ p: Parsed, error: Error }> = []

@@ -18,7 +18,7 @@ import { GroupDoc, MAX_GROUP_MEMBERS, type ApplyResult, type GroupMessageView as
 import { GroupStateError, NotGroupMemberError, TooManyMembersError, UnknownGroupError } from './errors.js'
 import { GroupGossip, type GossipVerdict } from './gossip.js'
 import { GroupPayload, PayloadKind } from './pb/payload.js'
-import { decodeRecord, encodeRecord, type GroupRecord } from './record.js'
+import { decodeRecord, encodeRecord, warmVerifiers, type GroupRecord } from './record.js'
 
 const log = forComponent('groups')
 
@@ -31,6 +31,22 @@ const INVITE_RECORD_BYTES = MAX_GROUP_BODY_BYTES - 1024
 const COPY_RECORD_BYTES = MAX_GROUP_BODY_BYTES - 1024
 /** A new snapshot (the fast load path) after this many records since the last one. */
 const SNAPSHOT_EVERY = 1000
+/**
+ * Records arriving by group-sync come in bursts (a catch-up brings thousands in a second or
+ * two): the snapshot they make due is taken this long after the first of them, once, rather
+ * than every SNAPSHOT_EVERY records while the burst is applied (each snapshot encodes the
+ * whole document). The records themselves are stored as they arrive; stop() takes it at once.
+ */
+const SNAPSHOT_DEFER_MS = 2_000
+/**
+ * Both ends of a new connection would sync their groups with each other, moving the same
+ * records twice. The peer with the smaller id syncs at once; the other waits this long and
+ * syncs only if no sync of the group between the two started in the last RECENT_SYNC_MS
+ * (one sync moves records both ways). Long enough for the first sync's step 1 to arrive on
+ * a loaded machine (1 s was not, at a load average of 14).
+ */
+const CONNECT_SYNC_GRACE_MS = 3_000
+const RECENT_SYNC_MS = 10_000
 /** Anti-entropy: sync each joined group with one connected member this often. */
 const SYNC_EVERY_MS = 30_000
 /** After gossip we could not decrypt: sync with its sender after this delay (its sender key is probably on the way). */
@@ -55,6 +71,13 @@ const COPY_DELAY_MS = 50
 const HEARD_FRESH_MS = 60_000
 /** Records in one 1:1 copy payload (the receiver's decode limit is 1024). */
 const COPY_MAX_RECORDS = 256
+/**
+ * After open: members of a group none of whom we reached are looked for again this long after
+ * (ms each). The first attempt runs while our relays (whose directories say where members
+ * are now) may still be connecting, and a relay that connects before the groups are open
+ * cannot trigger it; without these, the next try is anti-entropy's, SYNC_EVERY_MS later.
+ */
+const MEET_RETRY_MS = [1_000, 3_000, 7_000]
 /** A KEY_REQUEST to one member of one group at most this often. */
 const KEY_REQUEST_EVERY_MS = 30_000
 
@@ -109,6 +132,8 @@ interface Group {
   /** 1:1 copies waiting to go out (encoded records per member), and the timer that sends them. */
   copies: Map<PeerIdString, Uint8Array[]>
   copyTimer?: ReturnType<typeof setTimeout> | undefined
+  /** A deferred snapshot waiting to be taken (see SNAPSHOT_DEFER_MS). */
+  snapshotTimer?: ReturnType<typeof setTimeout>
 }
 
 const K = {
@@ -144,6 +169,8 @@ export class GroupManager implements GroupSyncBackend {
   /** Members to dial (MEET_PARALLEL at a time), and those being dialled. */
   private readonly meetQueue: PeerIdString[] = []
   private readonly meeting = new Set<PeerIdString>()
+  /** When a sync of a group with a peer last started, either side calling (`group/peer` -> ms); forgotten if ours failed. */
+  private readonly syncStarted = new Map<string, number>()
   private timer: ReturnType<typeof setInterval> | undefined
   private meetTimer: ReturnType<typeof setInterval> | undefined
   private running = false
@@ -185,6 +212,9 @@ export class GroupManager implements GroupSyncBackend {
     this.meetTimer = setInterval(() => { this.meetAll(true) }, MEET_EVERY_MS)
     this.meetTimer.unref?.()
     for (const g of this.groups.values()) if (g.info.state === 'joined') this.meetMembers(g)
+    // Meeting members starts syncs, whose large batches verify signatures on the workers.
+    if ([...this.groups.values()].some((g) => g.info.state === 'joined')) warmVerifiers()
+    for (const ms of MEET_RETRY_MS) setTimeout(() => { this.meetIfAlone() }, ms).unref?.()
   }
 
   async stop (): Promise<void> {
@@ -196,7 +226,12 @@ export class GroupManager implements GroupSyncBackend {
     this.p.node.removeEventListener('peer:connect', this.onConnect)
     this.gossip.stop()
     await this.syncServer.stop().catch(() => {})
-    await Promise.allSettled([...this.groups.values()].map(async (g) => await g.lock))
+    await Promise.allSettled([...this.groups.values()].map(async (g) => {
+      if (g.snapshotTimer === undefined) return await g.lock
+      clearTimeout(g.snapshotTimer)
+      g.snapshotTimer = undefined
+      await this.locked(g, async () => { await this.persist(g, []) })
+    }))
   }
 
   // ---- commands --------------------------------------------------------------------------
@@ -474,7 +509,10 @@ export class GroupManager implements GroupSyncBackend {
 
   authorize (group: GroupId, peer: PeerIdString): boolean {
     const g = this.groups.get(group)
-    return g !== undefined && g.info.state !== 'left' && g.doc.isMember(this.p.self) && g.doc.isMember(peer)
+    const ok = g !== undefined && g.info.state !== 'left' && g.doc.isMember(this.p.self) && g.doc.isMember(peer)
+    // The server asks once per inbound sync: a sync of this group with `peer` starts now.
+    if (ok) this.syncStarted.set(`${group}/${peer}`, Date.now())
+    return ok
   }
 
   stateVector (group: GroupId): Uint8Array | undefined {
@@ -499,7 +537,7 @@ export class GroupManager implements GroupSyncBackend {
         log('undecodable record from %s: %s', from, (err as Error).message)
       }
     }
-    await this.locked(g, async () => { await this.ingest(g, records) })
+    await this.locked(g, async () => { await this.ingest(g, records, true) })
   }
 
   /** Sync one group with one member now (both ways). */
@@ -509,14 +547,17 @@ export class GroupManager implements GroupSyncBackend {
 
   // ---- internals ----------------------------------------------------------------------------
 
-  /** Apply records (any author, signatures checked by the doc), store the accepted ones, react. */
-  private async ingest (g: Group, records: GroupRecord[]): Promise<void> {
+  /**
+   * Apply records (any author, signatures checked by the doc), store the accepted ones, react.
+   * `burst`: part of a group-sync, whose snapshot is deferred (SNAPSHOT_DEFER_MS).
+   */
+  private async ingest (g: Group, records: GroupRecord[], burst = false): Promise<void> {
     if (records.length === 0) return
     const before = g.doc.stateVector()
     const result = await g.doc.applyMany(records)
     for (const r of result.refused) log('record for %s by %s refused: %s', g.id, r.record.author, r.error.message)
     if (result.applied === 0) return
-    await this.persist(g, g.doc.recordsSince(before))
+    await this.persist(g, g.doc.recordsSince(before), undefined, burst)
     await this.afterChange(g, { applied: true, members: result.members, meta: result.meta, messages: result.messages })
   }
 
@@ -678,23 +719,52 @@ export class GroupManager implements GroupSyncBackend {
     return true
   }
 
-  /** Write records (and optionally sender-key state) plus the group's info in one batch. */
-  private async persist (g: Group, records: GroupRecord[], crypto?: CryptoChanges): Promise<void> {
+  /**
+   * Write records (and optionally sender-key state) plus the group's info in one batch; with a
+   * snapshot if one is due, unless `deferSnapshot` (then it is taken SNAPSHOT_DEFER_MS later).
+   */
+  private async persist (g: Group, records: GroupRecord[], crypto?: CryptoChanges, deferSnapshot = false): Promise<void> {
     const changes = new Map<string, Uint8Array | null>()
     for (const r of records) changes.set(K.record(g.id, g.info.seq++), encodeRecord(r))
     g.info.sinceSnapshot += records.length
-    if (g.info.sinceSnapshot >= SNAPSHOT_EVERY) {
+    if (g.info.sinceSnapshot >= SNAPSHOT_EVERY && deferSnapshot && this.running) {
+      this.deferSnapshot(g)
+    } else if (g.info.sinceSnapshot >= SNAPSHOT_EVERY) {
       changes.set(K.snapshot(g.id), g.doc.snapshot())
       g.info.sinceSnapshot = 0
+      clearTimeout(g.snapshotTimer)
+      g.snapshotTimer = undefined
     }
     changes.set(K.info(g.id), Buffer.from(JSON.stringify(g.info)))
     await this.p.store.putGroupEntries(changes, crypto)
   }
 
+  /** Take the snapshot SNAPSHOT_DEFER_MS from now (once), unless one is taken before. */
+  private deferSnapshot (g: Group): void {
+    if (g.snapshotTimer !== undefined) return
+    g.snapshotTimer = setTimeout(() => {
+      g.snapshotTimer = undefined
+      if (!this.running) return
+      this.locked(g, async () => {
+        if (g.info.sinceSnapshot >= SNAPSHOT_EVERY) await this.persist(g, [])
+      }).catch((err: unknown) => { log('snapshot of %s failed: %s', g.id, (err as Error).message) })
+    }, SNAPSHOT_DEFER_MS)
+    g.snapshotTimer.unref?.()
+  }
+
   private readonly onConnect = (evt: CustomEvent<{ toString: () => string }>): void => {
     const peer = evt.detail.toString() as PeerIdString
     for (const g of this.groups.values()) {
-      if (g.info.state === 'joined' && g.members.has(peer)) this.backgroundSync(peer, g.id)
+      if (g.info.state !== 'joined' || !g.members.has(peer)) continue
+      // One side syncs (see CONNECT_SYNC_GRACE_MS); the other only if that did not happen.
+      if (this.p.self < peer) {
+        this.backgroundSync(peer, g.id)
+      } else {
+        setTimeout(() => {
+          const started = this.syncStarted.get(`${g.id}/${peer}`) ?? -Infinity
+          if (Date.now() - started >= RECENT_SYNC_MS) this.backgroundSync(peer, g.id)
+        }, CONNECT_SYNC_GRACE_MS).unref?.()
+      }
     }
   }
 
@@ -713,9 +783,13 @@ export class GroupManager implements GroupSyncBackend {
     const key = `${group}/${peer}`
     if (!this.running || this.syncing.has(key)) return
     this.syncing.add(key)
+    this.syncStarted.set(key, Date.now())
     this.syncClient.sync(peer, group)
       .then((r) => { log('synced %s with %s: sent %d, received %d', group, peer, r.sent, r.received) })
-      .catch((err: unknown) => { log('sync of %s with %s failed: %s', group, peer, (err as Error).message) })
+      .catch((err: unknown) => {
+        this.syncStarted.delete(key)
+        log('sync of %s with %s failed: %s', group, peer, (err as Error).message)
+      })
       .finally(() => { this.syncing.delete(key) })
   }
 
@@ -727,6 +801,14 @@ export class GroupManager implements GroupSyncBackend {
   meetAll (retry = false): void {
     if (!this.running) return
     for (const g of this.groups.values()) if (g.info.state === 'joined') this.meetMembers(g, retry)
+  }
+
+  /** meetMembers for every joined group with no member connected. */
+  private meetIfAlone (): void {
+    if (!this.running) return
+    for (const g of this.groups.values()) {
+      if (g.info.state === 'joined' && ![...g.members].some((m) => m !== this.p.self && this.connected(m))) this.meetMembers(g, true)
+    }
   }
 
   /**

@@ -6,6 +6,7 @@ import { owned } from '../bytes.js'
 import { isGroupId, type GroupId, type PeerIdString } from '../ids.js'
 import { GroupSignatureError, InvalidGroupRecordError } from './errors.js'
 import { GroupRecord as GroupRecordPb } from './pb/group.js'
+import { defaultPoolSize, VERIFY_BAD, VERIFY_OK, VerifyPool, type VerifyItem } from './verify-pool.js'
 
 /**
  * One signed change to a group: a yjs update (V1) holding one transaction of `author`, signed
@@ -60,15 +61,20 @@ export function checkRecordShape (r: GroupRecord): void {
 }
 
 /**
- * Authors' public keys as node KeyObjects, made once: libp2p's Ed25519 verify imports the key
- * afresh on every call, which costs more than the verification itself (catch-up verifies
- * thousands of records of a handful of authors).
+ * Authors' public keys as node KeyObjects (and their raw bytes, for the verification workers),
+ * made once: libp2p's Ed25519 verify imports the key afresh on every call, which costs more
+ * than the verification itself (catch-up verifies thousands of records of a handful of authors).
  */
-const keyCache = new Map<string, KeyObject>()
+const keyCache = new Map<string, AuthorKey>()
 const KEY_CACHE_MAX = 4096
 
+interface AuthorKey {
+  key: KeyObject
+  raw: Uint8Array
+}
+
 /** The Ed25519 public key a peer id string carries; InvalidGroupRecordError if it carries none. */
-function authorKey (author: string): KeyObject {
+function authorKey (author: string): AuthorKey {
   let key = keyCache.get(author)
   if (key !== undefined) return key
   let publicKey: PublicKey
@@ -79,7 +85,8 @@ function authorKey (author: string): KeyObject {
   } catch (err) {
     throw new InvalidGroupRecordError(`group record author is not an Ed25519 peer id: ${(err as Error).message}`)
   }
-  key = createPublicKey({ format: 'jwk', key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(publicKey.raw).toString('base64url') } })
+  const raw = publicKey.raw
+  key = { key: createPublicKey({ format: 'jwk', key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(raw).toString('base64url') } }), raw }
   if (keyCache.size >= KEY_CACHE_MAX) keyCache.clear()
   keyCache.set(author, key)
   return key
@@ -142,22 +149,113 @@ export function signRecordNow (privateKey: PrivateKey, group: GroupId, update: U
 /**
  * Throws GroupSignatureError unless `r.signature` is `r.author`'s over the group and update.
  * (Verified synchronously, about 80 µs: handing each one to libuv's thread pool costs more
- * than it saves on small machines.)
+ * than it saves on small machines. Many at once: verifyRecords.)
  */
 export async function verifyRecord (r: GroupRecord): Promise<void> {
+  const err = verifyNow(r)
+  if (err !== undefined) throw err
+}
+
+/** The GroupSignatureError verifyRecord throws for `r`, or undefined if its signature is good. */
+function verifyNow (r: GroupRecord): GroupSignatureError | undefined {
   let key: KeyObject
   try {
-    key = authorKey(r.author)
+    key = authorKey(r.author).key
   } catch (err) {
-    throw new GroupSignatureError((err as Error).message)
+    return new GroupSignatureError((err as Error).message)
   }
   let ok: boolean
   try {
     ok = cryptoVerify(null, signedMessage(r.group, r.update), key, r.signature)
   } catch (err) {
-    throw new GroupSignatureError(`group record signature does not parse: ${(err as Error).message}`)
+    return new GroupSignatureError(`group record signature does not parse: ${(err as Error).message}`)
   }
-  if (!ok) throw new GroupSignatureError(`group record is not signed by its author ${r.author}`)
+  return ok ? undefined : notSignedBy(r)
+}
+
+function notSignedBy (r: GroupRecord): GroupSignatureError {
+  return new GroupSignatureError(`group record is not signed by its author ${r.author}`)
+}
+
+/** Below this many records a batch is verified on the calling thread (a worker round trip costs more). */
+export const POOL_MIN_RECORDS = 64
+
+let pool: VerifyPool | undefined
+
+function sharedPool (): VerifyPool {
+  pool ??= new VerifyPool(defaultPoolSize())
+  return pool
+}
+
+/**
+ * Start the verification workers verifyRecords uses, ahead of a catch-up: a worker takes
+ * 0.1-0.5 s to boot on a small machine, which the first large batch would otherwise wait for.
+ */
+export function warmVerifiers (): void {
+  sharedPool().warm()
+}
+
+/**
+ * verifyRecord for many records: one entry per record, undefined where the signature is good,
+ * else the GroupSignatureError verifyRecord would throw. A large batch is shared between this
+ * thread and the verification workers (VerifyPool), so it takes a fraction of the time on a
+ * machine with more than one core; items a worker could not check (or whose worker died) are
+ * verified here, so the answer is always exactly verifyRecord's.
+ *
+ * @example
+ * const errors = await verifyRecords(records)
+ * const good = records.filter((_r, i) => errors[i] === undefined)
+ */
+export async function verifyRecords (records: readonly GroupRecord[], workers: VerifyPool = sharedPool()): Promise<Array<GroupSignatureError | undefined>> {
+  // null: not decided yet. Whatever is still null at the end is verified here (fail closed).
+  const out = new Array<GroupSignatureError | undefined | null>(records.length).fill(null)
+  const parts = workers.usable && records.length >= POOL_MIN_RECORDS ? workers.size + 1 : 1
+  const per = Math.ceil(records.length / parts)
+  // Workers take the later slices; this thread verifies the first one meanwhile.
+  const offloaded: Array<Promise<void>> = []
+  for (let start = per; start < records.length; start += per) {
+    const end = Math.min(records.length, start + per)
+    offloaded.push(verifySlice(workers, records, start, end, out))
+  }
+  for (let i = 0; i < Math.min(per, records.length); i++) out[i] = verifyNow(records[i] as GroupRecord)
+  await Promise.all(offloaded)
+  return out.map((e, i) => e === null ? verifyNow(records[i] as GroupRecord) : e)
+}
+
+/** Verify records[start, end) on a worker; anything it does not call good is verified here. */
+async function verifySlice (workers: VerifyPool, records: readonly GroupRecord[], start: number, end: number, out: Array<GroupSignatureError | undefined | null>): Promise<void> {
+  const items: VerifyItem[] = []
+  const index: number[] = []
+  for (let i = start; i < end; i++) {
+    const r = records[i] as GroupRecord
+    let raw: Uint8Array | undefined
+    try {
+      raw = authorKey(r.author).raw
+    } catch {
+      raw = undefined
+    }
+    if (raw?.byteLength === 32 && r.signature.byteLength === SIGNATURE_BYTES) {
+      items.push({ key: raw, message: signedMessage(r.group, r.update), signature: r.signature })
+      index.push(i)
+    } else {
+      out[i] = verifyNow(r)
+    }
+  }
+  let status: Uint8Array | undefined
+  if (items.length > 0) {
+    try {
+      status = await workers.verify(items)
+    } catch {
+      status = undefined // the worker failed: verified below, on this thread
+    }
+  }
+  index.forEach((i, k) => {
+    const r = records[i] as GroupRecord
+    const s = status?.[k]
+    if (s === VERIFY_OK) out[i] = undefined
+    else if (s === VERIFY_BAD) out[i] = notSignedBy(r)
+    else out[i] = verifyNow(r)
+  })
 }
 
 /**

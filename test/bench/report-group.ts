@@ -87,11 +87,13 @@ export function textGroup (g: GroupResult, table: Table): string[] {
     '',
     table(CONN_HEAD, connRows(g)),
     '',
-    table(CATCH_HEAD, catchRows(g.catchUp)),
-    '',
-    table(MEM_HEAD, memRows(g)),
-    ''
+    ...textCatchUp(g, table)
   ]
+}
+
+/** The catch-up and memory tables (all that `run.js --group-catch-up` measures). */
+export function textCatchUp (g: GroupResult, table: Table): string[] {
+  return [table(CATCH_HEAD, catchRows(g.catchUp)), '', table(MEM_HEAD, memRows(g)), '']
 }
 
 export function mdGroup (g: GroupResult, o: GroupOptions, table: Table): string {
@@ -114,8 +116,8 @@ export function mdGroup (g: GroupResult, o: GroupOptions, table: Table): string 
   \`Messenger\` stops; A writes ${c.messages.toLocaleString('en-US')} messages with \`groups.send\` (set-up, not timed). A's outbox
   also queues a 1:1 copy of each record for B, to be deposited in B's relay mailbox (we give it ${Math.round(c.outboxDrainedMs / 1000)} s).
   B's \`Messenger\` then starts again on the same data directory; timed from \`Messenger.start\` until B's group history holds
-  every message, by whatever the product does (group-sync with A on connecting, the mailbox drain, A's outbox sending the
-  queued copies directly once B is back). When B's connection to A came up is shown as well.
+  every message, by whatever the product does (one group-sync between A and B once connected, started by the peer with
+  the smaller id; the mailbox drain; A's outbox sending the queued copies directly once B is back). When B's connection to A came up is shown as well.
 - *Memory per group*: after the catch-up B stops; a fresh process opens B's level store, forces a GC, then reads the
   group's stored records and snapshot and builds its \`GroupDoc\` exactly as \`GroupManager.open\` does, drops the
   temporaries and forces a GC again: the heapUsed difference is what one open group of that many messages holds.

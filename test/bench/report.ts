@@ -138,7 +138,7 @@ function clockRows (m: ModeResults): string[][] {
   return m.clocks.map((c) => [c.when, fmtMs(c.offsetMs), `±${fmtMs(c.uncertaintyMs)}`, String(c.samples)])
 }
 
-function textTable (head: string[], rows: string[][]): string {
+export function textTable (head: string[], rows: string[][]): string {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
   const line = (cells: string[]): string => cells.map((c, i) => i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0)).join('  ')
   return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n')
@@ -478,6 +478,7 @@ export function renderMarkdown (r: BenchResults): string {
 npm run bench            # build, then the full run (a few minutes, relay scenarios included)
 node dist/test/bench/run.js --quick   # after a build: small N smoke run (does not rewrite this file)
 node dist/test/bench/run.js --no-one-process   # skip the secondary one-process run
+node dist/test/bench/run.js --group-catch-up   # only the group catch-up (10,000 missed messages) and memory scenarios; writes nothing
 \`\`\`
 
 Each run prints the tables below, writes the raw figures to \`bench-results/bench-<timestamp>.json\`

@@ -38,11 +38,12 @@ import { fileURLToPath } from 'node:url'
 import { checkClocks, type ClockCheck } from './clock.js'
 import { LocalPeer, type PeerHandle } from './peer.js'
 import { killAllPeers, killAllPeersAndWait, ProcessPeer } from './process-peer.js'
-import { renderMarkdown, renderText, type BenchConfig, type BenchResults, type MachineInfo, type ModeResults } from './report.js'
+import { renderMarkdown, renderText, textTable, type BenchConfig, type BenchResults, type MachineInfo, type ModeResults } from './report.js'
 import { runCrypto, type CryptoResult } from './scenarios/crypto.js'
 import { runDm } from './scenarios/dm.js'
 import { runFloor } from './scenarios/floor.js'
 import { runGroups, type GroupResult } from './scenarios/group.js'
+import { textCatchUp } from './report-group.js'
 import { runRelay, type RelayResult } from './scenarios/relay.js'
 import { evaluateTargets } from './targets.js'
 import { now } from './util.js'
@@ -51,27 +52,30 @@ interface Args {
   quick: boolean
   docs: boolean
   oneProcess: boolean
+  groupCatchUp: boolean
 }
 
 function parseArgs (argv: string[]): Args {
-  const args: Args = { quick: false, docs: true, oneProcess: true }
+  const args: Args = { quick: false, docs: true, oneProcess: true, groupCatchUp: false }
   let docsFlag: boolean | undefined
   for (const a of argv) {
     if (a === '--quick') args.quick = true
     else if (a === '--docs') docsFlag = true
     else if (a === '--no-docs') docsFlag = false
     else if (a === '--no-one-process') args.oneProcess = false
+    else if (a === '--group-catch-up') args.groupCatchUp = true
     else if (a === '--help' || a === '-h') {
-      console.log('usage: node dist/test/bench/run.js [--quick] [--docs | --no-docs] [--no-one-process]\n' +
+      console.log('usage: node dist/test/bench/run.js [--quick] [--docs | --no-docs] [--no-one-process] [--group-catch-up]\n' +
         '  --quick           small N smoke run (skips rewriting docs/benchmarks.md unless --docs)\n' +
         '  --no-docs         do not rewrite docs/benchmarks.md\n' +
-        '  --no-one-process  skip the secondary run with both nodes in this process')
+        '  --no-one-process  skip the secondary run with both nodes in this process\n' +
+        '  --group-catch-up  only the group catch-up and memory scenarios, same options (prints them; writes nothing)')
       process.exit(0)
     } else {
       throw new Error(`unknown argument ${a} (try --help)`)
     }
   }
-  args.docs = docsFlag ?? !args.quick
+  args.docs = docsFlag ?? (!args.quick && !args.groupCatchUp)
   return args
 }
 
@@ -270,6 +274,13 @@ async function main (): Promise<void> {
   process.once('SIGINT', () => { onSignal(130) })
   process.once('SIGTERM', () => { onSignal(143) })
   process.once('SIGHUP', () => { onSignal(129) })
+
+  if (args.groupCatchUp) {
+    // The same catch-up and memory scenarios as the full run (same counts and timing points), without the fan-out sizes.
+    const group = await runGroups(async (name) => await ProcessPeer.spawn(`processes-${name}`), { ...config.group, sizes: [] }, dataRoot, (line) => { console.error(line) })
+    console.log(textCatchUp(group, textTable).join('\n'))
+    return
+  }
 
   const processes = await runProcesses(config, dataRoot)
   const crypto = await runCryptoScenario(config, dataRoot)
