@@ -72,12 +72,11 @@ const HEARD_FRESH_MS = 60_000
 /** Records in one 1:1 copy payload (the receiver's decode limit is 1024). */
 const COPY_MAX_RECORDS = 256
 /**
- * After open: members of a group none of whom we reached are looked for again this long after
- * (ms each). The first attempt runs while our relays (whose directories say where members
- * are now) may still be connecting, and a relay that connects before the groups are open
- * cannot trigger it; without these, the next try is anti-entropy's, SYNC_EVERY_MS later.
+ * After open, the first rounds of meetAll come sooner than MEET_EVERY_MS (ms after open): the
+ * first attempt runs while our relays (whose directories say where members are now) may still
+ * be connecting, and a relay that connects before the groups are open cannot trigger one.
  */
-const MEET_RETRY_MS = [1_000, 3_000, 7_000]
+const MEET_EARLY_MS = [1_000, 3_000]
 /** A KEY_REQUEST to one member of one group at most this often. */
 const KEY_REQUEST_EVERY_MS = 30_000
 
@@ -214,7 +213,7 @@ export class GroupManager implements GroupSyncBackend {
     for (const g of this.groups.values()) if (g.info.state === 'joined') this.meetMembers(g)
     // Meeting members starts syncs, whose large batches verify signatures on the workers.
     if ([...this.groups.values()].some((g) => g.info.state === 'joined')) warmVerifiers()
-    for (const ms of MEET_RETRY_MS) setTimeout(() => { this.meetIfAlone() }, ms).unref?.()
+    for (const ms of MEET_EARLY_MS) setTimeout(() => { this.meetAll(true) }, ms).unref?.()
   }
 
   async stop (): Promise<void> {
@@ -801,14 +800,6 @@ export class GroupManager implements GroupSyncBackend {
   meetAll (retry = false): void {
     if (!this.running) return
     for (const g of this.groups.values()) if (g.info.state === 'joined') this.meetMembers(g, retry)
-  }
-
-  /** meetMembers for every joined group with no member connected. */
-  private meetIfAlone (): void {
-    if (!this.running) return
-    for (const g of this.groups.values()) {
-      if (g.info.state === 'joined' && ![...g.members].some((m) => m !== this.p.self && this.connected(m))) this.meetMembers(g, true)
-    }
   }
 
   /**
