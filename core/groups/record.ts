@@ -1,4 +1,4 @@
-import { createHash, createPrivateKey, createPublicKey, sign as cryptoSign, verify as cryptoVerify, type KeyObject } from 'node:crypto'
+import { createHash, createPrivateKey, sign as cryptoSign, verify as cryptoVerify, type KeyObject } from 'node:crypto'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import type { PrivateKey, PublicKey } from '@libp2p/interface'
 import * as decoding from 'lib0/decoding'
@@ -6,6 +6,7 @@ import { owned } from '../bytes.js'
 import { isGroupId, type GroupId, type PeerIdString } from '../ids.js'
 import { GroupSignatureError, InvalidGroupRecordError } from './errors.js'
 import { GroupRecord as GroupRecordPb } from './pb/group.js'
+import { ed25519PublicKey } from './verify-job.js'
 import { defaultPoolSize, VERIFY_BAD, VERIFY_OK, VerifyPool, type VerifyItem } from './verify-pool.js'
 
 /**
@@ -86,7 +87,7 @@ function authorKey (author: string): AuthorKey {
     throw new InvalidGroupRecordError(`group record author is not an Ed25519 peer id: ${(err as Error).message}`)
   }
   const raw = publicKey.raw
-  key = { key: createPublicKey({ format: 'jwk', key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(raw).toString('base64url') } }), raw }
+  key = { key: ed25519PublicKey(raw), raw }
   if (keyCache.size >= KEY_CACHE_MAX) keyCache.clear()
   keyCache.set(author, key)
   return key

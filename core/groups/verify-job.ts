@@ -1,7 +1,17 @@
 /**
- * What the main thread and a verification worker (verify-worker.ts) say to each other. No
- * imports: the worker loads this and node's own modules only, so it starts in milliseconds.
+ * What the main thread and a verification worker (verify-worker.ts) say to each other, and the
+ * one way both make a key. Only node's own modules: the worker loads this and nothing else
+ * of ours, so it starts in milliseconds.
  */
+import { createPublicKey, type KeyObject } from 'node:crypto'
+
+/** DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410); the 32 raw key bytes follow. */
+const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
+
+/** A node KeyObject for a raw 32-byte Ed25519 public key (throws if node cannot use it). */
+export function ed25519PublicKey (raw: Uint8Array): KeyObject {
+  return createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, raw]), format: 'der', type: 'spki' })
+}
 
 /** A signature verified. */
 export const VERIFY_OK = 0

@@ -4,12 +4,9 @@
  * and the signatures, and answers one status per item (VERIFY_OK, VERIFY_BAD, VERIFY_ERROR).
  * The main thread builds the messages and decides what a status means.
  */
-import { createPublicKey, verify, type KeyObject } from 'node:crypto'
+import { verify, type KeyObject } from 'node:crypto'
 import { parentPort } from 'node:worker_threads'
-import { VERIFY_BAD, VERIFY_ERROR, VERIFY_OK, type VerifyJob, type VerifyAnswer } from './verify-job.js'
-
-/** DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410); the 32 raw key bytes follow. */
-const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
+import { ed25519PublicKey, VERIFY_BAD, VERIFY_ERROR, VERIFY_OK, type VerifyJob, type VerifyAnswer } from './verify-job.js'
 const KEY_CACHE_MAX = 4096
 const keys = new Map<string, KeyObject>()
 
@@ -17,7 +14,7 @@ function keyOf (raw: Uint8Array): KeyObject {
   const id = Buffer.from(raw).toString('base64')
   let key = keys.get(id)
   if (key === undefined) {
-    key = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' })
+    key = ed25519PublicKey(raw)
     if (keys.size >= KEY_CACHE_MAX) keys.clear()
     keys.set(id, key)
   }
