@@ -200,6 +200,17 @@ function parleyPubSub (): (components: GossipSubComponents) => ParleyPubSub {
 }
 
 /**
+ * libp2p pings every connection and aborts one whose ping does not come back in time. Its
+ * defaults (every 10 s, timeout from 5 s) abort healthy connections whenever the event loop
+ * is busy for a few seconds: a 50-member group on a loaded machine lost most of its member
+ * connections that way (1,017 aborts in one run), and redialling them made the load worse.
+ * A messenger keeps few connections for long: ping less often, give a busy peer longer.
+ * A dead connection is still found within about a minute (a reset or failed write ends it
+ * sooner).
+ */
+const CONNECTION_MONITOR = { pingInterval: 20_000, pingTimeout: { minTimeout: 20_000 } }
+
+/**
  * The one place a Parley libp2p node is configured: TCP, WebSockets and circuit relay,
  * Noise, Yamux (window updates at half a window: lazyYamuxWindowUpdates), identify, ping,
  * autonat and DCUtR, gossipsub (`GOSSIP_OPTIONS`) unless `pubsub: false`, and mDNS discovery
@@ -227,6 +238,7 @@ export async function createNode (options: NodeOptions): Promise<ParleyLibp2p> {
     connectionManager: {
       inboundConnectionThreshold: options.inboundConnectionThreshold ?? 5
     },
+    connectionMonitor: CONNECTION_MONITOR,
     ...(options.connectionGater !== undefined ? { connectionGater: options.connectionGater } : {}),
     services: {
       identify: identify(),

@@ -8,6 +8,7 @@
  * No call is made while something is being timed: the scenarios start a timed run with one
  * call and collect the timestamps (shared clock) with the next.
  */
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks'
 import { collectGarbage, PeakSampler, snapshot, type MemorySnapshot } from './memory.js'
 import { runCryptoBench, type CryptoParams, type CryptoRun } from './scenarios/crypto-peer.js'
 import {
@@ -27,6 +28,8 @@ import { now, sharedNow } from './util.js'
 
 type Empty = Record<string, never>
 
+const LOOP_RESOLUTION_MS = 20
+
 /** What a process used between usage.start and usage.stop. */
 export interface Usage {
   peakRssBytes: number
@@ -35,6 +38,9 @@ export interface Usage {
   cpuUserMs: number
   cpuSystemMs: number
   wallMs: number
+  /** How late the event loop ran its timers over the interval (perf_hooks monitorEventLoopDelay, LOOP_RESOLUTION_MS): p99 and max. */
+  loopDelayP99Ms: number
+  loopDelayMaxMs: number
 }
 
 /** Every call a peer answers: what it takes and what it returns (structured-clone safe). */
@@ -119,7 +125,7 @@ export class PeerHost {
   private readonly dm = new DmPeer()
   private readonly relay = new RelayPeer()
   private readonly group = new GroupPeer()
-  private usage: { peak: PeakSampler, cpu: NodeJS.CpuUsage, wallStart: number } | undefined
+  private usage: { peak: PeakSampler, cpu: NodeJS.CpuUsage, wallStart: number, loop: IntervalHistogram } | undefined
 
   readonly handlers: Handlers = {
     'clock.now': async () => ({ t: sharedNow(), pid: process.pid }),
@@ -129,9 +135,12 @@ export class PeerHost {
     },
     'usage.start': async () => {
       this.usage?.peak.stop()
+      this.usage?.loop.disable()
       const peak = new PeakSampler()
       peak.start()
-      this.usage = { peak, cpu: process.cpuUsage(), wallStart: now() }
+      const loop = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS })
+      loop.enable()
+      this.usage = { peak, cpu: process.cpuUsage(), wallStart: now(), loop }
       return {}
     },
     'usage.stop': async () => {
@@ -140,8 +149,18 @@ export class PeerHost {
       const cpu = process.cpuUsage(u.cpu)
       const wallMs = now() - u.wallStart
       u.peak.stop()
+      u.loop.disable()
       this.usage = undefined
-      return { peakRssBytes: u.peak.peakRssBytes, peakHeapUsedBytes: u.peak.peakHeapUsedBytes, cpuUserMs: cpu.user / 1000, cpuSystemMs: cpu.system / 1000, wallMs }
+      return {
+        peakRssBytes: u.peak.peakRssBytes,
+        peakHeapUsedBytes: u.peak.peakHeapUsedBytes,
+        cpuUserMs: cpu.user / 1000,
+        cpuSystemMs: cpu.system / 1000,
+        wallMs,
+        // The histogram holds the intervals between its 20 ms timer's runs: the delay is what is over 20 ms.
+        loopDelayP99Ms: Math.max(0, u.loop.percentile(99) / 1e6 - LOOP_RESOLUTION_MS),
+        loopDelayMaxMs: Math.max(0, u.loop.max / 1e6 - LOOP_RESOLUTION_MS)
+      }
     },
     'floor.start': async ({ messageBytes }) => ({ addrs: await this.floor.start(messageBytes) }),
     'floor.dial': async ({ addrs }) => { await this.floor.dial(addrs); return {} },

@@ -48,7 +48,8 @@ function connRows (g: GroupResult): string[][] {
 function cpuLine (f: FanoutResult): string {
   if (f.error !== undefined) return `${f.members} members: the scenario failed (${f.error}), nothing was measured`
   return `${f.members} members: the member processes used ${Math.round(f.cpuMs)} ms of CPU in ${Math.round(f.cpuWallMs)} ms ` +
-    `(${round(f.cpuMs / f.cpuWallMs, 2)} cores), ${fmtMs(f.cpuMsPerDelivery)} ms per delivery; senders saw ${fmtSpread(f.senderSubscribers)} ` +
+    `(${round(f.cpuMs / f.cpuWallMs, 2)} cores), ${fmtMs(f.cpuMsPerDelivery)} ms per delivery; event loops ran late by up to ` +
+    `${fmtMs(f.loopDelayP99Ms)} ms at p99 (${fmtMs(f.loopDelayMaxMs)} ms at most, the worst member process); senders saw ${fmtSpread(f.senderSubscribers)} ` +
     `connected topic subscribers (min / mean / max; each other member gets a 1:1 copy). Set-up: group formed in ${Math.round(f.formMs)} ms, ` +
     `warm-up (${f.warmupMessages} messages) ${f.warmupComplete ? 'complete' : `INCOMPLETE (the fewest any member had: ${f.warmupFewest})`} in ${Math.round(f.warmupMs)} ms`
 }
@@ -104,7 +105,8 @@ export function mdGroup (g: GroupResult, o: GroupOptions, table: Table): string 
 - *Fan-out*: ${sizes}. Every member is a real \`Messenger\` (own level database, own libp2p node on loopback TCP) with a
   relay process (mailbox, prekey and peer directories) in \`relays\`. Member 0 adds the others as contacts (their invites),
   creates the group with all of them and each accepts: invites, sender keys and the members' dials to each other run as in
-  the product. Warm-up: every member sends ${o.warmupRounds} message(s), ${o.warmupGapMs} ms apart, until every member has them
+  the product. Warm-up: every member sends ${o.warmupRounds} message(s), ${o.warmupGapMs} ms apart (or the size's own gap if longer: never faster than
+  the measured run), until every member has them
   all (then 1 s to settle). Measured: message *i* is sent by member *i* mod N at a fixed time on the shared clock
   (${o.messageBytes}-byte texts); each member notes when its \`group.message\` event fired. "ALL members" is, per message, the
   last of the N - 1 arrivals minus the moment \`groups.send\` was called; "per delivery" is every arrival. A message reaches

@@ -89,6 +89,9 @@ export interface FanoutResult {
   cpuMs: number
   cpuWallMs: number
   cpuMsPerDelivery: number
+  /** Event-loop delay over the measured run, worst member process: p99 and max (ms late). */
+  loopDelayP99Ms: number
+  loopDelayMaxMs: number
   /** Per message: send called -> the last of the other members' group.message events (shared clock). */
   allMembers: LatencySummary
   /** Every (message, receiving member) pair: send called -> that member's group.message event. */
@@ -208,6 +211,11 @@ async function sendRound (seats: Seat[], group: string, first: number, count: nu
   return runs.flat()
 }
 
+/** The warm-up's gap between two sends: the configured one, or the size's own if that is longer. */
+function warmupGap (o: GroupOptions, size: GroupSize): number {
+  return Math.max(o.warmupGapMs, size.gapMs)
+}
+
 /** Wait until every member's history holds `count` messages; the fewest any member holds at the end. */
 async function waitAll (procs: PeerHandle[], group: string, count: number, timeoutMs: number): Promise<{ complete: boolean, fewest: number }> {
   const results = await Promise.all(procs.map(async (peer) => await peer.call('group.waitCount', { group, count, timeoutMs }, timeoutMs + 10_000)))
@@ -231,7 +239,10 @@ async function fanout (spawn: Spawn, relayAddr: string, size: GroupSize, o: Grou
 
     const t1 = now()
     const warmupMessages = o.warmupRounds * size.members
-    await sendRound(seats, group, 0, warmupMessages, o.warmupGapMs, o)
+    // Never faster than the measured run: a warm-up burst beyond what the machine sustains
+    // (50 members at 20 messages/s is about 1,000 deliveries/s on 2 CPUs) leaves a backlog
+    // the measured run would then time.
+    await sendRound(seats, group, 0, warmupMessages, warmupGap(o, size), o)
     const warm = await waitAll(procs.peers, group, warmupMessages, o.warmupTimeoutMs)
     const warmupMs = now() - t1
     if (!warm.complete) log(`  warm-up incomplete after ${Math.round(warmupMs)} ms: the fewest any member had was ${warm.fewest}/${warmupMessages}`)
@@ -282,6 +293,8 @@ async function fanout (spawn: Spawn, relayAddr: string, size: GroupSize, o: Grou
       cpuMs,
       cpuWallMs: wallMs,
       cpuMsPerDelivery: deliveries > 0 ? cpuMs / deliveries : Number.NaN,
+      loopDelayP99Ms: Math.max(...usage.map((u) => u.loopDelayP99Ms)),
+      loopDelayMaxMs: Math.max(...usage.map((u) => u.loopDelayMaxMs)),
       allMembers: summarize(all),
       perDelivery: summarize(each),
       sendResolved: summarize(sent.map((s) => s.resolvedAt - s.sentAt)),
@@ -313,6 +326,8 @@ function failedFanout (size: GroupSize, o: GroupOptions, error: string): FanoutR
     cpuMs: Number.NaN,
     cpuWallMs: Number.NaN,
     cpuMsPerDelivery: Number.NaN,
+    loopDelayP99Ms: Number.NaN,
+    loopDelayMaxMs: Number.NaN,
     allMembers: NO_LATENCY,
     perDelivery: NO_LATENCY,
     sendResolved: NO_LATENCY,
