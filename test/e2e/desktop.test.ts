@@ -1,7 +1,7 @@
 import '../../core/polyfill.js'
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
-import { copyFile, mkdir } from 'node:fs/promises'
+import { copyFile, mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { chromium, type Browser, type Locator, type Page } from 'playwright-core'
@@ -56,7 +56,7 @@ async function send (page: Page, text: string): Promise<void> {
   await bubble(page, text).waitFor()
 }
 
-void describe('desktop app in a browser: three users, a relay, real nodes', { timeout: 240_000 }, () => {
+void describe('desktop app in a browser: three users, a relay, real nodes', { timeout: 480_000 }, () => {
   const cluster = new Cluster()
   let relay: TestRelay
   let browser: Browser
@@ -194,16 +194,23 @@ void describe('desktop app in a browser: three users, a relay, real nodes', { ti
     await bubble(bob.page, 'Hello Bob!').waitFor() // history kept in the same data dir
   })
 
-  step('a group with a third user: create, invite accepted in the UI, chat, info panel', 90_000, async () => {
+  step('a group: created with Bob, Cyd added from the info panel, invites accepted in the UI, chat, info panel', 90_000, async () => {
     await addContact(ada, await inviteOf(cyd))
     await addContact(cyd, await inviteOf(ada))
     await ada.page.getByRole('button', { name: 'New group' }).click()
     const dialog = ada.page.getByRole('dialog', { name: 'New group' })
     await dialog.getByRole('textbox', { name: 'Group name' }).fill('Weekend trip')
     await dialog.getByRole('checkbox', { name: 'Bob' }).check()
-    await dialog.getByRole('checkbox', { name: 'Cyd' }).check()
     await dialog.getByRole('button', { name: 'Create group' }).click()
     await ada.page.getByRole('heading', { name: 'Weekend trip' }).waitFor()
+    // Cyd comes in later: the admin adds her from the info panel.
+    await ada.page.getByRole('button', { name: 'Group info' }).click()
+    const adding = ada.page.getByRole('dialog', { name: 'Group info' })
+    await adding.getByRole('combobox', { name: /^Add a contact/ }).selectOption({ label: 'Cyd' })
+    await adding.getByRole('button', { name: 'Add member' }).click()
+    await adding.getByRole('list', { name: 'Member list' }).getByRole('listitem', { name: 'Cyd, member' }).waitFor()
+    await ada.page.keyboard.press('Escape')
+    await adding.waitFor({ state: 'detached' })
 
     for (const u of [bob, cyd]) {
       await u.page.getByRole('button', { name: 'Accept invitation to Weekend trip' }).click()
@@ -292,6 +299,51 @@ void describe('desktop app in a browser: three users, a relay, real nodes', { ti
     await panel.getByText('You have verified Bob.').waitFor()
     await shot(ada.page, 'safety-number', true)
     await ada.page.keyboard.press('Escape')
+  })
+
+  step('a member leaves: Bob leaves the group, Ada sees him gone', 60_000, async () => {
+    await openConversation(bob.page, /^Weekend trip/)
+    await bob.page.getByRole('button', { name: 'Group info' }).click()
+    const info = bob.page.getByRole('dialog', { name: 'Group info' })
+    bob.page.once('dialog', (d) => { void d.accept() }) // "Leave Weekend trip (Sat)?"
+    await info.getByRole('button', { name: 'Leave group' }).click()
+    await bob.page.getByRole('status').filter({ hasText: 'You are no longer a member of this group' }).waitFor()
+    await bob.page.keyboard.press('Escape')
+    assert.equal(await bob.page.getByRole('textbox', { name: /^Message Weekend trip/ }).isDisabled(), true, 'Bob cannot write there any more')
+
+    await openConversation(ada.page, /^Weekend trip/)
+    await ada.page.getByRole('button', { name: 'Group info' }).click()
+    const members = ada.page.getByRole('dialog', { name: 'Group info' }).getByRole('list', { name: 'Member list' })
+    await members.getByRole('listitem', { name: 'Bob, member' }).waitFor({ state: 'detached' })
+    await members.getByRole('listitem', { name: 'You, admin' }).waitFor()
+    await ada.page.keyboard.press('Escape')
+  })
+
+  step('Bob re-installs (same peer id, new Signal identity): Ada is warned and her message waits until she accepts', 120_000, async () => {
+    await bob.node.terminate()
+    // A re-install: the libp2p key (identity.key, the peer id) stays, the database with the Signal keys is gone.
+    await rm(join(bob.node.dataDir, 'db'), { recursive: true, force: true })
+    bob.node = await startUser('Bob', 'B', bob.node)
+    await bob.page.goto(urlOf(bob.node))
+    await bob.page.getByRole('main', { name: 'Welcome to Parley' }).waitFor()
+    await bob.page.getByRole('textbox', { name: 'Your name' }).fill('Bob')
+    await bob.page.getByRole('button', { name: 'Continue' }).click()
+    await bob.page.getByRole('button', { name: 'Start messaging' }).click()
+    await bob.page.getByRole('complementary', { name: 'Conversations' }).waitFor()
+
+    await openConversation(ada.page, /^Bob/)
+    await send(ada.page, 'Is this still you, Bob?')
+    const warning = ada.page.getByRole('alert').filter({ hasText: 'Bob\'s safety number has changed' })
+    await warning.waitFor()
+    const held = bubble(ada.page, 'Is this still you, Bob?')
+    assert.match(await held.getByRole('img').getAttribute('aria-label') ?? '', /^(Pending|Sent)$/, 'held, not delivered')
+    await shot(ada.page, 'identity-changed')
+    assert.equal(await bob.page.getByText('Is this still you, Bob?').count(), 0, 'nothing reached the new key')
+
+    await warning.getByRole('button', { name: 'Accept' }).click()
+    await warning.waitFor({ state: 'detached' })
+    await held.getByRole('img', { name: 'Delivered' }).waitFor()
+    await bob.page.getByRole('complementary', { name: 'Conversations' }).getByText('Is this still you, Bob?').waitFor()
   })
 
   step('dark theme from settings', 30_000, async () => {

@@ -2,6 +2,7 @@ import { Fragment, useLayoutEffect, useRef } from 'react'
 import type { GroupMessageView, MessageView } from '../../../../core/api/contract.js'
 import { dayLabel, sameDay, shortId, timeOfDay } from '../format.js'
 import type { Thread } from '../model.js'
+import { Icon } from './Icon.js'
 
 interface Props {
   thread: Thread | undefined
@@ -65,8 +66,9 @@ export function MessageList ({ thread, isGroup, names, onLoadOlder }: Props): Re
   )
 }
 
-const STATUS: Record<string, { icon: string, label: string, title: string }> = {
-  pending: { icon: '⏱', label: 'Pending', title: 'Waiting to be sent: in the outbox' },
+// Pending is drawn (the stopwatch emoji is missing from common Linux fonts); the rest are text.
+const STATUS: Record<string, { icon: string | React.JSX.Element, label: string, title: string }> = {
+  pending: { icon: <Icon name="clock" size={12} />, label: 'Pending', title: 'Waiting to be sent: in the outbox' },
   sent: { icon: '✓', label: 'Sent', title: 'Sent: on its way or waiting in the relay\'s mailbox' },
   delivered: { icon: '✓✓', label: 'Delivered', title: 'Delivered to their device' },
   failed: { icon: '⚠', label: 'Failed', title: 'Could not be sent' }
