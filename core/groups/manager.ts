@@ -59,8 +59,16 @@ const SYNC_AFTER_MISS_MS = 300
 const MESH_DIALS = 64
 /** Dials (each may need a relay directory lookup) one node runs at once to meet members: the relay's directory takes 8 streams per connection. */
 const MEET_PARALLEL = 4
-/** Look for unconnected members of joined groups this often (a dial that failed is tried again). */
+/** Look for unconnected members of joined groups this often (a dial that failed is tried again, see MEET_BACKOFF_MAX_MS). */
 const MEET_EVERY_MS = 5_000
+/**
+ * A member whose dial failed is not dialled again for MEET_EVERY_MS x 2^(failures - 1), up to
+ * this, with jitter. Without it every node re-dialled every unreachable member every 5 s: on
+ * a loaded machine those dials timed out, and the load they made kept the rest failing (a
+ * 50-member group lost its member connections for good). A connection from the member, or
+ * our relay connecting again (the network changed), clears it.
+ */
+const MEET_BACKOFF_MAX_MS = 5 * 60_000
 /**
  * 1:1 copies of records are gathered per member for this long and go out as one payload, after
  * the gossip publish and off the send path (the record is already stored; if the copy is lost
@@ -168,6 +176,8 @@ export class GroupManager implements GroupSyncBackend {
   /** Members to dial (MEET_PARALLEL at a time), and those being dialled. */
   private readonly meetQueue: PeerIdString[] = []
   private readonly meeting = new Set<PeerIdString>()
+  /** Members whose last dials failed: how many in a row, and not before when to dial again. */
+  private readonly meetFailures = new Map<PeerIdString, { failures: number, notBefore: number }>()
   /** When a sync of a group with a peer last started, either side calling (`group/peer` -> ms); forgotten if ours failed. */
   private readonly syncStarted = new Map<string, number>()
   private timer: ReturnType<typeof setInterval> | undefined
@@ -221,6 +231,7 @@ export class GroupManager implements GroupSyncBackend {
     clearInterval(this.timer)
     clearInterval(this.meetTimer)
     this.meetQueue.length = 0
+    this.meetFailures.clear()
     for (const g of this.groups.values()) this.flushCopies(g)
     this.p.node.removeEventListener('peer:connect', this.onConnect)
     this.gossip.stop()
@@ -753,6 +764,7 @@ export class GroupManager implements GroupSyncBackend {
 
   private readonly onConnect = (evt: CustomEvent<{ toString: () => string }>): void => {
     const peer = evt.detail.toString() as PeerIdString
+    this.meetFailures.delete(peer)
     for (const g of this.groups.values()) {
       if (g.info.state !== 'joined' || !g.members.has(peer)) continue
       // One side syncs (see CONNECT_SYNC_GRACE_MS); the other only if that did not happen.
@@ -799,6 +811,8 @@ export class GroupManager implements GroupSyncBackend {
    */
   meetAll (retry = false): void {
     if (!this.running) return
+    // Called without `retry` when a relay (re)connects: the network may have changed.
+    if (!retry) this.meetFailures.clear()
     for (const g of this.groups.values()) if (g.info.state === 'joined') this.meetMembers(g, retry)
   }
 
@@ -811,7 +825,8 @@ export class GroupManager implements GroupSyncBackend {
     const others = [...g.members].filter((m) => m !== this.p.self)
     const unconnected = others.filter((m) => !this.connected(m))
     const want = Math.max(0, MESH_DIALS - (others.length - unconnected.length))
-    const mine = unconnected.filter((m) => retry || this.p.self < m)
+    const now = Date.now()
+    const mine = unconnected.filter((m) => (retry || this.p.self < m) && (this.meetFailures.get(m)?.notBefore ?? 0) <= now)
     for (const m of shuffle(mine).slice(0, want)) {
       if (this.meeting.has(m) || this.meetQueue.includes(m)) continue
       this.meetQueue.push(m)
@@ -827,7 +842,13 @@ export class GroupManager implements GroupSyncBackend {
       if (this.connected(m)) continue
       this.meeting.add(m)
       this.p.reach(m)
-        .catch((err: unknown) => { log('could not reach member %s: %s', m, (err as Error).message) })
+        .then(() => { this.meetFailures.delete(m) })
+        .catch((err: unknown) => {
+          const failures = (this.meetFailures.get(m)?.failures ?? 0) + 1
+          const wait = Math.min(MEET_EVERY_MS * 2 ** (failures - 1), MEET_BACKOFF_MAX_MS) * (0.5 + Math.random() / 2)
+          this.meetFailures.set(m, { failures, notBefore: Date.now() + wait })
+          log('could not reach member %s (%d in a row; next try in %d s): %s', m, failures, Math.round(wait / 1000), (err as Error).message)
+        })
         .finally(() => {
           this.meeting.delete(m)
           this.pumpMeetings()
