@@ -13,7 +13,7 @@ import { decodeInvite, encodeInvite, parsePeerId } from './identity/invite.js'
 import { forComponent } from './logger.js'
 import { createNode, DEFAULT_LISTEN, listenPorts, reusePorts, type ListenPorts, type ParleyLibp2p } from './net/node.js'
 import { RelayKeeper, parseRelayAddr } from './net/relays.js'
-import { mergeRelayFlags, NETWORK_SETTING, parseSettingsPatch, readNetworkSettings, type NetworkSettings } from './settings.js'
+import { DEFAULT_NETWORK_SETTINGS, mergeRelayFlags, NETWORK_SETTING, parseSettingsPatch, readNetworkSettings, type NetworkSettings } from './settings.js'
 import { MailboxClient } from './protocols/mailbox/client.js'
 import { readOneFrame } from './protocols/request.js'
 import { DirectoryClient } from './protocols/directory/client.js'
@@ -149,7 +149,7 @@ export class Messenger {
   private clock = 0
   private name = ''
   /** Relays and LAN discovery as stored (`settings.get`/`settings.set`). */
-  private network: NetworkSettings = { relays: [], lanDiscovery: true }
+  private network: NetworkSettings = DEFAULT_NETWORK_SETTINGS
   /** settings.set calls run one after another. */
   private settingsQueue: Promise<unknown> = Promise.resolve()
   private selfId: PeerIdString | undefined
