@@ -2,7 +2,7 @@ import { join } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { ConnectionGater, PrivateKey } from '@libp2p/interface'
-import type { ContactView, ConversationView, MessageView, MessengerEvent, SafetyNumberView, WhoAmI } from './api/contract.js'
+import type { ContactView, ConversationView, MessageView, MessengerEvent, SafetyNumberView, SettingsView, WhoAmI } from './api/contract.js'
 import { IdentityChangedError, NoSessionError, SignalCipher, type Ciphertext, type DecryptResult, type IdentityStatus, type SignalCipherOptions } from './crypto/cipher.js'
 import { InvalidRequestError, MessageTooLargeError, NotRunningError, ParleyError, SelfContactError, UnknownContactError } from './errors.js'
 import { TokenBuckets } from './token-bucket.js'
@@ -12,7 +12,8 @@ import type { KeyProtector } from './identity/key-protector.js'
 import { decodeInvite, encodeInvite, parsePeerId } from './identity/invite.js'
 import { forComponent } from './logger.js'
 import { createNode, DEFAULT_LISTEN, listenPorts, reusePorts, type ListenPorts, type ParleyLibp2p } from './net/node.js'
-import { RelayKeeper } from './net/relays.js'
+import { RelayKeeper, parseRelayAddr } from './net/relays.js'
+import { DEFAULT_NETWORK_SETTINGS, mergeRelayFlags, NETWORK_SETTING, parseSettingsPatch, readNetworkSettings, type NetworkSettings } from './settings.js'
 import { MailboxClient } from './protocols/mailbox/client.js'
 import { readOneFrame } from './protocols/request.js'
 import { DirectoryClient } from './protocols/directory/client.js'
@@ -60,10 +61,17 @@ export interface MessengerOptions {
   /** Holds identity.key and the level database (`db/`). */
   dataDir: string
   listen?: string[]
+  /**
+   * `false` forces mDNS LAN discovery off (`--no-mdns`) whatever the `lanDiscovery` setting
+   * says; otherwise that setting decides (on by default).
+   */
   mdns?: boolean
   /** Display name; kept in the store once set. */
   name?: string
-  /** Relays (multiaddrs with /p2p/<id>) to stay connected to; see RelayKeeper. */
+  /**
+   * Relays (multiaddrs with /p2p/<id>) to add to the stored relay list at start (`--relay`);
+   * the stored list is what runs (see `settings.set`, RelayKeeper).
+   */
   relays?: string[]
   /** Use this store instead of a LevelStore under dataDir (simulations). */
   store?: Store
@@ -140,6 +148,10 @@ export class Messenger {
   private readonly controlIds = new Set<MessageId>()
   private clock = 0
   private name = ''
+  /** Relays and LAN discovery as stored (`settings.get`/`settings.set`). */
+  private network: NetworkSettings = DEFAULT_NETWORK_SETTINGS
+  /** settings.set calls run one after another. */
+  private settingsQueue: Promise<unknown> = Promise.resolve()
   private selfId: PeerIdString | undefined
   private running = false
 
@@ -183,6 +195,9 @@ export class Messenger {
       this.clock = await store.getClock()
       if (o.name !== undefined) await store.putSetting('name', validateName(o.name))
       this.name = await store.getSetting('name') ?? ''
+      const stored = readNetworkSettings(await store.getSetting(NETWORK_SETTING))
+      this.network = { ...stored, relays: mergeRelayFlags(stored.relays, o.relays ?? []) }
+      if (this.network.relays.join() !== stored.relays.join()) await store.putSetting(NETWORK_SETTING, JSON.stringify(this.network))
       for (const c of await store.listContacts()) this.contacts.set(c.peerId, c)
 
       this.outbox = new Outbox({
@@ -207,21 +222,26 @@ export class Messenger {
       // Our own bundle is served directly too, so rotation runs with or without relays.
       this.rotationTimer = setInterval(() => { this.rotatePrekeys() }, Math.min(ROTATION_CHECK_MS, (o.crypto?.rotationMs ?? ROTATION_CHECK_MS) / 2))
       this.rotationTimer.unref?.()
-      if ((o.relays ?? []).length > 0) {
-        this.relayKeeper = new RelayKeeper(node, o.relays ?? [], (relay) => {
+      // Always kept, even with no relays: settings.set adds and removes relays while we run.
+      const circuit = requested.some((a) => a.includes('/p2p-circuit'))
+      this.relayKeeper = new RelayKeeper(node, this.network.relays, {
+        onConnected: (relay) => {
           this.drainMailbox(relay)
           this.publishPrekeys(relay)
           // The relay's directory may now tell us where group members are.
           this.groupManager?.meetAll()
-        })
-        this.relayKeeper.start()
-        // Mail deposited while we were connected but unreachable (e.g. between reservations).
-        this.pollTimer = setInterval(() => {
-          for (const r of this.relayKeeper?.relayPeers ?? []) this.drainMailbox(r)
-        }, MAILBOX_POLL_MS)
-        this.pollTimer.unref?.()
-        if (requested.some((a) => a.includes('/p2p-circuit'))) await this.waitForCircuitAddress(CIRCUIT_WAIT_MS)
-      }
+        },
+        // A relay that is also a contact keeps its connection when it leaves the relay list.
+        inUse: (relay) => this.contacts.has(relay as PeerIdString),
+        reserve: circuit
+      })
+      this.relayKeeper.start()
+      // Mail deposited while we were connected but unreachable (e.g. between reservations).
+      this.pollTimer = setInterval(() => {
+        for (const r of this.relayKeeper?.relayPeers ?? []) this.drainMailbox(r)
+      }, MAILBOX_POLL_MS)
+      this.pollTimer.unref?.()
+      if (this.network.relays.length > 0 && circuit) await this.waitForCircuitAddress(CIRCUIT_WAIT_MS)
       for (const rec of await store.listOutbox()) {
         if (isControl(rec.frame)) this.controlIds.add(rec.id)
         this.outbox.enqueue(rec)
@@ -253,7 +273,8 @@ export class Messenger {
     const make = async (listen: string[]): Promise<ParleyLibp2p> => await createNode({
       privateKey,
       listen,
-      mdns: o.mdns ?? true,
+      mdns: o.mdns !== false,
+      mdnsPaused: !this.network.lanDiscovery,
       ...(o.inboundConnectionThreshold !== undefined ? { inboundConnectionThreshold: o.inboundConnectionThreshold } : {}),
       ...(o.connectionGater !== undefined ? { connectionGater: o.connectionGater } : {})
     })
@@ -390,6 +411,49 @@ export class Messenger {
     await this.requireStore().putSetting('name', valid)
     this.name = valid
     return this.whoami()
+  }
+
+  /** Relays and privacy settings as stored, and what is running now. */
+  settings (): SettingsView {
+    this.requireNode()
+    return {
+      relays: [...this.network.relays],
+      relaysConnected: this.relayKeeper?.connected() ?? [],
+      lanDiscovery: this.network.lanDiscovery,
+      lanDiscoveryForcedOff: this.options.mdns === false
+    }
+  }
+
+  /**
+   * Change relays and/or LAN discovery (any of SettingsPatch's fields). Every field is checked
+   * first (InvalidRequestError, nothing changed); then the new settings are stored and applied
+   * at once: new relays are dialled and kept (mailbox, prekeys, reservation), removed ones are
+   * hung up on, mDNS starts or stops.
+   */
+  async updateSettings (input: unknown): Promise<SettingsView> {
+    const patch = parseSettingsPatch(input)
+    const run = this.settingsQueue.then(async () => {
+      const store = this.requireStore()
+      const before = this.network
+      const next: NetworkSettings = { relays: patch.relays ?? before.relays, lanDiscovery: patch.lanDiscovery ?? before.lanDiscovery }
+      await store.putSetting(NETWORK_SETTING, JSON.stringify(next))
+      this.network = next
+      const keeper = this.relayKeeper
+      if (keeper !== undefined) {
+        const kept = new Set(next.relays.map((r) => parseRelayAddr(r).peerId))
+        for (const r of before.relays) {
+          const peer = parseRelayAddr(r).peerId
+          if (kept.has(peer)) continue
+          this.prekeysAtRelays.delete(peer)
+          await keeper.remove(r)
+        }
+        for (const r of next.relays) keeper.add(r)
+      }
+      await this.requireNode().services.lan?.setEnabled(next.lanDiscovery)
+      return this.settings()
+    })
+    this.settingsQueue = run.catch(() => {})
+    return await run
   }
 
   async addContact (invite: string, name?: string): Promise<ContactView> {

@@ -88,6 +88,27 @@ export interface ConversationView {
   last?: MessageView
 }
 
+/**
+ * The node's relay and privacy settings (`settings.get`, `settings.set`), kept in its store
+ * and applied while it runs.
+ */
+export interface SettingsView {
+  /** Relays to stay connected to (multiaddrs ending in /p2p/<relay peer id>), in order. */
+  relays: string[]
+  /** Those of `relays` the node has a connection to right now. */
+  relaysConnected: string[]
+  /** Announce this node and find others on the local network (mDNS). */
+  lanDiscovery: boolean
+  /** The node was started with `--no-mdns`: mDNS stays off whatever `lanDiscovery` says. */
+  lanDiscoveryForcedOff: boolean
+}
+
+/** What `settings.set` takes: any of these; omitted ones are left as they are. */
+export interface SettingsPatch {
+  relays?: string[]
+  lanDiscovery?: boolean
+}
+
 /** Each command: what it takes (besides `id` and `cmd`) and what it answers. */
 export interface Commands {
   'whoami': { params: Record<string, never>, result: WhoAmI }
@@ -113,6 +134,8 @@ export interface Commands {
   'group.leave': { params: { group: string }, result: GroupView }
   'group.rename': { params: { group: string, name: string }, result: GroupView }
   'groups.list': { params: Record<string, never>, result: { groups: GroupView[] } }
+  'settings.get': { params: Record<string, never>, result: SettingsView }
+  'settings.set': { params: SettingsPatch, result: SettingsView }
 }
 
 export type CommandName = keyof Commands
@@ -123,7 +146,7 @@ export const COMMAND_NAMES: readonly CommandName[] = [
   'whoami', 'name.set', 'contact.add', 'contacts.list', 'contact.rename', 'contact.remove',
   'contact.safetyNumber', 'contact.verify', 'contact.acceptIdentity', 'dm.send', 'dm.history', 'conversations.list',
   'group.create', 'group.accept', 'group.decline', 'group.send', 'group.history', 'group.members', 'group.add',
-  'group.remove', 'group.leave', 'group.rename', 'groups.list'
+  'group.remove', 'group.leave', 'group.rename', 'groups.list', 'settings.get', 'settings.set'
 ]
 
 /** Group events (also part of MessengerEvent). */

@@ -41,7 +41,10 @@ export function createDispatcher (m: Messenger): Dispatch {
     'group.remove': async (p) => await m.groups.remove(str(p, 'group'), str(p, 'peerId')),
     'group.leave': async (p) => await m.groups.leave(str(p, 'group')),
     'group.rename': async (p) => await m.groups.rename(str(p, 'group'), str(p, 'name')),
-    'groups.list': () => ({ groups: m.groups.list() })
+    'groups.list': () => ({ groups: m.groups.list() }),
+    'settings.get': () => m.settings(),
+    // Every field is checked (unknown keys too) before anything changes: see parseSettingsPatch.
+    'settings.set': async (p) => await m.updateSettings(p)
   }
   return async (cmd, params) => {
     if (typeof cmd !== 'string') throw new InvalidRequestError('"cmd" must be a string')

@@ -6,6 +6,7 @@ import type { MessengerEvent } from '../api/contract.js'
 import { serveJsonLines } from '../api/stdio.js'
 import { describeError, InvalidRequestError } from '../errors.js'
 import { Messenger } from '../messenger.js'
+import { parseRelayAddr } from '../net/relays.js'
 
 export const NODE_USAGE = `usage: parley node --data DIR [--listen MULTIADDR]... [--relay MULTIADDR]... [--name NAME] [--no-mdns]
 
@@ -50,13 +51,14 @@ export function nodeArgsFrom (values: NodeOptionValues): NodeArgs {
   if (values.help === true) throw new UsageRequested()
   const listen = values.listen ?? ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws']
   const relays = values.relay ?? []
-  for (const a of [...listen, ...relays]) {
+  for (const a of listen) {
     try {
       multiaddr(a)
     } catch {
       throw new InvalidRequestError(`not a multiaddr: ${a}`)
     }
   }
+  for (const r of relays) parseRelayAddr(r)
   return {
     dataDir: values.data ?? join(homedir(), '.parley'),
     listen,

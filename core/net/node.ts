@@ -5,21 +5,26 @@ import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify, identifyPush, type Identify, type IdentifyPush } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
-import { mdns } from '@libp2p/mdns'
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { autoNAT } from '@libp2p/autonat'
 import { dcutr } from '@libp2p/dcutr'
 import { gossipsub, StrictSign, type GossipSub, type GossipSubComponents, type GossipsubOpts } from '@libp2p/gossipsub'
 import { createTopicScoreParams, validateTopicScoreParams, type TopicScoreParams } from '@libp2p/gossipsub/score'
 import type { ConnectionGater, PrivateKey } from '@libp2p/interface'
+import { lanDiscovery, type LanDiscovery } from './lan-discovery.js'
 import { lazyYamuxWindowUpdates } from './yamux-window.js'
 
 export interface NodeOptions {
   privateKey: PrivateKey
   /** Multiaddrs to listen on; `/ip4/0.0.0.0/tcp/0` style. */
   listen: string[]
-  /** Find peers on the LAN with mDNS (on by default in the CLI, `--no-mdns` turns it off). */
+  /**
+   * Find peers on the LAN with mDNS. `false`: no mDNS at all (`--no-mdns`); otherwise the
+   * node has the `lan` service (see LanDiscovery), running from the start unless
+   * `mdnsPaused` (the `lanDiscovery` setting is off), switchable while the node runs.
+   */
   mdns: boolean
+  mdnsPaused?: boolean
   /**
    * Inbound connections per second accepted from one host. libp2p's default (5/s) resets
    * back-to-back loopback dials in tests and simulations, so those raise it.
@@ -55,6 +60,8 @@ export interface ParleyServices extends Record<string, unknown> {
   ping: Ping
   /** Gossipsub; absent only when `createNode` was given `pubsub: false`. */
   pubsub?: ParleyPubSub
+  /** mDNS LAN discovery, switchable at runtime; absent when `createNode` was given `mdns: false`. */
+  lan?: LanDiscovery
 }
 
 export type ParleyLibp2p = Libp2p<ParleyServices>
@@ -234,7 +241,6 @@ export async function createNode (options: NodeOptions): Promise<ParleyLibp2p> {
     transports: [tcp(), webSockets(), circuitRelayTransport()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
-    peerDiscovery: options.mdns ? [mdns()] : [],
     connectionManager: {
       inboundConnectionThreshold: options.inboundConnectionThreshold ?? 5
     },
@@ -250,7 +256,8 @@ export async function createNode (options: NodeOptions): Promise<ParleyLibp2p> {
       // relayed connection to a peer is upgraded to a direct one (hole punch) where possible.
       autoNAT: autoNAT(),
       dcutr: dcutr(),
-      ...(options.pubsub === false ? {} : { pubsub: parleyPubSub() })
+      ...(options.pubsub === false ? {} : { pubsub: parleyPubSub() }),
+      ...(options.mdns ? { lan: lanDiscovery({ enabled: options.mdnsPaused !== true }) } : {})
     }
   })
 }

@@ -346,6 +346,32 @@ void describe('desktop app in a browser: three users, a relay, real nodes', { ti
     await bob.page.getByRole('complementary', { name: 'Conversations' }).getByText('Is this still you, Bob?').waitFor()
   })
 
+  step('settings: a bad relay address is refused inline; the LAN discovery switch, by keyboard', 30_000, async () => {
+    const page = ada.page
+    await page.getByRole('button', { name: 'Settings', exact: true }).click()
+    const settings = page.getByRole('dialog', { name: 'Settings' })
+    const relays = settings.getByRole('list', { name: 'Your relays' })
+    await relays.getByRole('listitem').filter({ hasText: relay.addr }).getByText('connected', { exact: true }).waitFor()
+    const field = settings.getByRole('textbox', { name: 'Relay address' })
+    await field.fill('/ip4/127.0.0.1/tcp/4001')
+    await field.press('Enter')
+    await settings.getByRole('alert').filter({ hasText: 'must end with /p2p/' }).waitFor()
+    assert.equal(await field.getAttribute('aria-invalid'), 'true')
+    assert.equal(await relays.getByRole('listitem').count(), 1, 'nothing added')
+    const lan = settings.getByRole('switch', { name: 'Find and be found on this local network' })
+    assert.equal(await lan.isChecked(), true)
+    await lan.focus()
+    await page.keyboard.press('Space')
+    await settings.getByRole('switch', { name: 'Find and be found on this local network', checked: false }).waitFor()
+    await shot(page, 'settings')
+    await page.keyboard.press('Escape')
+    await settings.waitFor({ state: 'detached' })
+    await page.getByRole('button', { name: 'Settings', exact: true }).click()
+    await settings.getByRole('switch', { name: 'Find and be found on this local network', checked: false }).waitFor() // kept by the node
+    await page.keyboard.press('Escape')
+    await settings.waitFor({ state: 'detached' })
+  })
+
   step('dark theme from settings', 30_000, async () => {
     await ada.page.getByRole('button', { name: 'Settings', exact: true }).click()
     await ada.page.getByRole('radio', { name: 'Dark' }).check()

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url'
 // so the multicast queries never leave this machine's sandbox. Needs root and iproute2,
 // which .ci/run provides.
 const fixture = fileURLToPath(new URL('../fixtures/mdns-pair.js', import.meta.url))
+const settingFixture = fileURLToPath(new URL('../fixtures/mdns-setting.js', import.meta.url))
 const ns = `parley-mdns-${process.pid}`
 
 function ip (...args: string[]): void {
@@ -38,6 +39,14 @@ describe('LAN discovery with mDNS (private network namespace)', () => {
     assert.equal(r.delivered, true, 'delivered after mDNS discovery')
     assert.equal(r.copies, 1, 'shown once')
     assert.equal(r.pending, 0)
+  })
+
+  it('the lanDiscovery setting: off when stored, on and off again while running', () => {
+    const out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, settingFixture], { encoding: 'utf8', timeout: 90_000 })
+    const r = JSON.parse(out.trim().split('\n').pop() ?? '') as { hiddenWhenStored: boolean, foundAfterOn: boolean, hiddenAfterOff: boolean }
+    assert.equal(r.hiddenWhenStored, true, 'stored off: a node on the same LAN does not find it')
+    assert.equal(r.foundAfterOn, true, 'switched on while running: found and delivered')
+    assert.equal(r.hiddenAfterOff, true, 'switched off while running: a new node does not find it')
   })
 
   it('finds nobody with mDNS switched off', () => {

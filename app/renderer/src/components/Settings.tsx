@@ -3,9 +3,10 @@ import type { WhoAmI } from '../../../../core/api/contract.js'
 import type { AppActions } from '../actions.js'
 import { loadTheme, saveTheme, type Theme } from '../prefs.js'
 import { NameForm } from './NameForm.js'
+import { NetworkSettings } from './NetworkSettings.js'
 import { Panel } from './Panel.js'
 
-/** Display name, theme, and what the node says about itself. */
+/** Display name, theme, relays and privacy, and what the node says about itself. */
 export function Settings ({ actions, me, onMe, onClose }: { actions: AppActions, me: WhoAmI, onMe: (me: WhoAmI) => void, onClose: () => void }): React.JSX.Element {
   const [theme, setTheme] = useState<Theme>(loadTheme())
   const pick = (t: Theme): void => { setTheme(t); saveTheme(t) }
@@ -25,13 +26,13 @@ export function Settings ({ actions, me, onMe, onClose }: { actions: AppActions,
           </label>
         ))}
       </fieldset>
+      <NetworkSettings actions={actions} me={me} onMe={onMe} />
       <section className="stack" aria-label="This device">
         <h3>This device</h3>
         <p className="hint">Peer id</p>
         <code className="wrap">{me.peerId}</code>
         <p className="hint">Listening on (shared in your invite)</p>
         <ul className="addr-list">{me.addrs.map((a) => <li key={a}><code className="wrap">{a}</code></li>)}</ul>
-        <p className="hint">Relays are chosen when the node starts (<code>--relay</code>); changing them and privacy switches are not part of the API yet.</p>
       </section>
     </Panel>
   )
