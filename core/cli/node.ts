@@ -6,6 +6,7 @@ import type { MessengerEvent } from '../api/contract.js'
 import { serveJsonLines } from '../api/stdio.js'
 import { describeError, InvalidRequestError } from '../errors.js'
 import { Messenger } from '../messenger.js'
+import { DEFAULT_LISTEN } from '../net/node.js'
 import { parseRelayAddr } from '../net/relays.js'
 
 export const NODE_USAGE = `usage: parley node --data DIR [--listen MULTIADDR]... [--relay MULTIADDR]... [--name NAME] [--no-mdns]
@@ -49,7 +50,7 @@ export function parseNodeArgs (argv: string[]): NodeArgs {
 /** Checks parsed NODE_OPTIONS and fills in defaults. Throws UsageRequested for --help. */
 export function nodeArgsFrom (values: NodeOptionValues): NodeArgs {
   if (values.help === true) throw new UsageRequested()
-  const listen = values.listen ?? ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws']
+  const listen = values.listen ?? DEFAULT_LISTEN
   const relays = values.relay ?? []
   for (const a of listen) {
     try {

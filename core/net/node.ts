@@ -66,7 +66,12 @@ export interface ParleyServices extends Record<string, unknown> {
 
 export type ParleyLibp2p = Libp2p<ParleyServices>
 
-export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws']
+/**
+ * TCP and WebSocket on every interface, and `/p2p-circuit`: a slot on each of the node's
+ * relays, so a node behind NAT is reachable through them and senders know where to leave its
+ * mail (relays added later in Settings included). With no relay it does nothing.
+ */
+export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws', '/p2p-circuit']
 
 /**
  * Peer-score thresholds. With `GROUP_TOPIC_SCORE` below (P4 weight -10, positive score capped
