@@ -75,6 +75,9 @@ const MEET_BACKOFF_MAX_MS = 5 * 60_000
  * in a crash, group-sync brings it).
  */
 const COPY_DELAY_MS = 50
+/** Copies held for a member being dialled are looked at again this often, and held at most this long (see flushCopies). */
+const COPY_RECHECK_MS = 1_000
+const COPY_HOLD_MS = 30_000
 /** A member whose gossip we accepted this recently is online on the topic (through the mesh): no 1:1 copy for it. */
 const HEARD_FRESH_MS = 60_000
 /** Records in one 1:1 copy payload (the receiver's decode limit is 1024). */
@@ -128,6 +131,14 @@ interface GroupInfo {
   sinceSnapshot: number
 }
 
+/** 1:1 copies of records for one member: firm ones go whatever happens meanwhile (asked for, or the gossip publish failed). */
+interface QueuedCopies {
+  records: Uint8Array[]
+  firm: boolean
+  /** Held since (ms) while a dial to the member runs; see flushCopies. */
+  heldSince?: number
+}
+
 interface Group {
   id: GroupId
   doc: GroupDoc
@@ -136,8 +147,8 @@ interface Group {
   members: Set<PeerIdString>
   /** One change at a time per group. */
   lock: Promise<unknown>
-  /** 1:1 copies waiting to go out (encoded records per member), and the timer that sends them. */
-  copies: Map<PeerIdString, Uint8Array[]>
+  /** 1:1 copies waiting to go out, per member, and the timer that sends them. */
+  copies: Map<PeerIdString, QueuedCopies>
   copyTimer?: ReturnType<typeof setTimeout> | undefined
   /** A deferred snapshot waiting to be taken (see SNAPSHOT_DEFER_MS). */
   snapshotTimer?: ReturnType<typeof setTimeout>
@@ -232,7 +243,7 @@ export class GroupManager implements GroupSyncBackend {
     clearInterval(this.meetTimer)
     this.meetQueue.length = 0
     this.meetFailures.clear()
-    for (const g of this.groups.values()) this.flushCopies(g)
+    for (const g of this.groups.values()) this.flushCopies(g, true)
     this.p.node.removeEventListener('peer:connect', this.onConnect)
     this.gossip.stop()
     await this.syncServer.stop().catch(() => {})
@@ -637,12 +648,14 @@ export class GroupManager implements GroupSyncBackend {
       }
     }
     const now = Date.now()
+    const firm = new Set(extra)
     const copyTo = new Set(extra)
     for (const m of g.members) {
       if (m === this.p.self || copyTo.has(m)) continue
+      if (!published) firm.add(m)
       if (!published || !this.onTopic(m, now)) copyTo.add(m)
     }
-    this.queueCopies(g, copyTo, bytes)
+    this.queueCopies(g, copyTo, bytes, firm)
   }
 
   /** Whether gossip we publish now reaches `peer`: a direct connection gossip runs on, or its gossip reached us lately. */
@@ -651,29 +664,49 @@ export class GroupManager implements GroupSyncBackend {
     return this.p.node.getConnections(peerIdFromString(peer)).some((c) => c.limits === undefined)
   }
 
-  private queueCopies (g: Group, to: Iterable<PeerIdString>, record: Uint8Array): void {
+  private queueCopies (g: Group, to: Iterable<PeerIdString>, record: Uint8Array, firm: ReadonlySet<PeerIdString>): void {
     for (const m of to) {
-      const list = g.copies.get(m)
-      if (list === undefined) g.copies.set(m, [record])
-      else list.push(record)
+      const queued = g.copies.get(m)
+      if (queued === undefined) g.copies.set(m, { records: [record], firm: firm.has(m) })
+      else {
+        queued.records.push(record)
+        queued.firm ||= firm.has(m)
+      }
     }
     if (g.copies.size === 0 || g.copyTimer !== undefined) return
     g.copyTimer = setTimeout(() => { this.flushCopies(g) }, COPY_DELAY_MS)
   }
 
-  /** Send the queued 1:1 copies: one RECORDS payload per member (more if they do not fit one). */
-  private flushCopies (g: Group): void {
+  /**
+   * Send the queued 1:1 copies: one RECORDS payload per member (more if they do not fit one).
+   * A copy that is not firm is dropped if its member is on the topic by now (a connection came
+   * up since the publish: the group-sync it starts brings the records), and held while a dial
+   * to its member is queued or running (checked again in COPY_RECHECK_MS, for at most
+   * COPY_HOLD_MS): during a group's first minutes most members are still being met, and each
+   * copy costs a Signal session and a stream. `all` (stopping) sends everything.
+   */
+  private flushCopies (g: Group, all = false): void {
     clearTimeout(g.copyTimer)
     g.copyTimer = undefined
     const copies = g.copies
     if (copies.size === 0) return
     g.copies = new Map()
-    for (const [m, records] of copies) {
-      for (const chunk of chunkRecords(records, COPY_RECORD_BYTES, COPY_MAX_RECORDS)) {
+    const now = Date.now()
+    for (const [m, queued] of copies) {
+      if (!all && !queued.firm) {
+        if (this.onTopic(m, now)) continue
+        const heldSince = queued.heldSince ?? now
+        if ((this.meeting.has(m) || this.meetQueue.includes(m)) && now - heldSince < COPY_HOLD_MS) {
+          g.copies.set(m, { ...queued, heldSince })
+          continue
+        }
+      }
+      for (const chunk of chunkRecords(queued.records, COPY_RECORD_BYTES, COPY_MAX_RECORDS)) {
         this.p.sendDirect(m, payload(PayloadKind.RECORDS, g.id, { records: chunk }))
           .catch((err: unknown) => { log('1:1 copy for %s in %s not queued: %s', m, g.id, (err as Error).message) })
       }
     }
+    if (g.copies.size > 0) g.copyTimer = setTimeout(() => { this.flushCopies(g) }, COPY_RECHECK_MS)
   }
 
   private async invite (g: Group, to: PeerIdString): Promise<void> {
