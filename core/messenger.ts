@@ -197,7 +197,7 @@ export class Messenger {
       this.name = await store.getSetting('name') ?? ''
       this.profile = parseOwnProfile(await store.getSetting('profile'))
       // A name set at start (--name), or a crash between the two writes of setProfile.
-      if (this.profile.name !== this.name) await this.saveProfile(this.name, this.profile.avatar)
+      if (this.profile.name !== this.name) await this.saveProfile(store, this.name, this.profile.avatar)
       for (const c of await store.listContacts()) this.contacts.set(c.peerId, c)
 
       this.outbox = new Outbox({
@@ -424,7 +424,7 @@ export class Messenger {
       await store.putSetting('name', name)
       this.name = name
     }
-    await this.saveProfile(name, avatar)
+    await this.saveProfile(store, name, avatar)
     this.shareProfileWithAll()
     return this.whoami()
   }
@@ -439,10 +439,10 @@ export class Messenger {
   }
 
   /** A new version of our profile, written before anyone is sent it. */
-  private async saveProfile (name: string, avatar: Avatar | undefined): Promise<void> {
+  private async saveProfile (store: Store, name: string, avatar: Avatar | undefined): Promise<void> {
     // Time-based, so a re-installed node (which lost its counter) still supersedes what contacts hold.
     const next: OwnProfile = { version: Math.max(this.profile.version + 1, Date.now()), name, ...(avatar !== undefined ? { avatar } : {}) }
-    await this.requireStore().putSetting('profile', JSON.stringify({
+    await store.putSetting('profile', JSON.stringify({
       version: next.version,
       name,
       ...(avatar !== undefined ? { avatar: Buffer.from(avatar.bytes).toString('base64') } : {})
