@@ -442,12 +442,13 @@ export class Messenger {
   private async saveProfile (store: Store, name: string, avatar: Avatar | undefined): Promise<void> {
     // Time-based, so a re-installed node (which lost its counter) still supersedes what contacts hold.
     const next: OwnProfile = { version: Math.max(this.profile.version + 1, Date.now()), name, ...(avatar !== undefined ? { avatar } : {}) }
+    // Taken before the write, so two changes at once never get the same version.
+    this.profile = next
     await store.putSetting('profile', JSON.stringify({
       version: next.version,
       name,
       ...(avatar !== undefined ? { avatar: Buffer.from(avatar.bytes).toString('base64') } : {})
     }))
-    this.profile = next
   }
 
   private shareProfileWithAll (): void {
