@@ -2,7 +2,7 @@ import { join } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { ConnectionGater, PrivateKey } from '@libp2p/interface'
-import type { ContactView, ConversationView, MessageView, MessengerEvent, SafetyNumberView, SettingsView, WhoAmI } from './api/contract.js'
+import type { ContactView, ConversationView, MessageView, MessengerEvent, ProfileAvatarView, SafetyNumberView, SettingsView, WhoAmI } from './api/contract.js'
 import { IdentityChangedError, NoSessionError, SignalCipher, type Ciphertext, type DecryptResult, type IdentityStatus, type SignalCipherOptions } from './crypto/cipher.js'
 import { InvalidRequestError, MessageTooLargeError, NotRunningError, ParleyError, SelfContactError, UnknownContactError } from './errors.js'
 import { TokenBuckets } from './token-bucket.js'
@@ -20,7 +20,7 @@ import { DirectoryClient } from './protocols/directory/client.js'
 import { MAILBOX_NOTIFY_PROTOCOL } from './protocols/mailbox/constants.js'
 import { MailboxCourier, relaysOf } from './mailbox/courier.js'
 import { Outbox, type OutboxOptions } from './outbox/outbox.js'
-import { MAX_RECEIPT_IDS, readEnvelope, textByteLength, writeEnvelope, writeSealed, type DmEnvelope, type Rejection, type SealedFrame } from './protocols/dm/codec.js'
+import { MAX_RECEIPT_IDS, readEnvelope, textByteLength, writeEnvelope, writeSealed, type DmEnvelope, type ProfileData, type Rejection, type SealedFrame } from './protocols/dm/codec.js'
 import { InvalidEnvelopeError } from './protocols/dm/errors.js'
 import { PrekeyClient } from './protocols/prekeys/client.js'
 import { PrekeyServer } from './protocols/prekeys/server.js'
@@ -28,7 +28,8 @@ import { MAX_TEXT_BYTES } from './protocols/dm/constants.js'
 import { DmProtocol, type DmChannel } from './protocols/dm/dm-protocol.js'
 import { LevelStore } from './store/level-store.js'
 import { GroupManager } from './groups/manager.js'
-import type { Contact, CryptoChanges, MessageRecord, OutboxRecord, SettledStatus, Store } from './store/types.js'
+import type { Contact, ContactProfile, CryptoChanges, MessageRecord, OutboxRecord, SettledStatus, Store } from './store/types.js'
+import { avatarHash, avatarProblem, decodeBase64, imageType, MAX_AVATAR_BYTES, nameProblem, type AvatarMime } from './profile.js'
 
 const log = forComponent('messenger')
 
@@ -44,7 +45,6 @@ export class NoBundleError extends ParleyError {
 export const DEFAULT_MESSAGE_TTL_MS = 30 * 24 * 60 * 60 * 1000
 const CIRCUIT_WAIT_MS = 10_000
 const MAILBOX_POLL_MS = 30_000
-const MAX_NAME_LENGTH = 64
 /** Top up a relay's one-time prekeys when it holds fewer than this, up to PREKEY_BATCH. */
 const PREKEY_LOW_WATER = 25
 const PREKEY_BATCH = 100
@@ -99,6 +99,15 @@ export interface MessengerOptions {
 
 export type MessengerListener = (event: MessengerEvent) => void
 
+/** An avatar as this node holds it. */
+interface Avatar { mime: AvatarMime, hash: string, bytes: Uint8Array }
+
+/**
+ * Our profile as contacts get it: `version` grows with every change (0: nothing set yet, so
+ * nothing to share), `name` is the name this version carries. Kept in the `profile` setting.
+ */
+interface OwnProfile { version: number, name: string, avatar?: Avatar }
+
 /**
  * The engine behind every shell: a libp2p node, a store, the DM protocol and the outbox.
  * Commands are methods; everything that happens (messages, status changes) is an event.
@@ -146,6 +155,9 @@ export class Messenger {
   private readonly unsaved = new Map<MessageId, Promise<void>>()
   /** Outbox entries that are control envelopes (receipts, retry requests), not messages: no status events for them. */
   private readonly controlIds = new Set<MessageId>()
+  /** The PROFILE envelope queued to each contact and not yet settled: a newer one supersedes it. */
+  private readonly profileQueued = new Map<PeerIdString, MessageId>()
+  private profile: OwnProfile = { version: 0, name: '' }
   private clock = 0
   private name = ''
   /** Relays and LAN discovery as stored (`settings.get`/`settings.set`). */
@@ -198,6 +210,9 @@ export class Messenger {
       const stored = readNetworkSettings(await store.getSetting(NETWORK_SETTING))
       this.network = { ...stored, relays: mergeRelayFlags(stored.relays, o.relays ?? []) }
       if (this.network.relays.join() !== stored.relays.join()) await store.putSetting(NETWORK_SETTING, JSON.stringify(this.network))
+      this.profile = parseOwnProfile(await store.getSetting('profile'))
+      // A name set at start (--name), or a crash between the two writes of setProfile.
+      if (this.profile.name !== this.name) await this.saveProfile(store, this.name, this.profile.avatar)
       for (const c of await store.listContacts()) this.contacts.set(c.peerId, c)
 
       this.outbox = new Outbox({
@@ -243,7 +258,9 @@ export class Messenger {
       this.pollTimer.unref?.()
       if (this.network.relays.length > 0 && circuit) await this.waitForCircuitAddress(CIRCUIT_WAIT_MS)
       for (const rec of await store.listOutbox()) {
-        if (isControl(rec.frame)) this.controlIds.add(rec.id)
+        const type = envelopeType(rec.frame)
+        if (type !== 'text' && type !== undefined) this.controlIds.add(rec.id)
+        if (type === 'profile') this.profileQueued.set(rec.to, rec.id) // the newest per contact
         this.outbox.enqueue(rec)
       }
       this.groupManager = new GroupManager({
@@ -257,10 +274,12 @@ export class Messenger {
         observe: (lamport) => { if (lamport > this.clock) this.clock = lamport },
         emit: (event) => { this.emit(event) },
         reach: async (peer) => { await this.reach(peer) },
-        nameOf: (peer) => this.contacts.get(peer)?.name
+        nameOf: (peer) => { const c = this.contacts.get(peer); return c === undefined ? undefined : displayName(c) }
       })
       await this.groupManager.open()
       this.greetContacts()
+      // Contacts that have not had this version of our profile yet (it changed while we were off).
+      this.shareProfileWithAll()
     } catch (err) {
       await this.stop().catch(() => {})
       throw err
@@ -402,14 +421,32 @@ export class Messenger {
       peerId: this.peerId,
       name: this.name,
       addrs,
-      invite: encodeInvite({ peerId: this.peerId, addrs: addrs.map(stripP2p), name: this.name })
+      invite: encodeInvite({ peerId: this.peerId, addrs: addrs.map(stripP2p), name: this.name }),
+      ...(this.profile.avatar !== undefined ? { avatar: this.profile.avatar.hash } : {})
     }
   }
 
+  /** Set our display name (kept, put in invites, and shared with contacts as our profile). */
   async setName (name: string): Promise<WhoAmI> {
-    const valid = validateName(name)
-    await this.requireStore().putSetting('name', valid)
-    this.name = valid
+    return await this.setProfile({ name })
+  }
+
+  /**
+   * Set our name and/or avatar (base64 PNG, JPEG or WebP; null removes it). Everything is
+   * checked before anything is written (InvalidRequestError otherwise); a change goes to
+   * every contact as a PROFILE envelope through the outbox.
+   */
+  async setProfile (change: { name?: string, avatar?: string | null }): Promise<WhoAmI> {
+    const store = this.requireStore()
+    const name = change.name !== undefined ? validateName(change.name) : this.name
+    const avatar = change.avatar === undefined ? this.profile.avatar : change.avatar === null ? undefined : parseAvatar(change.avatar)
+    if (name === this.profile.name && name === this.name && avatar?.hash === this.profile.avatar?.hash) return this.whoami()
+    if (name !== this.name) {
+      await store.putSetting('name', name)
+      this.name = name
+    }
+    await this.saveProfile(store, name, avatar)
+    this.shareProfileWithAll()
     return this.whoami()
   }
 
@@ -456,33 +493,117 @@ export class Messenger {
     return await run
   }
 
+  /** Someone's avatar: ours (our own peer id) or a contact's. */
+  async avatarOf (peerId: string): Promise<ProfileAvatarView> {
+    if (peerId === this.peerId) return { peerId, avatar: avatarView(this.profile.avatar) }
+    const c = this.requireContact(peerId)
+    const meta = c.profile?.avatar
+    const bytes = meta === undefined ? undefined : await this.requireStore().getAvatar(c.peerId)
+    return { peerId: c.peerId, avatar: meta === undefined || bytes === undefined ? null : avatarView({ ...meta, bytes }) }
+  }
+
+  /** A new version of our profile, written before anyone is sent it. */
+  private async saveProfile (store: Store, name: string, avatar: Avatar | undefined): Promise<void> {
+    // Time-based, so a re-installed node (which lost its counter) still supersedes what contacts hold.
+    const next: OwnProfile = { version: Math.max(this.profile.version + 1, Date.now()), name, ...(avatar !== undefined ? { avatar } : {}) }
+    // Taken before the write, so two changes at once never get the same version.
+    this.profile = next
+    await store.putSetting('profile', JSON.stringify({
+      version: next.version,
+      name,
+      ...(avatar !== undefined ? { avatar: Buffer.from(avatar.bytes).toString('base64') } : {})
+    }))
+  }
+
+  private shareProfileWithAll (): void {
+    for (const peer of this.contacts.keys()) {
+      this.shareProfile(peer).catch((err: unknown) => { log('sharing our profile with %s failed: %s', peer, (err as Error).message) })
+    }
+  }
+
+  /**
+   * Queue our profile for a contact unless it has had this version (or `force`: it asked).
+   * An older PROFILE envelope still waiting for it is dropped: only the latest matters.
+   */
+  private async shareProfile (peer: PeerIdString, force = false): Promise<void> {
+    const p = this.profile
+    const c = this.contacts.get(peer)
+    if (p.version === 0 || c === undefined || !this.running) return
+    if (!force && (c.profileSent ?? 0) >= p.version) return
+    const store = this.requireStore()
+    const updated: Contact = { ...c, profileSent: p.version }
+    this.contacts.set(peer, updated)
+    const entry = this.controlEntry(peer, {
+      type: 'profile',
+      text: '',
+      profile: { version: p.version, name: p.name, ...(p.avatar !== undefined ? { avatar: p.avatar.bytes } : {}), request: c.profile === undefined }
+    })
+    const previous = this.profileQueued.get(peer)
+    this.profileQueued.set(peer, entry.id)
+    // One tick, so the store's group commit makes them one write.
+    await Promise.all([store.queueOutbox(entry), store.putContact(updated)])
+    this.requireOutbox().enqueue(entry)
+    if (previous !== undefined && this.requireOutbox().cancel(peer, previous)) {
+      this.controlIds.delete(previous)
+      await store.settleOutgoing([{ id: previous, to: peer, status: 'delivered' }])
+    }
+  }
+
+  /** A contact's profile arrived: keep it if newer than the one we hold; answer with ours if due or asked. */
+  private async applyProfile (from: PeerIdString, p: ProfileData): Promise<void> {
+    const c = this.contacts.get(from)
+    if (c === undefined) {
+      // They learn ours, and we theirs, once one side writes (see addInboundContact).
+      log('profile from %s dropped: not a contact', from)
+      return
+    }
+    if (p.version > (c.profile?.version ?? 0)) {
+      const mime = p.avatar === undefined ? undefined : imageType(p.avatar)?.mime
+      const profile: ContactProfile = {
+        version: p.version,
+        name: p.name,
+        ...(p.avatar !== undefined && mime !== undefined ? { avatar: { mime, hash: avatarHash(p.avatar) } } : {})
+      }
+      const updated: Contact = { ...c, profile }
+      this.contacts.set(from, updated)
+      await this.requireStore().putContact(updated, p.avatar ?? null)
+      this.emit({ event: 'contact', contact: this.contactView(updated) })
+    }
+    await this.shareProfile(from, p.request)
+  }
+
   async addContact (invite: string, name?: string): Promise<ContactView> {
     const store = this.requireStore()
     const parsed = decodeInvite(invite)
     if (parsed.peerId === this.peerId) throw new SelfContactError('that invite is your own')
     const existing = this.contacts.get(parsed.peerId)
+    const named = name !== undefined || existing?.named === true
     const contact: Contact = {
+      ...existing,
       peerId: parsed.peerId,
-      name: name !== undefined ? validateName(name) : parsed.name ?? existing?.name ?? shortId(parsed.peerId),
+      name: name !== undefined ? validateName(name) : existing?.named === true ? existing.name : parsed.name ?? existing?.name ?? shortId(parsed.peerId),
       addrs: mergeAddrs(parsed.addrs, existing?.addrs ?? []),
       origin: 'invite',
-      addedAt: existing?.addedAt ?? Date.now()
+      addedAt: existing?.addedAt ?? Date.now(),
+      ...(named ? { named } : {})
     }
     await store.putContact(contact)
     this.contacts.set(contact.peerId, contact)
     await this.rememberAddrs(contact)
     // Say hello so the contact's outbox (if it has mail for us) runs now.
     this.requireNode().dial(peerIdFromString(contact.peerId)).catch(() => {})
-    return this.contactView(contact)
+    await this.shareProfile(contact.peerId)
+    return this.contactView(this.contacts.get(contact.peerId) ?? contact)
   }
 
   listContacts (): ContactView[] {
-    return [...this.contacts.values()].sort((a, b) => a.name.localeCompare(b.name)).map((c) => this.contactView(c))
+    return [...this.contacts.values()].map((c) => this.contactView(c)).sort((a, b) => a.name.localeCompare(b.name))
   }
 
   async renameContact (peerId: string, name: string): Promise<ContactView> {
     const c = this.requireContact(peerId)
-    const updated = { ...c, name: validateName(name) }
+    const updated: Contact = { ...c, name: validateName(name), named: true }
+    this.contacts.set(updated.peerId, updated)
     await this.requireStore().putContact(updated)
     this.contacts.set(updated.peerId, updated)
     return this.contactView(updated)
@@ -542,7 +663,7 @@ export class Messenger {
     const list = await this.requireStore().listConversations()
     const views = list.map((c) => ({
       peerId: c.peerId,
-      name: this.contacts.get(c.peerId)?.name ?? shortId(c.peerId),
+      name: nameOrShortId(this.contacts.get(c.peerId), c.peerId),
       ...(c.last !== undefined ? { last: this.overlay(c.last) } : {})
     }))
     return views.sort((a, b) => (b.last?.sentAt ?? 0) - (a.last?.sentAt ?? 0))
@@ -584,6 +705,7 @@ export class Messenger {
           if (env.id !== frame.id) throw new InvalidEnvelopeError('sealed id does not match the envelope inside')
           envs.push(env)
         } catch (err) {
+          log('refused envelope %s from %s: %s', frame.id, from, (err as Error).message)
           rejected.push({ id: frame.id, error: (err as Error).name })
         }
       })
@@ -605,6 +727,9 @@ export class Messenger {
     }
     // Group payloads come from members who need not be contacts; only a text makes one.
     if (envs.some((e) => e.type === 'text') && !this.contacts.has(from)) await this.addInboundContact(from)
+    for (const e of envs) {
+      if (e.type === 'profile' && e.profile !== undefined) await this.applyProfile(from, e.profile)
+    }
     // Stored by the group manager before the ack goes out (a payload it cannot use is dropped
     // there; group-sync repairs what is missing).
     for (const e of envs) {
@@ -825,13 +950,18 @@ export class Messenger {
   }
 
   private async queueControl (to: PeerIdString, env: Pick<DmEnvelope, 'type' | 'text' | 'refs' | 'body'>): Promise<void> {
+    const entry = this.controlEntry(to, env)
+    await this.requireStore().queueOutbox(entry)
+    this.requireOutbox().enqueue(entry)
+  }
+
+  /** An outbox entry for a control envelope (never shown, no status events), not yet written. */
+  private controlEntry (to: PeerIdString, env: Pick<DmEnvelope, 'type' | 'text' | 'refs' | 'body' | 'profile'>): OutboxRecord {
     const id = newMessageId()
     const sentAt = Date.now()
     const frame = writeEnvelope({ ...env, id, lamport: Math.max(1, this.clock), sentAt })
-    const entry: OutboxRecord = { id, to, frame, createdAt: sentAt, expiresAt: sentAt + (this.options.messageTtlMs ?? DEFAULT_MESSAGE_TTL_MS) }
     this.controlIds.add(id)
-    await this.requireStore().queueOutbox(entry)
-    this.requireOutbox().enqueue(entry)
+    return { id, to, frame, createdAt: sentAt, expiresAt: sentAt + (this.options.messageTtlMs ?? DEFAULT_MESSAGE_TTL_MS) }
   }
 
   /** Get a connection to a peer: from the peer store, else ask our relays' directories first. */
@@ -855,6 +985,7 @@ export class Messenger {
     // A receipt leaving the outbox, however it went, just goes (no status, no event).
     await this.requireStore().settleOutgoing(ids.map((id) => ({ id, to: peer, status: this.controlIds.has(id) ? 'delivered' : status })))
     for (const id of ids) {
+      if (this.profileQueued.get(peer) === id) this.profileQueued.delete(peer)
       if (this.controlIds.delete(id)) continue
       this.sentNotAcked.delete(id)
       this.emitStatus(id, peer, status)
@@ -934,6 +1065,8 @@ export class Messenger {
     this.contacts.set(peer, contact)
     await this.requireStore().putContact(contact)
     this.emit({ event: 'contact', contact: this.contactView(contact) })
+    // Ours goes with a request for theirs: one they sent before we knew them was dropped.
+    await this.shareProfile(peer)
   }
 
   /**
@@ -977,7 +1110,17 @@ export class Messenger {
 
   private contactView (c: Contact): ContactView {
     const connected = this.node !== undefined && this.node.getConnections(peerIdFromString(c.peerId)).length > 0
-    return { peerId: c.peerId, name: c.name, addrs: c.addrs, origin: c.origin, addedAt: c.addedAt, connected, identity: this.identities.get(c.peerId)?.state ?? 'unknown' }
+    return {
+      peerId: c.peerId,
+      name: displayName(c),
+      ...(c.profile !== undefined && c.profile.name !== '' ? { profileName: c.profile.name } : {}),
+      ...(c.profile?.avatar !== undefined ? { avatar: c.profile.avatar.hash } : {}),
+      addrs: c.addrs,
+      origin: c.origin,
+      addedAt: c.addedAt,
+      connected,
+      identity: this.identities.get(c.peerId)?.state ?? 'unknown'
+    }
   }
 
   private requireContact (peerId: string): Contact {
@@ -1039,21 +1182,64 @@ function messageView (r: MessageRecord): MessageView {
 }
 
 function validateName (name: unknown): string {
-  if (typeof name !== 'string') throw new InvalidRequestError('name must be a string')
-  const trimmed = name.trim()
-  if (trimmed.length === 0 || trimmed.length > MAX_NAME_LENGTH) throw new InvalidRequestError(`name must be 1-${MAX_NAME_LENGTH} characters`)
-  return trimmed
+  const problem = nameProblem(name)
+  if (problem !== undefined) throw new InvalidRequestError(problem)
+  return (name as string).trim()
+}
+
+/** An avatar given as base64 by the user: checked exactly as a contact's (core/profile.ts). */
+function parseAvatar (text: string): Avatar {
+  const bytes = decodeBase64(text, MAX_AVATAR_BYTES)
+  if (bytes === undefined) throw new InvalidRequestError('avatar must be base64 (standard alphabet, padded, no spaces, no data: prefix)')
+  if (bytes === 'too large') throw new InvalidRequestError(`avatar is over ${MAX_AVATAR_BYTES} bytes (${MAX_AVATAR_BYTES / 1024} KiB)`)
+  const problem = avatarProblem(bytes)
+  const info = imageType(bytes)
+  if (problem !== undefined || info === undefined) throw new InvalidRequestError(problem ?? 'avatar is not an image')
+  return { mime: info.mime, hash: avatarHash(bytes), bytes }
+}
+
+function avatarView (a: Avatar | undefined): ProfileAvatarView['avatar'] {
+  return a === undefined ? null : { hash: a.hash, mime: a.mime, data: Buffer.from(a.bytes).toString('base64') }
+}
+
+/** Our `profile` setting; an avatar that no longer passes the checks is left out. */
+function parseOwnProfile (value: string | undefined): OwnProfile {
+  if (value === undefined) return { version: 0, name: '' }
+  try {
+    const v = JSON.parse(value) as { version?: unknown, name?: unknown, avatar?: unknown }
+    const version = typeof v.version === 'number' && Number.isSafeInteger(v.version) && v.version > 0 ? v.version : 0
+    const name = typeof v.name === 'string' ? v.name : ''
+    let avatar: Avatar | undefined
+    if (typeof v.avatar === 'string') {
+      try { avatar = parseAvatar(v.avatar) } catch (err) { log.error('stored avatar dropped: %s', (err as Error).message) }
+    }
+    return { version, name, ...(avatar !== undefined ? { avatar } : {}) }
+  } catch {
+    log.error('stored profile is not JSON; starting a new one')
+    return { version: 0, name: '' }
+  }
+}
+
+/** The name to show: ours for the contact if the user chose one, else theirs, else the invite's (or short id). */
+function displayName (c: Contact): string {
+  if (c.named !== true && c.profile !== undefined && c.profile.name !== '') return c.profile.name
+  return c.name
+}
+
+function nameOrShortId (c: Contact | undefined, peer: PeerIdString): string {
+  return c === undefined ? shortId(peer) : displayName(c)
 }
 
 function shortId (peer: string): string {
   return `${peer.slice(0, 4)}…${peer.slice(-6)}`
 }
 
-function isControl (frame: Uint8Array): boolean {
+/** The type of a queued envelope; undefined if it does not read (it is then sent as is). */
+function envelopeType (frame: Uint8Array): DmEnvelope['type'] | undefined {
   try {
-    return readEnvelope(frame).type !== 'text'
+    return readEnvelope(frame).type
   } catch {
-    return false
+    return undefined
   }
 }
 

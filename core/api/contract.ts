@@ -17,11 +17,18 @@ export interface WhoAmI {
   name: string
   addrs: string[]
   invite: string
+  /** Our avatar's content hash, if we have one (the picture: `profile.avatar`). */
+  avatar?: string
 }
 
 export interface ContactView {
   peerId: string
+  /** The name to show: ours for the contact if we chose one, else their profile name, else the invite's. */
   name: string
+  /** What the contact calls themselves (their profile), if they told us. */
+  profileName?: string
+  /** Their avatar's content hash, if they sent one: fetch it with `profile.avatar` when it changes. */
+  avatar?: string
   addrs: string[]
   origin: 'invite' | 'inbound'
   addedAt: number
@@ -82,6 +89,14 @@ export interface GroupView {
   last?: GroupMessageView
 }
 
+export type AvatarMime = 'image/png' | 'image/jpeg' | 'image/webp'
+
+/** Someone's avatar (ours or a contact's): the picture as base64, or null if there is none. */
+export interface ProfileAvatarView {
+  peerId: string
+  avatar: { hash: string, mime: AvatarMime, data: string } | null
+}
+
 export interface ConversationView {
   peerId: string
   name: string
@@ -113,6 +128,9 @@ export interface SettingsPatch {
 export interface Commands {
   'whoami': { params: Record<string, never>, result: WhoAmI }
   'name.set': { params: { name: string }, result: WhoAmI }
+  /** Name and/or avatar (base64 PNG/JPEG/WebP, at most 48 KiB; null removes it); absent fields stay as they are. */
+  'profile.set': { params: { name?: string, avatar?: string | null }, result: WhoAmI }
+  'profile.avatar': { params: { peerId: string }, result: ProfileAvatarView }
   'contact.add': { params: { invite: string, name?: string }, result: ContactView }
   'contacts.list': { params: Record<string, never>, result: { contacts: ContactView[] } }
   'contact.rename': { params: { peerId: string, name: string }, result: ContactView }
@@ -143,7 +161,7 @@ export type CommandParams<C extends CommandName> = Commands[C]['params']
 export type CommandResult<C extends CommandName> = Commands[C]['result']
 
 export const COMMAND_NAMES: readonly CommandName[] = [
-  'whoami', 'name.set', 'contact.add', 'contacts.list', 'contact.rename', 'contact.remove',
+  'whoami', 'name.set', 'profile.set', 'profile.avatar', 'contact.add', 'contacts.list', 'contact.rename', 'contact.remove',
   'contact.safetyNumber', 'contact.verify', 'contact.acceptIdentity', 'dm.send', 'dm.history', 'conversations.list',
   'group.create', 'group.accept', 'group.decline', 'group.send', 'group.history', 'group.members', 'group.add',
   'group.remove', 'group.leave', 'group.rename', 'groups.list', 'settings.get', 'settings.set'
@@ -161,6 +179,7 @@ export type GroupMessageEvent =
 export type MessengerEvent =
   | { event: 'message', conversation: string, from: string, id: string, text: string, sentAt: number, lamport: number }
   | { event: 'status', id: string, conversation: string, status: MessageStatus }
+  /** Someone who was not a contact wrote first and was added, or a contact's profile changed. */
   | { event: 'contact', contact: ContactView }
   | { event: 'peer', peerId: string, connected: boolean }
   /** The contact's identity key changed (a warning for the conversation), or was accepted/verified. */

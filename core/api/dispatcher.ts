@@ -19,6 +19,8 @@ export function createDispatcher (m: Messenger): Dispatch {
   const handlers: { [C in CommandName]: (p: Params) => Promise<CommandResult<C>> | CommandResult<C> } = {
     'whoami': () => m.whoami(),
     'name.set': async (p) => await m.setName(str(p, 'name')),
+    'profile.set': async (p) => await m.setProfile({ ...(p.name !== undefined ? { name: str(p, 'name') } : {}), ...avatar(p) }),
+    'profile.avatar': async (p) => await m.avatarOf(str(p, 'peerId')),
     'contact.add': async (p) => await m.addContact(str(p, 'invite'), optStr(p, 'name')),
     'contacts.list': () => ({ contacts: m.listContacts() }),
     'contact.rename': async (p) => await m.renameContact(str(p, 'peerId'), str(p, 'name')),
@@ -70,6 +72,14 @@ function strList (p: Params, key: string): string[] {
   const v = p[key]
   if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw new InvalidRequestError(`"${key}" must be an array of strings`)
   return v
+}
+
+/** `avatar`: absent (unchanged), null (remove) or a base64 string. */
+function avatar (p: Params): { avatar?: string | null } {
+  const v = p.avatar
+  if (v === undefined) return {}
+  if (v !== null && typeof v !== 'string') throw new InvalidRequestError('"avatar" must be a base64 string or null')
+  return { avatar: v }
 }
 
 function role (p: Params): 'admin' | 'member' | undefined {

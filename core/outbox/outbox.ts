@@ -104,9 +104,13 @@ export class Outbox {
     this.queue(record.to).add(record)
   }
 
-  /** Drop an entry that has not been written to a stream yet (its record failed to save). */
-  cancel (peer: PeerIdString, id: MessageId): void {
-    this.queues.get(peer)?.cancel(id)
+  /**
+   * Drop an entry that has not been written to a stream yet (its record failed to save, or
+   * a newer one supersedes it). True if it was still queued; false if it is already on its
+   * way (or unknown).
+   */
+  cancel (peer: PeerIdString, id: MessageId): boolean {
+    return this.queues.get(peer)?.cancel(id) ?? false
   }
 
   /** Retry this peer now (it just connected, the user accepted its new key, or asked). */
@@ -172,8 +176,8 @@ class PeerQueue {
     else if (this.state === 'open') this.pump()
   }
 
-  cancel (id: MessageId): void {
-    this.queued.removeWhere((r) => r.id === id)
+  cancel (id: MessageId): boolean {
+    return this.queued.removeWhere((r) => r.id === id).length > 0
   }
 
   kick (): void {

@@ -50,6 +50,7 @@ export class LevelStore implements Store {
   private readonly convs: Sub
   private readonly crypto: BinSub
   private readonly groups: BinSub
+  private readonly avatars: BinSub
   private pendingOps: Op[] = []
   private waiters: Array<{ resolve: () => void, reject: (err: unknown) => void }> = []
   private flushing = false
@@ -85,6 +86,7 @@ export class LevelStore implements Store {
     this.convs = sub('convs')
     this.crypto = this.db.sublevel<string, Uint8Array>('crypto', { valueEncoding: 'view' })
     this.groups = this.db.sublevel<string, Uint8Array>('group', { valueEncoding: 'view' })
+    this.avatars = this.db.sublevel<string, Uint8Array>('avatars', { valueEncoding: 'view' })
   }
 
   async open (): Promise<void> {
@@ -155,12 +157,21 @@ export class LevelStore implements Store {
     return v === undefined ? undefined : parse<Contact>(v)
   }
 
-  async putContact (contact: Contact): Promise<void> {
-    await this.commit([{ sub: this.contacts, key: contact.peerId, value: JSON.stringify(contact) }])
+  async putContact (contact: Contact, avatar?: Uint8Array | null): Promise<void> {
+    const ops: Op[] = [{ sub: this.contacts, key: contact.peerId, value: JSON.stringify(contact) }]
+    if (avatar === null) ops.push({ sub: this.avatars, key: contact.peerId })
+    else if (avatar !== undefined) ops.push({ sub: this.avatars, key: contact.peerId, value: avatar.slice() })
+    await this.commit(ops)
   }
 
   async deleteContact (peerId: PeerIdString): Promise<void> {
-    await this.commit([{ sub: this.contacts, key: peerId }])
+    await this.commit([{ sub: this.contacts, key: peerId }, { sub: this.avatars, key: peerId }])
+  }
+
+  async getAvatar (peerId: PeerIdString): Promise<Uint8Array | undefined> {
+    await this.ready()
+    const v = await this.avatars.get(peerId)
+    return v === undefined ? undefined : plain(v)
   }
 
   async queueOutbox (outbox: OutboxRecord): Promise<void> {

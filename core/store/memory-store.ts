@@ -19,6 +19,7 @@ export class MemoryStore implements Store {
   private readonly outbox = new Map<string, OutboxRecord>()
   private readonly crypto = new Map<string, Uint8Array>()
   private readonly groups = new Map<string, Uint8Array>()
+  private readonly avatars = new Map<PeerIdString, Uint8Array>()
 
   async open (): Promise<void> {}
   async close (): Promise<void> {}
@@ -36,8 +37,20 @@ export class MemoryStore implements Store {
     return c === undefined ? undefined : copy(c)
   }
 
-  async putContact (contact: Contact): Promise<void> { this.contacts.set(contact.peerId, copy(contact)) }
-  async deleteContact (peerId: PeerIdString): Promise<void> { this.contacts.delete(peerId) }
+  async putContact (contact: Contact, avatar?: Uint8Array | null): Promise<void> {
+    this.contacts.set(contact.peerId, copy(contact))
+    if (avatar === null) this.avatars.delete(contact.peerId)
+    else if (avatar !== undefined) this.avatars.set(contact.peerId, avatar.slice())
+  }
+
+  async deleteContact (peerId: PeerIdString): Promise<void> {
+    this.contacts.delete(peerId)
+    this.avatars.delete(peerId)
+  }
+
+  async getAvatar (peerId: PeerIdString): Promise<Uint8Array | undefined> {
+    return this.avatars.get(peerId)?.slice()
+  }
 
   async queueOutbox (outbox: OutboxRecord): Promise<void> {
     this.outbox.set(outboxKey(outbox.to, outbox.id), { ...outbox, frame: outbox.frame.slice() })

@@ -1,12 +1,31 @@
 import type { MessageId, PeerIdString } from '../ids.js'
+import type { AvatarMime } from '../profile.js'
 
-/** Someone this node can message. `origin` says whether the user added them or they wrote first. */
+/**
+ * Someone this node can message. `origin` says whether the user added them or they wrote
+ * first. `name` is ours for them; `profile` is what they call themselves (their PROFILE
+ * envelope; its avatar's bytes are stored beside the contact, see Store.getAvatar).
+ */
 export interface Contact {
   peerId: PeerIdString
   name: string
   addrs: string[]
   origin: 'invite' | 'inbound'
   addedAt: number
+  /** The user chose `name` (contact.add with a name, contact.rename): it wins over the profile name. */
+  named?: boolean
+  /** The contact's own profile, as last received. */
+  profile?: ContactProfile
+  /** The version of our profile last queued to this contact (it is not sent again). */
+  profileSent?: number
+}
+
+/** A contact's profile as they sent it. */
+export interface ContactProfile {
+  version: number
+  /** '' if they set none. */
+  name: string
+  avatar?: { mime: AvatarMime, hash: string }
 }
 
 import type { MessageStatus, SettledStatus } from './status.js'
@@ -90,8 +109,15 @@ export interface Store {
 
   listContacts(): Promise<Contact[]>
   getContact(peerId: PeerIdString): Promise<Contact | undefined>
-  putContact(contact: Contact): Promise<void>
+  /**
+   * Write a contact and, if `avatar` is given, its avatar bytes (null deletes them) in one
+   * write; `undefined` leaves a stored avatar as it is.
+   */
+  putContact(contact: Contact, avatar?: Uint8Array | null): Promise<void>
+  /** A contact and its avatar. */
   deleteContact(peerId: PeerIdString): Promise<void>
+  /** A contact's avatar bytes (undefined if none is stored). */
+  getAvatar(peerId: PeerIdString): Promise<Uint8Array | undefined>
 
   /** An outbox entry with no message record (control envelopes such as receipts). */
   queueOutbox(outbox: OutboxRecord): Promise<void>

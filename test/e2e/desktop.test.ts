@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test'
 import { chromium, type Browser, type Locator, type Page } from 'playwright-core'
 import { WebSocket } from 'ws'
 import { Cluster, REPO_ROOT, type NodeProcess } from '../helpers/node-process.js'
+import { png } from '../helpers/images.js'
 import { startRelay, type TestRelay } from '../helpers/relay.js'
 
 // Issue 6's acceptance, end to end: a real relay, three real `parley web` processes with their
@@ -381,5 +382,21 @@ void describe('desktop app in a browser: three users, a relay, real nodes', { ti
     await bubble(ada.page, 'I will!').waitFor()
     assert.match(await bubble(ada.page, 'I will!').innerText(), /^Cyd\n/, 'a removed member\'s messages keep her name')
     await shot(ada.page, 'dark', true)
+  })
+
+  step('Ada chooses a profile photo in Settings; Bob sees it for her', 60_000, async () => {
+    await ada.page.getByRole('button', { name: 'Settings', exact: true }).click()
+    const settings = ada.page.getByRole('dialog', { name: 'Settings' })
+    await settings.getByLabel('Choose a photo').setInputFiles({ name: 'ada.png', mimeType: 'image/png', buffer: png(300, 200, [220, 60, 90]) })
+    await settings.getByRole('img', { name: 'Preview of your new photo' }).waitFor()
+    await settings.getByRole('button', { name: 'Save photo' }).click()
+    await settings.getByRole('img', { name: 'Your profile photo' }).waitFor()
+    await shot(ada.page, 'profile-photo-settings')
+    await ada.page.keyboard.press('Escape')
+    await openConversation(bob.page, /^Ada/)
+    const photo = bob.page.getByRole('region', { name: 'Conversation with Ada' }).getByRole('img', { name: 'Profile photo of Ada' })
+    await photo.waitFor()
+    assert.match(await photo.getAttribute('src') ?? '', /^data:image\/(webp|jpeg);base64,/, 'the downscaled picture, not the PNG chosen')
+    await shot(bob.page, 'profile-photo')
   })
 })

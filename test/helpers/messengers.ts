@@ -1,8 +1,12 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { peerIdFromString } from '@libp2p/peer-id'
 import type { MessengerEvent } from '../../core/api/contract.js'
 import { Messenger, type MessengerOptions } from '../../core/messenger.js'
+import { readAck, type AckFrame } from '../../core/protocols/dm/codec.js'
+import { DM_PROTOCOL } from '../../core/protocols/dm/constants.js'
+import { encodeFrames, FrameDecoder } from '../../core/protocols/framing.js'
 
 /** A Messenger on loopback with a temp data dir, recording every event it emits. */
 export interface TestPeer {
@@ -68,4 +72,18 @@ export function messageEvents (events: MessengerEvent[]): Array<Extract<Messenge
 
 export function statusEvents (events: MessengerEvent[], status: string): Array<Extract<MessengerEvent, { event: 'status' }>> {
   return events.filter((e): e is Extract<MessengerEvent, { event: 'status' }> => e.event === 'status' && e.status === status)
+}
+
+/** Send sealed frames from `from`'s own node on a fresh DM stream and read the ack. */
+export async function sendRaw (from: TestPeer, to: TestPeer, frame: Uint8Array): Promise<AckFrame> {
+  const s = await from.m.libp2p.dialProtocol(peerIdFromString(to.m.peerId), DM_PROTOCOL)
+  s.send(encodeFrames([frame]))
+  const decoder = new FrameDecoder(64 * 1024)
+  for await (const chunk of s) {
+    for (const f of decoder.push(chunk)) {
+      await s.close()
+      return readAck(f)
+    }
+  }
+  throw new Error('no ack')
 }

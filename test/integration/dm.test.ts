@@ -2,14 +2,13 @@ import '../../core/polyfill.js'
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createNode, type ParleyLibp2p } from '../../core/net/node.js'
 import { DM_PROTOCOL } from '../../core/protocols/dm/constants.js'
 import { encodeFrames, FrameDecoder } from '../../core/protocols/framing.js'
 import { readAck, readSealed, writeEnvelope, writeSealed, type AckFrame } from '../../core/protocols/dm/codec.js'
 import { newMessageId } from '../../core/ids.js'
-import { eventually, messageEvents, removeDir, startPeer, statusEvents, type TestPeer } from '../helpers/messengers.js'
+import { eventually, messageEvents, removeDir, sendRaw, startPeer, statusEvents, type TestPeer } from '../helpers/messengers.js'
 
 // Two real Messengers: libp2p over TCP on 127.0.0.1, level databases in temp dirs.
 describe('direct messages between two nodes', () => {
@@ -139,20 +138,6 @@ describe('direct messages between two nodes', () => {
     await eventually(() => messageEvents(b.events).some((e) => e.id === next.id), 'next message decrypts')
   })
 })
-
-/** Send sealed frames from `from`'s own node on a fresh DM stream and read the ack. */
-async function sendRaw (from: TestPeer, to: TestPeer, frame: Uint8Array): Promise<AckFrame> {
-  const s = await from.m.libp2p.dialProtocol(peerIdFromString(to.m.peerId), DM_PROTOCOL)
-  s.send(encodeFrames([frame]))
-  const decoder = new FrameDecoder(64 * 1024)
-  for await (const chunk of s) {
-    for (const f of decoder.push(chunk)) {
-      await s.close()
-      return readAck(f)
-    }
-  }
-  throw new Error('no ack')
-}
 
 describe('bad input on /parley/dm/2.0.0', () => {
   let b: TestPeer

@@ -2,9 +2,12 @@ import '../../core/polyfill.js'
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { ulidFactory, type MessageId } from '../../core/ids.js'
-import { MAX_RECEIPT_IDS, readAck, readEnvelope, textByteLength, writeAck, writeEnvelope, type DmEnvelope } from '../../core/protocols/dm/codec.js'
-import { MAX_ACK_IDS, MAX_ENVELOPE_BYTES, MAX_GROUP_BODY_BYTES, MAX_TEXT_BYTES } from '../../core/protocols/dm/constants.js'
-import { Envelope, EnvelopeType, ReceiptBody, TextBody } from '../../core/protocols/dm/pb/dm.js'
+import { MAX_RECEIPT_IDS, readAck, readEnvelope, textByteLength, writeAck, writeEnvelope, type DmEnvelope, type ProfileData } from '../../core/protocols/dm/codec.js'
+import { MAX_ACK_IDS, MAX_ENVELOPE_BYTES, MAX_GROUP_BODY_BYTES, MAX_PROFILE_BODY_BYTES, MAX_SEALED_BYTES, MAX_TEXT_BYTES } from '../../core/protocols/dm/constants.js'
+import { MAX_MAILBOX_ENVELOPE_BYTES } from '../../core/protocols/mailbox/constants.js'
+import { Envelope, EnvelopeType, ProfileBody, ReceiptBody, TextBody } from '../../core/protocols/dm/pb/dm.js'
+import { MAX_AVATAR_BYTES } from '../../core/profile.js'
+import { jpegHeader, png, webpHeader } from '../helpers/images.js'
 import { Rng } from './prng.js'
 
 const nextId = ulidFactory(() => 1_700_000_000_000)
@@ -168,6 +171,68 @@ describe('envelope codec', () => {
     const max = Envelope.encode({ id: nextId(), lamport: 1, sentAt: 1, type: EnvelopeType.GROUP, body: new Uint8Array(MAX_GROUP_BODY_BYTES) })
     assert.ok(max.byteLength <= MAX_ENVELOPE_BYTES, 'the largest group envelope fits the envelope limit')
     assert.equal(readEnvelope(max).body?.byteLength, MAX_GROUP_BODY_BYTES)
+  })
+
+  describe('profile envelopes', () => {
+    const profileEnvelope = (profile: ProfileData): DmEnvelope => ({ id: nextId(), lamport: 5, sentAt: 1700000000000, type: 'profile', text: '', profile })
+    const raw = (body: Partial<ProfileBody>): Uint8Array => Envelope.encode({
+      id: nextId(), lamport: 1, sentAt: 1, type: EnvelopeType.PROFILE,
+      body: ProfileBody.encode({ version: 1, name: 'Ada', avatar: new Uint8Array(0), request: false, ...body })
+    })
+    /** A real PNG of exactly `size` bytes (noise does not compress; an ancillary chunk pads). */
+    const pngOf = (size: number): Uint8Array<ArrayBuffer> => {
+      let seed = 1
+      const base = png(100, 100, undefined, () => { seed = (seed * 16807) % 2147483647; return seed / 2147483647 })
+      assert.ok(base.byteLength < size - 12, `base PNG ${base.byteLength} bytes`)
+      const pad = Buffer.alloc(size - base.byteLength - 12)
+      const chunk = Buffer.alloc(8)
+      chunk.writeUInt32BE(pad.byteLength, 0)
+      chunk.write('tEXt', 4, 'latin1')
+      // CRC is not checked by the sniffer; what matters is the header and the size.
+      return new Uint8Array(Buffer.concat([base.subarray(0, 33), chunk, pad, Buffer.alloc(4), base.subarray(33)]))
+    }
+
+    it('round-trips name, avatar (PNG, JPEG, WebP), no avatar, and the request flag', () => {
+      for (const avatar of [new Uint8Array(png(16, 16)), new Uint8Array(jpegHeader(128, 128)), new Uint8Array(webpHeader(128, 96)), undefined]) {
+        for (const request of [false, true]) {
+          const env = profileEnvelope({ version: 1_700_000_000_000, name: 'Ada Lovelace', ...(avatar !== undefined ? { avatar } : {}), request })
+          const back = readEnvelope(writeEnvelope(env))
+          assert.equal(back.type, 'profile')
+          assert.equal(back.profile?.version, 1_700_000_000_000)
+          assert.equal(back.profile?.name, 'Ada Lovelace')
+          assert.equal(back.profile?.request, request)
+          assert.deepEqual(back.profile?.avatar === undefined ? undefined : new Uint8Array(back.profile.avatar), avatar)
+        }
+      }
+      const nameless = readEnvelope(writeEnvelope(profileEnvelope({ version: 2, name: '', request: false })))
+      assert.equal(nameless.profile?.name, '', 'no name set is allowed')
+    })
+
+    it('the largest profile fits a DM envelope, a sealed frame and a relay mailbox item', () => {
+      const avatar = pngOf(MAX_AVATAR_BYTES)
+      assert.equal(avatar.byteLength, MAX_AVATAR_BYTES)
+      const frame = writeEnvelope(profileEnvelope({ version: Number.MAX_SAFE_INTEGER, name: '🦜'.repeat(32), avatar, request: true }))
+      assert.ok(frame.byteLength <= MAX_ENVELOPE_BYTES, `${frame.byteLength} bytes`)
+      assert.ok(frame.byteLength + 4096 <= MAX_SEALED_BYTES && MAX_SEALED_BYTES <= MAX_MAILBOX_ENVELOPE_BYTES)
+      assert.ok(frame.byteLength < 128 * 1024 / 2, 'well under the relayed-connection limit')
+      assert.equal(readEnvelope(frame).profile?.avatar?.byteLength, MAX_AVATAR_BYTES)
+    })
+
+    it('rejects junk: version 0, untrimmed or long names, avatars that are not images, too large or too many pixels', () => {
+      assertThrowsNamed(() => readEnvelope(raw({ version: 0 })), 'InvalidEnvelopeError', 'version 0')
+      assertThrowsNamed(() => readEnvelope(raw({ name: ' Ada' })), 'InvalidEnvelopeError', 'untrimmed')
+      assertThrowsNamed(() => readEnvelope(raw({ name: 'x'.repeat(65) })), 'InvalidEnvelopeError', '65 characters')
+      assertThrowsNamed(() => readEnvelope(raw({ avatar: new TextEncoder().encode('hello, this is a text file\n') })), 'InvalidEnvelopeError', 'text')
+      assertThrowsNamed(() => readEnvelope(raw({ avatar: new Uint8Array(png(16, 16)).subarray(0, 20) })), 'InvalidEnvelopeError', 'cut PNG header')
+      assertThrowsNamed(() => readEnvelope(raw({ avatar: new Uint8Array(png(2000, 1)) })), 'InvalidEnvelopeError', '2000 px wide')
+      assertThrowsNamed(() => readEnvelope(raw({ avatar: new Uint8Array(jpegHeader(20000, 20000)) })), 'InvalidEnvelopeError', 'JPEG bomb')
+      assertThrowsNamed(() => readEnvelope(raw({ avatar: new Uint8Array(webpHeader(4000, 10)) })), 'InvalidEnvelopeError', 'WebP bomb')
+      assertThrowsNamed(() => readEnvelope(raw({ avatar: pngOf(MAX_AVATAR_BYTES + 1) })), 'InvalidEnvelopeError', 'one byte over')
+      const huge = Envelope.encode({ id: nextId(), lamport: 1, sentAt: 1, type: EnvelopeType.PROFILE, body: new Uint8Array(MAX_PROFILE_BODY_BYTES + 1) })
+      assertThrowsNamed(() => readEnvelope(huge), 'InvalidEnvelopeError', 'body over the limit')
+      const notProtobuf = Envelope.encode({ id: nextId(), lamport: 1, sentAt: 1, type: EnvelopeType.PROFILE, body: new Uint8Array([0x12, 0xff, 0xff, 0xff, 0x0f]) })
+      assertThrowsNamed(() => readEnvelope(notProtobuf), 'MalformedFrameError')
+    })
   })
 
   it('rejects a body that is not a TextBody with MalformedFrameError', () => {

@@ -239,6 +239,40 @@ export function runStoreSuite (name: string, make: () => Promise<StoreFixture>):
         await store.deleteContact(peers.a) // already gone: no error
         assert.deepEqual(await store.listContacts(), [cb])
       })
+
+      it('keep a profile and its avatar with the contact: written together, replaced, kept, deleted with it', async () => {
+        const avatar = Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 1, 2, 3])
+        const withProfile: Contact = {
+          ...contact(peers.a, 'Alice'),
+          named: true,
+          profile: { version: 1_700_000_000_000, name: 'Alice Liddell', avatar: { mime: 'image/png', hash: '0123456789abcdef' } },
+          profileSent: 1_700_000_000_001
+        }
+        assert.equal(await store.getAvatar(peers.a), undefined)
+        await store.putContact(withProfile, avatar)
+        avatar[4] = 99 // the store took a copy
+        assert.deepEqual(await store.getContact(peers.a), withProfile)
+        assert.deepEqual(await store.getAvatar(peers.a), Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 1, 2, 3]))
+
+        // Without an avatar argument the stored one stays; with null it goes.
+        const renamed: Contact = { ...withProfile, name: 'Al' }
+        await store.putContact(renamed)
+        assert.deepEqual(await store.getAvatar(peers.a), Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 1, 2, 3]))
+        await store.putContact({ ...renamed, profile: { version: 1_700_000_000_002, name: 'Alice' } }, null)
+        assert.equal(await store.getAvatar(peers.a), undefined)
+        assert.equal((await store.getContact(peers.a))?.profile?.avatar, undefined)
+
+        await store.putContact(withProfile, Uint8Array.from([9, 9]))
+        await store.putContact(contact(peers.b, 'Bob'), Uint8Array.from([7]))
+        if (fixture.reopen !== undefined) { // LevelStore: from disk
+          store = await fixture.reopen()
+          assert.deepEqual(await store.getContact(peers.a), withProfile)
+          assert.deepEqual(await store.getAvatar(peers.a), Uint8Array.from([9, 9]))
+        }
+        await store.deleteContact(peers.a)
+        assert.equal(await store.getAvatar(peers.a), undefined, 'deleting a contact deletes its avatar')
+        assert.deepEqual(await store.getAvatar(peers.b), Uint8Array.from([7]), 'others keep theirs')
+      })
     })
 
     describe('saveOutgoing', () => {

@@ -7,6 +7,7 @@ import { ConnectionBanner } from './components/ConnectionBanner.js'
 import { ContactsPanel } from './components/ContactsPanel.js'
 import { ConversationList } from './components/ConversationList.js'
 import { GroupInfo } from './components/GroupInfo.js'
+import { PersonAvatar } from './components/Avatar.js'
 import { Icon } from './components/Icon.js'
 import { NewGroupDialog } from './components/NewGroupDialog.js'
 import { NotificationPrompt } from './components/NotificationPrompt.js'
@@ -197,7 +198,7 @@ export function App ({ client }: { client: ParleyClient }): React.JSX.Element {
         <aside className="sidebar" aria-label="Conversations">
           <header className="sidebar-header">
             <button type="button" className="me" aria-label={`Settings for ${me.name}`} onClick={() => { setPanel('settings') }}>
-              <span className="avatar" aria-hidden="true">{me.name.slice(0, 1).toUpperCase()}</span>
+              <PersonAvatar client={client} peerId={me.peerId} hash={me.avatar} name={me.name} />
               <span className="me-name">{me.name}</span>
             </button>
             <div className="toolbar">

@@ -2,28 +2,44 @@ import { owned } from '../../bytes.js'
 import { isMessageId, type MessageId } from '../../ids.js'
 import { MalformedFrameError } from '../errors.js'
 import { InvalidEnvelopeError } from './errors.js'
-import { MAX_ACK_IDS, MAX_BINDING_BYTES, MAX_GROUP_BODY_BYTES, MAX_SEALED_BYTES, MAX_TEXT_BYTES } from './constants.js'
-import { Ack, Envelope, EnvelopeType, ReceiptBody, Sealed, SealedType, TextBody } from './pb/dm.js'
+import { avatarProblem, MAX_AVATAR_BYTES, MAX_NAME_LENGTH } from '../../profile.js'
+import { MAX_ACK_IDS, MAX_BINDING_BYTES, MAX_GROUP_BODY_BYTES, MAX_PROFILE_BODY_BYTES, MAX_SEALED_BYTES, MAX_TEXT_BYTES } from './constants.js'
+import { Ack, Envelope, EnvelopeType, ProfileBody, ReceiptBody, Sealed, SealedType, TextBody } from './pb/dm.js'
 
 /**
  * A validated envelope, as the rest of core sees it: a text message, or a control envelope
  * about the receiver's own messages (`refs`; text empty): a delivery receipt (the sender
  * stored them) or a retry request (the sender got them from a mailbox but could not decrypt
- * them, e.g. after a re-install, and asks for them again over a new session), or a group
- * payload (`body`, opaque here; core/groups reads it).
+ * them, e.g. after a re-install, and asks for them again over a new session), a group
+ * payload (`body`, opaque here; core/groups reads it), or the sender's profile (`profile`).
  */
 export interface DmEnvelope {
   id: MessageId
   lamport: number
   sentAt: number
-  type: 'text' | 'receipt' | 'retry' | 'group'
+  type: 'text' | 'receipt' | 'retry' | 'group' | 'profile'
   text: string
   refs?: MessageId[]
   body?: Uint8Array
+  profile?: ProfileData
+}
+
+/**
+ * A PROFILE envelope's content, checked as strictly as local input (core/profile.ts): the
+ * name trimmed and at most 64 characters ('' for none), the avatar a PNG, JPEG or WebP of at
+ * most 48 KiB and 1024 px a side (absent for none).
+ */
+export interface ProfileData {
+  version: number
+  name: string
+  avatar?: Uint8Array
+  /** The sender has no profile of ours and asks for it. */
+  request: boolean
 }
 
 const TYPES: ReadonlyMap<DmEnvelope['type'], EnvelopeType> = new Map([
-  ['text', EnvelopeType.TEXT], ['receipt', EnvelopeType.RECEIPT], ['retry', EnvelopeType.RETRY], ['group', EnvelopeType.GROUP]
+  ['text', EnvelopeType.TEXT], ['receipt', EnvelopeType.RECEIPT], ['retry', EnvelopeType.RETRY], ['group', EnvelopeType.GROUP],
+  ['profile', EnvelopeType.PROFILE]
 ])
 
 /** Most ids one receipt may carry. */
@@ -39,10 +55,37 @@ export function writeEnvelope (env: DmEnvelope): Uint8Array<ArrayBuffer> {
     lamport: env.lamport,
     sentAt: env.sentAt,
     type: TYPES.get(env.type) ?? EnvelopeType.TEXT,
-    body: env.type === 'text'
-      ? TextBody.encode({ text: env.text })
-      : env.type === 'group' ? owned(env.body ?? new Uint8Array(0)) : ReceiptBody.encode({ ids: [...(env.refs ?? [])] })
+    body: writeBody(env)
   })
+}
+
+function writeBody (env: DmEnvelope): Uint8Array<ArrayBuffer> {
+  switch (env.type) {
+    case 'text': return TextBody.encode({ text: env.text })
+    case 'group': return owned(env.body ?? new Uint8Array(0))
+    case 'profile': {
+      const p = env.profile ?? { version: 0, name: '', request: false }
+      return ProfileBody.encode({ version: p.version, name: p.name, avatar: owned(p.avatar ?? new Uint8Array(0)), request: p.request })
+    }
+    default: return ReceiptBody.encode({ ids: [...(env.refs ?? [])] })
+  }
+}
+
+/** Decode and check a PROFILE body; throws MalformedFrameError / InvalidEnvelopeError naming what is wrong. */
+export function readProfile (body: Uint8Array): ProfileData {
+  if (body.byteLength > MAX_PROFILE_BODY_BYTES) throw new InvalidEnvelopeError(`profile body over ${MAX_PROFILE_BODY_BYTES} bytes`)
+  let p: ProfileBody
+  try {
+    p = ProfileBody.decode(body)
+  } catch (err) {
+    throw new MalformedFrameError(`profile body does not decode: ${(err as Error).message}`)
+  }
+  if (!Number.isSafeInteger(p.version) || p.version < 1) throw new InvalidEnvelopeError('profile version must be a positive integer')
+  if (p.name !== p.name.trim() || p.name.length > MAX_NAME_LENGTH) throw new InvalidEnvelopeError(`profile name must be trimmed and at most ${MAX_NAME_LENGTH} characters`)
+  if (p.avatar.byteLength > MAX_AVATAR_BYTES) throw new InvalidEnvelopeError(`profile avatar over ${MAX_AVATAR_BYTES} bytes`)
+  const problem = p.avatar.byteLength === 0 ? undefined : avatarProblem(p.avatar)
+  if (problem !== undefined) throw new InvalidEnvelopeError(`profile ${problem}`)
+  return { version: p.version, name: p.name, ...(p.avatar.byteLength > 0 ? { avatar: p.avatar } : {}), request: p.request }
 }
 
 /** Decode and validate one envelope frame; throws MalformedFrameError / InvalidEnvelopeError. */
@@ -70,6 +113,9 @@ export function readEnvelope (frame: Uint8Array): DmEnvelope {
   if (env.type === EnvelopeType.GROUP) {
     if (env.body.byteLength === 0 || env.body.byteLength > MAX_GROUP_BODY_BYTES) throw new InvalidEnvelopeError(`group body must be 1-${MAX_GROUP_BODY_BYTES} bytes`)
     return { id: env.id, lamport: env.lamport, sentAt: env.sentAt, type: 'group', text: '', body: env.body }
+  }
+  if (env.type === EnvelopeType.PROFILE) {
+    return { id: env.id, lamport: env.lamport, sentAt: env.sentAt, type: 'profile', text: '', profile: readProfile(env.body) }
   }
   if (env.type !== EnvelopeType.TEXT) throw new InvalidEnvelopeError(`unsupported envelope type ${String(env.type)}`)
   if (env.body.byteLength > MAX_TEXT_BYTES + 16) throw new InvalidEnvelopeError('text body too large')

@@ -5,6 +5,8 @@ export const DM_PROTOCOL = '/parley/dm/2.0.0'
 export const MAX_TEXT_BYTES = 64 * 1024
 /** Largest group payload carried in an envelope (core/groups: invites, records, sender keys). */
 export const MAX_GROUP_BODY_BYTES = MAX_TEXT_BYTES + 512
+/** Largest profile body: a 48 KiB avatar (core/profile.ts), a 64-character name and the version. */
+export const MAX_PROFILE_BODY_BYTES = 48 * 1024 + 512
 /** Largest envelope (the plaintext inside a Sealed frame): text plus headers, with room to spare. */
 export const MAX_ENVELOPE_BYTES = MAX_TEXT_BYTES + 1024
 /**

@@ -2,7 +2,7 @@ import { useEffect, useState } from 'react'
 import type { ContactView, GroupMemberView, GroupMessageView, MessageView, WhoAmI } from '../../../../core/api/contract.js'
 import type { AppActions } from '../actions.js'
 import type { ConversationItem, Thread } from '../model.js'
-import { Avatar } from './Avatar.js'
+import { Avatar, PersonAvatar } from './Avatar.js'
 import { Composer } from './Composer.js'
 import { MessageList } from './MessageList.js'
 
@@ -54,7 +54,9 @@ export function ChatView ({ item, me, contacts, thread, actions, onLoadOlder, on
   return (
     <section className="chat" aria-label={`Conversation with ${item.name}`}>
       <header className="chat-header">
-        <Avatar name={item.name} group={group !== undefined} {...(item.connected !== undefined ? { online: item.connected } : {})} />
+        {group !== undefined
+          ? <Avatar name={item.name} group />
+          : <PersonAvatar client={actions.client} peerId={item.id} hash={contact?.avatar} name={item.name} online={item.connected === true} />}
         <div className="chat-title">
           <h1>{item.name}</h1>
           <span className="chat-subtitle">{subtitle}{contact?.identity === 'verified' ? ' · verified ✔' : ''}</span>

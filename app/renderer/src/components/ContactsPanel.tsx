@@ -1,7 +1,7 @@
 import { useState } from 'react'
 import type { ContactView, WhoAmI } from '../../../../core/api/contract.js'
 import type { AppActions } from '../actions.js'
-import { Avatar } from './Avatar.js'
+import { PersonAvatar } from './Avatar.js'
 import { CopyField } from './CopyField.js'
 import { Panel } from './Panel.js'
 import { Qr } from './Qr.js'
@@ -60,8 +60,8 @@ export function ContactsPanel ({ actions, me, contacts, onClose, onContact, onOp
           {[...contacts].sort((a, b) => a.name.localeCompare(b.name)).map((c) => (
             <li key={c.peerId}>
               <button type="button" className="contact" aria-label={`Chat with ${c.name}`} onClick={() => { onOpen(c.peerId) }}>
-                <Avatar name={c.name} online={c.connected} />
-                <span>{c.name}</span>
+                <PersonAvatar client={actions.client} peerId={c.peerId} hash={c.avatar} name={c.name} online={c.connected} />
+                <span>{c.name}{c.profileName !== undefined && c.profileName !== c.name ? <span className="hint"> ~{c.profileName}</span> : null}</span>
                 <span className="hint">{c.connected ? 'connected' : 'not connected'}{c.identity === 'verified' ? ' · verified' : ''}</span>
               </button>
             </li>

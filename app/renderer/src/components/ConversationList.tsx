@@ -1,7 +1,8 @@
 import type { AppActions } from '../actions.js'
 import { listTime } from '../format.js'
 import type { ConversationItem, ConversationKey } from '../model.js'
-import { Avatar } from './Avatar.js'
+import type { ParleyClient } from '../client.js'
+import { Avatar, PersonAvatar } from './Avatar.js'
 
 interface Props {
   items: ConversationItem[]
@@ -22,20 +23,22 @@ export function ConversationList ({ items, selected, onOpen, actions, onChanged 
         <li key={item.key}>
           {item.group?.state === 'invited'
             ? <InviteRow item={item} actions={actions} onChanged={onChanged} onOpen={onOpen} />
-            : <ConversationRow item={item} selected={item.key === selected} onOpen={onOpen} />}
+            : <ConversationRow item={item} selected={item.key === selected} onOpen={onOpen} client={actions.client} />}
         </li>
       ))}
     </ul>
   )
 }
 
-function ConversationRow ({ item, selected, onOpen }: { item: ConversationItem, selected: boolean, onOpen: (key: ConversationKey) => void }): React.JSX.Element {
+function ConversationRow ({ item, selected, onOpen, client }: { item: ConversationItem, selected: boolean, onOpen: (key: ConversationKey) => void, client: ParleyClient }): React.JSX.Element {
   const last = item.last
   const preview = last === undefined ? (item.kind === 'group' ? 'Group created' : 'No messages yet') : `${last.direction === 'out' ? 'You: ' : ''}${last.text}`
   const label = `${item.name}${item.kind === 'group' ? ' (group)' : ''}${item.unread > 0 ? `, ${item.unread} unread` : ''}`
   return (
     <button type="button" className={selected ? 'conversation selected' : 'conversation'} aria-current={selected ? 'true' : undefined} aria-label={label} onClick={() => { onOpen(item.key) }}>
-      <Avatar name={item.name} group={item.kind === 'group'} {...(item.connected !== undefined ? { online: item.connected } : {})} />
+      {item.kind === 'group'
+        ? <Avatar name={item.name} group />
+        : <PersonAvatar client={client} peerId={item.id} hash={item.contact?.avatar} name={item.name} online={item.connected === true} />}
       <span className="conversation-text">
         <span className="conversation-top">
           <span className="conversation-name">{item.name}</span>

@@ -5,8 +5,9 @@ import { loadTheme, saveTheme, type Theme } from '../prefs.js'
 import { NameForm } from './NameForm.js'
 import { NetworkSettings } from './NetworkSettings.js'
 import { Panel } from './Panel.js'
+import { ProfilePhoto } from './ProfilePhoto.js'
 
-/** Display name, theme, relays and privacy, and what the node says about itself. */
+/** Display name and photo (what contacts see), theme, relays and privacy, and what the node says about itself. */
 export function Settings ({ actions, me, onMe, onClose }: { actions: AppActions, me: WhoAmI, onMe: (me: WhoAmI) => void, onClose: () => void }): React.JSX.Element {
   const [theme, setTheme] = useState<Theme>(loadTheme())
   const pick = (t: Theme): void => { setTheme(t); saveTheme(t) }
@@ -15,8 +16,8 @@ export function Settings ({ actions, me, onMe, onClose }: { actions: AppActions,
       <section className="stack" aria-label="Profile">
         <h3>Profile</h3>
         <NameForm actions={actions} me={me} onMe={onMe} submitLabel="Save name" />
-        <p className="hint">Profile pictures come with a later version.</p>
       </section>
+      <ProfilePhoto actions={actions} me={me} onMe={onMe} />
       <fieldset className="stack">
         <legend>Theme</legend>
         {(['system', 'light', 'dark'] as const).map((t) => (
