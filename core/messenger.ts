@@ -243,8 +243,8 @@ export class Messenger {
         onConnected: (relay) => {
           this.drainMailbox(relay)
           this.publishPrekeys(relay)
-          // The relay's directory may now tell us where group members are.
-          this.groupManager?.meetAll()
+          // We may have been away, and the relay's directory may now tell us where members are.
+          this.groupManager?.relayConnected()
         },
         // A relay that is also a contact keeps its connection when it leaves the relay list.
         inUse: (relay) => this.contacts.has(relay as PeerIdString),

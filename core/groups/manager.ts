@@ -66,7 +66,7 @@ const MEET_EVERY_MS = 5_000
  * this, with jitter. Without it every node re-dialled every unreachable member every 5 s: on
  * a loaded machine those dials timed out, and the load they made kept the rest failing (a
  * 50-member group lost its member connections for good). A connection from the member, or
- * our relay connecting again (the network changed), clears it.
+ * one of our relays connecting again (relayConnected), clears it.
  */
 const MEET_BACKOFF_MAX_MS = 5 * 60_000
 /**
@@ -229,12 +229,13 @@ export class GroupManager implements GroupSyncBackend {
     this.p.node.addEventListener('peer:connect', this.onConnect)
     this.timer = setInterval(() => { this.antiEntropy() }, SYNC_EVERY_MS)
     this.timer.unref?.()
-    this.meetTimer = setInterval(() => { this.meetAll(true) }, MEET_EVERY_MS)
+    this.meetTimer = setInterval(() => { this.meetAll() }, MEET_EVERY_MS)
     this.meetTimer.unref?.()
-    for (const g of this.groups.values()) if (g.info.state === 'joined') this.meetMembers(g)
+    // Just started: members do not know we are back, so we dial them all (either side).
+    this.meetAll()
     // Meeting members starts syncs, whose large batches verify signatures on the workers.
     if ([...this.groups.values()].some((g) => g.info.state === 'joined')) warmVerifiers()
-    for (const ms of MEET_EARLY_MS) setTimeout(() => { this.meetAll(true) }, ms).unref?.()
+    for (const ms of MEET_EARLY_MS) setTimeout(() => { this.meetAll() }, ms).unref?.()
   }
 
   async stop (): Promise<void> {
@@ -838,15 +839,23 @@ export class GroupManager implements GroupSyncBackend {
   }
 
   /**
-   * Dial members of joined groups we have no connection to: after (re)connecting to a relay
-   * (its directory may know where they are now), and every MEET_EVERY_MS (`retry`: dials that
-   * failed before, and members whose own dial to us never came).
+   * Dial members of joined groups we have no connection to, whichever side we are, e.g. every
+   * MEET_EVERY_MS: dials that failed before (once their backoff is over), and members whose
+   * own dial to us never came.
    */
-  meetAll (retry = false): void {
+  private meetAll (): void {
     if (!this.running) return
-    // Called without `retry` when a relay (re)connects: the network may have changed.
-    if (!retry) this.meetFailures.clear()
-    for (const g of this.groups.values()) if (g.info.state === 'joined') this.meetMembers(g, retry)
+    for (const g of this.groups.values()) if (g.info.state === 'joined') this.meetMembers(g, true)
+  }
+
+  /**
+   * One of our relays (re)connected: we may have been away (the node just started, or the
+   * network changed), so members do not know to dial us, and the relay's directory may know
+   * where they are now. Dial every unconnected member, backoffs forgotten.
+   */
+  relayConnected (): void {
+    this.meetFailures.clear()
+    this.meetAll()
   }
 
   /**
