@@ -338,7 +338,7 @@ void describe('desktop app in a browser: three users, a relay, real nodes', { ti
     await warning.waitFor()
     const held = bubble(ada.page, 'Is this still you, Bob?')
     assert.match(await held.getByRole('img').getAttribute('aria-label') ?? '', /^(Pending|Sent)$/, 'held, not delivered')
-    await shot(ada.page, 'identity-changed')
+    await shot(ada.page, 'identity-changed', true)
     assert.equal(await bob.page.getByText('Is this still you, Bob?').count(), 0, 'nothing reached the new key')
 
     await warning.getByRole('button', { name: 'Accept' }).click()
@@ -364,7 +364,7 @@ void describe('desktop app in a browser: three users, a relay, real nodes', { ti
     await lan.focus()
     await page.keyboard.press('Space')
     await settings.getByRole('switch', { name: 'Find and be found on this local network', checked: false }).waitFor()
-    await shot(page, 'settings')
+    await shot(page, 'settings', true)
     await page.keyboard.press('Escape')
     await settings.waitFor({ state: 'detached' })
     await page.getByRole('button', { name: 'Settings', exact: true }).click()
