@@ -77,7 +77,7 @@ export interface MessengerOptions {
   store?: Store
   /** Use this key instead of the one in dataDir. */
   privateKey?: PrivateKey
-  /** Seal the identity key file in dataDir with this (the desktop app: safeStorage); see KeyProtector. */
+  /** Seal the identity key file in dataDir and the Signal identity key pair in the store with this (the desktop app: safeStorage); see KeyProtector. */
   keyProtector?: KeyProtector
   outbox?: OutboxOptions
   /** How long an undelivered message is retried before it is marked failed. */
@@ -199,7 +199,7 @@ export class Messenger {
     await store.open()
     this.store = store
     try {
-      const cipher = new SignalCipher(store, privateKey, this.selfId, o.crypto)
+      const cipher = new SignalCipher(store, privateKey, this.selfId, { ...o.crypto, ...(o.keyProtector !== undefined ? { protector: o.keyProtector } : {}) })
       await cipher.open()
       cipher.onIdentityChange = (peer) => { void this.refreshIdentity(peer) }
       this.cipher = cipher

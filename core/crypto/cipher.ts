@@ -14,6 +14,7 @@ import { forComponent } from '../logger.js'
 import type { BundleData, BundleHeaderData, OneTimeKeyData } from '../protocols/prekeys/codec.js'
 import { verifyHeader } from '../protocols/prekeys/codec.js'
 import type { CryptoChanges, Store } from '../store/types.js'
+import { sealBytes, unsealBytes, type KeyProtector } from '../identity/key-protector.js'
 import { BindingError, signBinding, verifyBinding } from './binding.js'
 import { CryptoKeys, hex, SignalState, unhex, type IdentityRecord } from './signal-state.js'
 
@@ -140,6 +141,12 @@ export interface SignalCipherOptions {
   rotationMs?: number
   graceMs?: number
   now?: () => number
+  /**
+   * Seal this device's Signal identity key pair in the store with this (the desktop app:
+   * safeStorage), as the libp2p identity key file is; see KeyProtector. A plain one found is
+   * sealed on open; a sealed one is refused without it (SealedKeyError).
+   */
+  protector?: KeyProtector
 }
 
 interface Checkpoint { pending: Map<string, Uint8Array | null>, changed: number, oneTimeKeys: number }
@@ -176,7 +183,8 @@ export class SignalCipher {
   private readonly selfAddress: ProtocolAddress
   /** The binding that came with the first message being decrypted (checked for new identity keys). */
   private incomingBinding: Uint8Array | undefined
-  private readonly options: Required<SignalCipherOptions>
+  private readonly options: Required<Omit<SignalCipherOptions, 'protector'>>
+  private readonly protector: KeyProtector | undefined
   /** Peers whose identity record changed during the current operation (reported after it commits). */
   private changed: string[] = []
   /** A peer's identity record changed (first key recorded, or a new key pending); see identityStatus. */
@@ -190,6 +198,7 @@ export class SignalCipher {
       graceMs: options.graceMs ?? DEFAULT_PREKEY_GRACE_MS,
       now: options.now ?? Date.now
     }
+    this.protector = options.protector
     this.state.onIdentityChange = (peer) => { this.changed.push(peer) }
     this.state.checkNewIdentity = async (peer, key) => {
       const binding = this.incomingBinding
@@ -213,11 +222,14 @@ export class SignalCipher {
       if (stored === undefined) {
         identity = IdentityKeyPair.generate()
         registrationId = 1 + Math.floor(Math.random() * 16380)
-        s.set(CryptoKeys.selfIdentity, identity.serialize())
+        s.set(CryptoKeys.selfIdentity, await sealBytes(identity.serialize(), this.protector))
         s.set(CryptoKeys.selfRegistrationId, encodeJson(registrationId))
         log('made a new Signal identity')
       } else {
-        identity = IdentityKeyPair.deserialize(owned(stored))
+        const { plain, wasSealed } = await unsealBytes('the Signal identity key', stored, this.protector)
+        identity = IdentityKeyPair.deserialize(owned(plain))
+        // A plain key met with a protector (the desktop app adopting a data dir): seal it.
+        if (!wasSealed && this.protector !== undefined) s.set(CryptoKeys.selfIdentity, await sealBytes(identity.serialize(), this.protector))
         registrationId = decodeJson<number>(await s.get(CryptoKeys.selfRegistrationId)) ?? 1
       }
       s.setLocal(identity, registrationId)

@@ -3,9 +3,9 @@ import { join } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
-import { CorruptRecordError, SealedKeyError } from '../errors.js'
+import { CorruptRecordError } from '../errors.js'
 import type { PeerIdString } from '../ids.js'
-import { decodeSealed, encodeSealed, type KeyProtector } from './key-protector.js'
+import { sealBytes, unsealBytes, type KeyProtector } from './key-protector.js'
 
 export const IDENTITY_FILE = 'identity.key'
 
@@ -20,7 +20,7 @@ export interface IdentityOptions {
   /**
    * Seal the key file with this protector (the desktop app: Electron's safeStorage). A plain
    * key file found is read and rewritten sealed; a sealed one is opened with it. Without a
-   * protector a sealed file is refused with SealedKeyError.
+   * protector a sealed file is refused with SealedKeyError (see unsealBytes).
    */
   protector?: KeyProtector
 }
@@ -44,16 +44,15 @@ export async function loadOrCreateIdentity (dataDir: string, options: IdentityOp
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
   }
   if (bytes !== undefined) {
-    const sealed = decodeSealed(bytes)
-    if (sealed !== undefined) bytes = await openSealed(file, sealed, protector)
+    const { plain, wasSealed } = await unsealBytes(`identity key in ${file}`, bytes, protector)
     let key: PrivateKey
     try {
-      key = privateKeyFromProtobuf(bytes)
+      key = privateKeyFromProtobuf(plain)
     } catch (err) {
       throw new CorruptRecordError(`identity key in ${file} cannot be read: ${(err as Error).message}`)
     }
     // A plain key met with a protector (first start of the desktop app on this data dir): seal it.
-    if (sealed === undefined && protector !== undefined) await writeKey(file, key, protector)
+    if (!wasSealed && protector !== undefined) await writeKey(file, key, protector)
     return key
   }
   const key = await generateKeyPair('Ed25519')
@@ -61,20 +60,8 @@ export async function loadOrCreateIdentity (dataDir: string, options: IdentityOp
   return key
 }
 
-async function openSealed (file: string, sealed: { protector: string, sealed: Uint8Array }, protector: KeyProtector | undefined): Promise<Uint8Array> {
-  if (protector === undefined || protector.name !== sealed.protector) {
-    throw new SealedKeyError(`identity key in ${file} is sealed by "${sealed.protector}"${protector === undefined ? '' : ` (not "${protector.name}")`}: start Parley with the app that sealed it (the desktop app)`)
-  }
-  try {
-    return await protector.open(sealed.sealed)
-  } catch (err) {
-    throw new SealedKeyError(`identity key in ${file} cannot be opened by "${protector.name}": ${(err as Error).message}`)
-  }
-}
-
 async function writeKey (file: string, key: PrivateKey, protector: KeyProtector | undefined): Promise<void> {
-  const plain = privateKeyToProtobuf(key)
-  const bytes = protector === undefined ? plain : encodeSealed(protector.name, await protector.seal(plain))
+  const bytes = await sealBytes(privateKeyToProtobuf(key), protector)
   const tmp = `${file}.tmp`
   await writeFile(tmp, bytes, { mode: 0o600 })
   await chmod(tmp, 0o600)

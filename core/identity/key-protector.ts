@@ -54,6 +54,29 @@ export function decodeSealed (bytes: Uint8Array): { protector: string, sealed: U
   return { protector, sealed: bytes.subarray(start + len) }
 }
 
+/**
+ * Stored bytes made plain: opened with `protector` when sealed, as they are when plain.
+ * `what` names them in errors. A sealed value met without its protector, or one it cannot
+ * open, is a SealedKeyError (never garbage).
+ */
+export async function unsealBytes (what: string, bytes: Uint8Array, protector: KeyProtector | undefined): Promise<{ plain: Uint8Array, wasSealed: boolean }> {
+  const sealed = decodeSealed(bytes)
+  if (sealed === undefined) return { plain: bytes, wasSealed: false }
+  if (protector === undefined || protector.name !== sealed.protector) {
+    throw new SealedKeyError(`${what} is sealed by "${sealed.protector}"${protector === undefined ? '' : ` (not "${protector.name}")`}: start Parley with the app that sealed it (the desktop app)`)
+  }
+  try {
+    return { plain: await protector.open(sealed.sealed), wasSealed: true }
+  } catch (err) {
+    throw new SealedKeyError(`${what} cannot be opened by "${protector.name}": ${(err as Error).message}`)
+  }
+}
+
+/** `plain` sealed by `protector` (see encodeSealed), or as it is without one. */
+export async function sealBytes (plain: Uint8Array, protector: KeyProtector | undefined): Promise<Uint8Array<ArrayBuffer>> {
+  return protector === undefined ? Uint8Array.from(plain) : encodeSealed(protector.name, await protector.seal(plain))
+}
+
 function checkName (name: string): void {
   if (!/^[\x21-\x7e]{1,64}$/.test(name)) throw new SealedKeyError(`not a protector name (1-${MAX_NAME} printable ASCII): ${JSON.stringify(name.slice(0, 80))}`)
 }

@@ -81,9 +81,10 @@ void describe('Electron: core in its own process, reached from window.parley', (
     assert.deepEqual([r.id, r.ok, (r.error as { name: string }).name], ['early', false, 'NotRunningError'])
   })
 
-  void it('starts the Messenger there; the identity key is sealed by the main process\'s protector', async () => {
+  void it('starts the Messenger there; the identity keys are sealed by the main process\'s protector', async () => {
     await hosted.client.start(options(dir, xorProtector.name))
-    assert.deepEqual(xorProtector.calls, ['seal'])
+    // Two long-term keys, each sealed once: the libp2p key file and the Signal identity key pair (in the store).
+    assert.deepEqual(xorProtector.calls, ['seal', 'seal'])
     const sealed = decodeSealed(await readFile(join(dir, IDENTITY_FILE)))
     assert.equal(sealed?.protector, 'test-safeStorage')
   })

@@ -6,8 +6,9 @@ import { join } from 'node:path'
 import { afterEach, beforeEach, describe, it } from 'node:test'
 import { privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import { IDENTITY_FILE, ensurePrivateDir, loadOrCreateIdentity, peerIdString, type IdentityOptions } from '../../core/identity/identity.js'
-import { decodeSealed, encodeSealed, type KeyProtector } from '../../core/identity/key-protector.js'
+import { decodeSealed, encodeSealed } from '../../core/identity/key-protector.js'
 import { parsePeerId } from '../../core/identity/invite.js'
+import { fakeProtector } from '../helpers/key-protectors.js'
 
 const isPosix = process.platform !== 'win32'
 
@@ -111,23 +112,6 @@ describe('identity', () => {
  * A stand-in for Electron's safeStorage (no Electron here, and core must not know it): XOR
  * with a secret plus a check byte, so a wrong secret is detected the way a keychain refuses.
  */
-function fakeProtector (secret: number, name = 'fake-keychain'): KeyProtector & { seals: number, opens: number } {
-  return {
-    name,
-    seals: 0,
-    opens: 0,
-    async seal (plain) {
-      this.seals++
-      return Uint8Array.from([secret, ...plain.map((b) => b ^ secret)])
-    },
-    async open (sealed) {
-      this.opens++
-      if (sealed[0] !== secret) throw new Error('the keychain refuses: wrong key')
-      return Uint8Array.from(sealed.subarray(1), (b) => b ^ secret)
-    }
-  }
-}
-
 async function assertSealed (dataDir: string, options: IdentityOptions, pattern: RegExp): Promise<void> {
   await assert.rejects(loadOrCreateIdentity(dataDir, options), (err: unknown) => {
     assert.ok(err instanceof Error)

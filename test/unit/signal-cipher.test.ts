@@ -19,6 +19,8 @@ import type { BundleData } from '../../core/protocols/prekeys/codec.js'
 import { LevelStore } from '../../core/store/level-store.js'
 import { MemoryStore } from '../../core/store/memory-store.js'
 import type { CryptoChanges, Store } from '../../core/store/types.js'
+import { decodeSealed } from '../../core/identity/key-protector.js'
+import { fakeProtector } from '../helpers/key-protectors.js'
 import { removeDir, tempDir } from '../helpers/messengers.js'
 import { Rng } from './prng.js'
 
@@ -768,6 +770,37 @@ async function threeMembers (): Promise<{ group: GroupId, alice: Party, bob: Par
   await distribute(group, 0, carol, [alice, bob])
   return { group, alice, bob, carol }
 }
+
+describe('the Signal identity key sealed by a KeyProtector', () => {
+  it('is stored sealed, opens with its protector (same identity), is refused without it, and a plain one is sealed on open', async () => {
+    const protector = fakeProtector(0x42)
+    const party = await levelParty({ protector })
+    const identity = party.cipher.identityKey
+    const stored = await party.store.getCrypto(CryptoKeys.selfIdentity)
+    assert.ok(stored !== undefined)
+    assert.equal(decodeSealed(stored)?.protector, 'fake-keychain', 'sealed in the store')
+    const header = await party.cipher.header()
+
+    await reopen(party, { protector })
+    assert.deepEqual(party.cipher.identityKey, identity, 'the same identity after a restart')
+    assert.deepEqual((await party.cipher.header()).identityKey, header.identityKey)
+
+    await party.store.close()
+    party.store = new LevelStore(party.location as string)
+    await party.store.open()
+    await assert.rejects(openParty(party.store, party), (err: Error) => err.name === 'SealedKeyError' && /sealed by "fake-keychain"/.test(err.message))
+    await assert.rejects(openParty(party.store, party, { protector: fakeProtector(0x43) }), (err: Error) => err.name === 'SealedKeyError' && /cannot be opened/.test(err.message))
+    assert.deepEqual(await party.store.getCrypto(CryptoKeys.selfIdentity), stored, 'a refused key is left alone')
+
+    // A data dir from before (plain key) adopted by the desktop app: sealed on open, same identity.
+    const plain = await levelParty()
+    const plainIdentity = plain.cipher.identityKey
+    assert.equal(decodeSealed(await plain.store.getCrypto(CryptoKeys.selfIdentity) as Uint8Array), undefined, 'no protector: plain')
+    await reopen(plain, { protector })
+    assert.deepEqual(plain.cipher.identityKey, plainIdentity)
+    assert.equal(decodeSealed(await plain.store.getCrypto(CryptoKeys.selfIdentity) as Uint8Array)?.protector, 'fake-keychain', 'now sealed')
+  })
+})
 
 describe('SignalCipher sender keys', () => {
   it('distribution ids: derived from (group, sender, epoch), version-8 UUIDs, the same everywhere; bad epochs refused', async () => {
