@@ -51,7 +51,8 @@ function cpuLine (f: FanoutResult): string {
     `(${round(f.cpuMs / f.cpuWallMs, 2)} cores), ${fmtMs(f.cpuMsPerDelivery)} ms per delivery; event loops ran late by up to ` +
     `${fmtMs(f.loopDelayP99Ms)} ms at p99 (${fmtMs(f.loopDelayMaxMs)} ms at most, the worst member process); senders saw ${fmtSpread(f.senderSubscribers)} ` +
     `connected topic subscribers (min / mean / max; each other member gets a 1:1 copy). Set-up: group formed in ${Math.round(f.formMs)} ms, ` +
-    `warm-up (${f.warmupMessages} messages) ${f.warmupComplete ? 'complete' : `INCOMPLETE (the fewest any member had: ${f.warmupFewest})`} in ${Math.round(f.warmupMs)} ms`
+    `warm-up (${f.warmupMessages} messages) ${f.warmupComplete ? 'complete' : `INCOMPLETE (the fewest any member had: ${f.warmupFewest})`} in ${Math.round(f.warmupMs)} ms, ` +
+    `outboxes ${f.settled ? 'empty' : 'STILL NOT empty'} ${Math.round(f.settleMs)} ms after it`
 }
 
 function catchRows (c: CatchUpResult): string[][] {
@@ -107,7 +108,7 @@ export function mdGroup (g: GroupResult, o: GroupOptions, table: Table): string 
   creates the group with all of them and each accepts: invites, sender keys and the members' dials to each other run as in
   the product. Warm-up: every member sends ${o.warmupRounds} message(s), ${o.warmupGapMs} ms apart (or the size's own gap if longer: never faster than
   the measured run), until every member has them
-  all (then 1 s to settle). Measured: message *i* is sent by member *i* mod N at a fixed time on the shared clock
+  all, then until every member's outbox is empty (at most 60 s) and 1 s more. Measured: message *i* is sent by member *i* mod N at a fixed time on the shared clock
   (${o.messageBytes}-byte texts); each member notes when its \`group.message\` event fired. "ALL members" is, per message, the
   last of the N - 1 arrivals minus the moment \`groups.send\` was called; "per delivery" is every arrival. A message reaches
   a member by gossip (sender key) or, for members the sender's gossipsub does not see on the topic, by the 1:1 copy

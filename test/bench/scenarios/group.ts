@@ -85,6 +85,9 @@ export interface FanoutResult {
   /** Whether every member had every warm-up message in time (else: the fewest one had). */
   warmupComplete: boolean
   warmupFewest: number
+  /** Set-up: from the end of the warm-up until every member's outbox was empty (or SETTLE_MAX_MS passed: `settled` false). */
+  settleMs: number
+  settled: boolean
   /** CPU (user + system) all member processes used during the measured run, its wall time, and per delivery. */
   cpuMs: number
   cpuWallMs: number
@@ -246,7 +249,13 @@ async function fanout (spawn: Spawn, relayAddr: string, size: GroupSize, o: Grou
     const warm = await waitAll(procs.peers, group, warmupMessages, o.warmupTimeoutMs)
     const warmupMs = now() - t1
     if (!warm.complete) log(`  warm-up incomplete after ${Math.round(warmupMs)} ms: the fewest any member had was ${warm.fewest}/${warmupMessages}`)
-    // Let the 1:1 copies of the warm-up (to members not yet on the topic) and the dials they caused settle.
+    // Let the set-up settle (sender keys, 1:1 copies of the warm-up for members not yet on the
+    // topic, the dials they caused): until no member's outbox holds anything, then 1 s, so the
+    // measured run times fan-out rather than what is left of forming the group.
+    const settleStart = now()
+    const settled = await pollUntil(async () => (await stateOf(procs.peers, group, seats)).every((s) => s.pending === 0), SETTLE_MAX_MS)
+    const settleMs = now() - settleStart
+    if (!settled) log(`  outboxes still not empty ${Math.round(settleMs)} ms after the warm-up; measuring anyway`)
     await sleep(1000)
     const before = connectionFigures(await stateOf(procs.peers, group, seats))
     await Promise.all(procs.peers.map(async (peer) => await peer.call('group.arrivals', {})))
@@ -290,6 +299,8 @@ async function fanout (spawn: Spawn, relayAddr: string, size: GroupSize, o: Grou
       warmupMessages,
       warmupComplete: warm.complete,
       warmupFewest: warm.fewest,
+      settleMs,
+      settled,
       cpuMs,
       cpuWallMs: wallMs,
       cpuMsPerDelivery: deliveries > 0 ? cpuMs / deliveries : Number.NaN,
@@ -323,6 +334,8 @@ function failedFanout (size: GroupSize, o: GroupOptions, error: string): FanoutR
     warmupMessages: 0,
     warmupComplete: false,
     warmupFewest: 0,
+    settleMs: Number.NaN,
+    settled: false,
     cpuMs: Number.NaN,
     cpuWallMs: Number.NaN,
     cpuMsPerDelivery: Number.NaN,
@@ -338,6 +351,9 @@ function failedFanout (size: GroupSize, o: GroupOptions, error: string): FanoutR
     after: NO_CONNECTIONS
   }
 }
+
+/** How long a fan-out run waits after its warm-up for every member's outbox to be empty. */
+const SETTLE_MAX_MS = 60_000
 
 /** How long the catch-up waits for A's outbox to hand B's copies to the relay before B starts again. */
 const OUTBOX_WAIT_MS = 10_000
