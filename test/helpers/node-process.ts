@@ -74,21 +74,32 @@ interface Waiter {
 
 const DEFAULT_CMD_TIMEOUT_MS = 20_000
 
-/** An unused TCP port on 127.0.0.1 (listen on 0, read it, close), to restart a node on one address. */
+/**
+ * Fixed ports for nodes that restart on one address come from below Linux's ephemeral range
+ * (32768-60999 by default): a port the OS handed out for `listen(0)` or an outgoing
+ * connection could be taken again by a concurrent test while its node is down (a relay
+ * restart once failed with EADDRINUSE that way). Ports in this range are handed out only here.
+ */
+const FIXED_PORT_MIN = 20_000
+const FIXED_PORT_SPAN = 12_000
+let nextFixedPort = FIXED_PORT_MIN + Math.floor(Math.random() * FIXED_PORT_SPAN)
+
+/** An unused TCP port on 127.0.0.1, outside the ephemeral range, to restart a node on one address. */
 export async function freePort (): Promise<number> {
-  return await new Promise<number>((resolve, reject) => {
+  for (let tries = 0; tries < 100; tries++) {
+    const port = nextFixedPort
+    nextFixedPort = FIXED_PORT_MIN + ((nextFixedPort - FIXED_PORT_MIN + 1 + Math.floor(Math.random() * 50)) % FIXED_PORT_SPAN)
+    if (await canListen(port)) return port
+  }
+  throw new Error('no free port below the ephemeral range')
+}
+
+async function canListen (port: number): Promise<boolean> {
+  return await new Promise<boolean>((resolve) => {
     const srv = createServer()
     srv.unref()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address()
-      if (addr === null || typeof addr === 'string') {
-        srv.close()
-        reject(new Error('no port assigned'))
-        return
-      }
-      srv.close((err) => { if (err !== undefined) reject(err); else resolve(addr.port) })
-    })
+    srv.once('error', () => { resolve(false) })
+    srv.listen(port, '127.0.0.1', () => { srv.close(() => { resolve(true) }) })
   })
 }
 
