@@ -24,7 +24,15 @@ describe('LevelStore survives kill -9', () => {
       let stderr = ''
       child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
       let buffer = ''
+      let stuck: string | undefined
       await new Promise<void>((resolve) => {
+        // A hang says where it is instead of only timing out.
+        const watchdog = setTimeout(() => {
+          stuck = `no exit after 30 s: ${acked.length} acknowledged, exit ${String(child.exitCode)} ${String(child.signalCode)}, killed ${String(child.killed)}; stderr: ${stderr.slice(-2000)}`
+          child.kill('SIGKILL')
+          resolve()
+        }, 30_000)
+        child.on('exit', () => { clearTimeout(watchdog) })
         child.stdout.on('data', (chunk: Buffer) => {
           buffer += chunk.toString()
           const lines = buffer.split('\n')
@@ -36,6 +44,7 @@ describe('LevelStore survives kill -9', () => {
         })
         child.on('exit', () => { resolve() })
       })
+      assert.equal(stuck, undefined)
       assert.ok(acked.length >= 3000, `writer acknowledged ${acked.length} writes before the kill; exit ${String(child.exitCode)} ${String(child.signalCode)}; stderr: ${stderr.slice(-2000)}`)
 
       const store = new LevelStore(location)
