@@ -71,15 +71,19 @@ function writeBody (env: DmEnvelope): Uint8Array<ArrayBuffer> {
   }
 }
 
+/** `decode()`'s result, or MalformedFrameError naming `what` did not decode. */
+function decoded<T> (what: string, decode: () => T): T {
+  try {
+    return decode()
+  } catch (err) {
+    throw new MalformedFrameError(`${what} does not decode: ${(err as Error).message}`)
+  }
+}
+
 /** Decode and check a PROFILE body; throws MalformedFrameError / InvalidEnvelopeError naming what is wrong. */
 export function readProfile (body: Uint8Array): ProfileData {
   if (body.byteLength > MAX_PROFILE_BODY_BYTES) throw new InvalidEnvelopeError(`profile body over ${MAX_PROFILE_BODY_BYTES} bytes`)
-  let p: ProfileBody
-  try {
-    p = ProfileBody.decode(body)
-  } catch (err) {
-    throw new MalformedFrameError(`profile body does not decode: ${(err as Error).message}`)
-  }
+  const p: ProfileBody = decoded('profile body', () => ProfileBody.decode(body))
   if (!Number.isSafeInteger(p.version) || p.version < 1) throw new InvalidEnvelopeError('profile version must be a positive integer')
   if (p.name !== p.name.trim() || p.name.length > MAX_NAME_LENGTH) throw new InvalidEnvelopeError(`profile name must be trimmed and at most ${MAX_NAME_LENGTH} characters`)
   if (p.avatar.byteLength > MAX_AVATAR_BYTES) throw new InvalidEnvelopeError(`profile avatar over ${MAX_AVATAR_BYTES} bytes`)
@@ -90,23 +94,12 @@ export function readProfile (body: Uint8Array): ProfileData {
 
 /** Decode and validate one envelope frame; throws MalformedFrameError / InvalidEnvelopeError. */
 export function readEnvelope (frame: Uint8Array): DmEnvelope {
-  let env: Envelope
-  let body: TextBody
-  try {
-    env = Envelope.decode(frame)
-  } catch (err) {
-    throw new MalformedFrameError(`envelope does not decode: ${(err as Error).message}`)
-  }
+  const env: Envelope = decoded('envelope', () => Envelope.decode(frame))
   if (!isMessageId(env.id)) throw new InvalidEnvelopeError('envelope id is not a ULID')
   if (!Number.isSafeInteger(env.lamport) || env.lamport < 1) throw new InvalidEnvelopeError('envelope lamport must be a positive integer')
   if (!Number.isSafeInteger(env.sentAt) || env.sentAt < 0) throw new InvalidEnvelopeError('envelope sentAt must be a timestamp')
   if (env.type === EnvelopeType.RECEIPT || env.type === EnvelopeType.RETRY) {
-    let receipt: ReceiptBody
-    try {
-      receipt = ReceiptBody.decode(env.body, { limits: { ids: MAX_RECEIPT_IDS } })
-    } catch (err) {
-      throw new MalformedFrameError(`receipt body does not decode: ${(err as Error).message}`)
-    }
+    const receipt: ReceiptBody = decoded('receipt body', () => ReceiptBody.decode(env.body, { limits: { ids: MAX_RECEIPT_IDS } }))
     if (receipt.ids.length === 0 || !receipt.ids.every(isMessageId)) throw new InvalidEnvelopeError('receipt ids must be ULIDs')
     return { id: env.id, lamport: env.lamport, sentAt: env.sentAt, type: env.type === EnvelopeType.RECEIPT ? 'receipt' : 'retry', text: '', refs: receipt.ids }
   }
@@ -119,11 +112,7 @@ export function readEnvelope (frame: Uint8Array): DmEnvelope {
   }
   if (env.type !== EnvelopeType.TEXT) throw new InvalidEnvelopeError(`unsupported envelope type ${String(env.type)}`)
   if (env.body.byteLength > MAX_TEXT_BYTES + 16) throw new InvalidEnvelopeError('text body too large')
-  try {
-    body = TextBody.decode(env.body)
-  } catch (err) {
-    throw new MalformedFrameError(`text body does not decode: ${(err as Error).message}`)
-  }
+  const body: TextBody = decoded('text body', () => TextBody.decode(env.body))
   if (textByteLength(body.text) > MAX_TEXT_BYTES) throw new InvalidEnvelopeError(`text over ${MAX_TEXT_BYTES} bytes`)
   return { id: env.id, lamport: env.lamport, sentAt: env.sentAt, type: 'text', text: body.text }
 }
@@ -151,12 +140,7 @@ export function writeSealed (s: SealedFrame): Uint8Array<ArrayBuffer> {
 /** Decode and validate one Sealed frame; throws MalformedFrameError / InvalidEnvelopeError. */
 export function readSealed (frame: Uint8Array): SealedFrame {
   if (frame.byteLength > MAX_SEALED_BYTES) throw new InvalidEnvelopeError(`sealed envelope over ${MAX_SEALED_BYTES} bytes`)
-  let s: Sealed
-  try {
-    s = Sealed.decode(frame)
-  } catch (err) {
-    throw new MalformedFrameError(`sealed envelope does not decode: ${(err as Error).message}`)
-  }
+  const s: Sealed = decoded('sealed envelope', () => Sealed.decode(frame))
   if (!isMessageId(s.id)) throw new InvalidEnvelopeError('sealed envelope id is not a ULID')
   if (s.ciphertext.byteLength === 0) throw new InvalidEnvelopeError('sealed envelope has no ciphertext')
   if (s.type === SealedType.PREKEY) {
@@ -186,12 +170,7 @@ export function writeAck (ids: readonly MessageId[], rejected: readonly Rejectio
 }
 
 export function readAck (frame: Uint8Array): AckFrame {
-  let ack: Ack
-  try {
-    ack = Ack.decode(frame, { limits: { ids: MAX_ACK_IDS, rejected: MAX_ACK_IDS } })
-  } catch (err) {
-    throw new MalformedFrameError(`ack does not decode: ${(err as Error).message}`)
-  }
+  const ack: Ack = decoded('ack', () => Ack.decode(frame, { limits: { ids: MAX_ACK_IDS, rejected: MAX_ACK_IDS } }))
   for (const id of ack.ids) {
     if (!isMessageId(id)) throw new MalformedFrameError('ack carries an id that is not a ULID')
   }
