@@ -8,6 +8,7 @@ import { ping, type Ping } from '@libp2p/ping'
 import { circuitRelayServer, type CircuitRelayService } from '@libp2p/circuit-relay-v2'
 import { autoNAT } from '@libp2p/autonat'
 import type { PrivateKey } from '@libp2p/interface'
+import { liveness, type Liveness } from '../core/net/liveness.js'
 import type { ProtocolHost } from '../core/protocols/prekeys/server.js'
 import { DEFAULT_PREKEY_LIMITS, PrekeyService, type PrekeyLimits } from './prekeys/service.js'
 import type { PrekeyStore } from './prekeys/store.js'
@@ -47,6 +48,8 @@ export interface RelayServices extends Record<string, unknown> {
   identify: Identify
   identifyPush: IdentifyPush
   ping: Ping
+  /** Pings each client connection on its own phase and aborts dead ones (core/net/liveness.ts). */
+  liveness: Liveness
   relay: CircuitRelayService
   /** The prekey directory, when createRelayNode was given a store. */
   prekeys?: PrekeyService
@@ -88,12 +91,16 @@ export async function createRelayNode (options: RelayNodeOptions): Promise<Relay
       inboundConnectionThreshold: limits.inboundConnectionThreshold,
       maxIncomingPendingConnections: limits.maxIncomingPendingConnections
     },
+    // libp2p's monitor pings every connection in one burst (a thousand clients: a thousand
+    // streams at once, every 10 s); liveness spreads the same pings out.
+    connectionMonitor: { enabled: false },
     services: {
       identify: identify(),
       // Tells connected peers (relays' directories) when our addresses change, e.g. once a
       // relay reservation gives us a circuit address.
       identifyPush: identifyPush(),
       ping: ping(),
+      liveness: liveness(),
       // Answers nodes' autonat dial-back requests, so they learn whether they are reachable.
       autoNAT: autoNAT(),
       relay: circuitRelayServer({

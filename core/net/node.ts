@@ -12,6 +12,7 @@ import { gossipsub, StrictSign, type GossipSub, type GossipSubComponents, type G
 import { createTopicScoreParams, validateTopicScoreParams, type TopicScoreParams } from '@libp2p/gossipsub/score'
 import type { ConnectionGater, PrivateKey } from '@libp2p/interface'
 import { lanDiscovery, type LanDiscovery } from './lan-discovery.js'
+import { liveness, type Liveness } from './liveness.js'
 import { lazyYamuxWindowUpdates } from './yamux-window.js'
 
 export interface NodeOptions {
@@ -58,6 +59,8 @@ export interface ParleyServices extends Record<string, unknown> {
   identify: Identify
   identifyPush: IdentifyPush
   ping: Ping
+  /** Pings each connection on its own phase and aborts dead ones (replaces libp2p's connection monitor). */
+  liveness: Liveness
   /** Gossipsub; absent only when `createNode` was given `pubsub: false`. */
   pubsub?: ParleyPubSub
   /** mDNS LAN discovery, switchable at runtime; absent when `createNode` was given `mdns: false`. */
@@ -212,21 +215,18 @@ function parleyPubSub (): (components: GossipSubComponents) => ParleyPubSub {
 }
 
 /**
- * libp2p pings every connection and aborts one whose ping does not come back in time. Its
- * defaults (every 10 s, timeout from 5 s) abort healthy connections whenever the event loop
- * is busy for a few seconds: a 50-member group on a loaded machine lost most of its member
- * connections that way (1,017 aborts in one run), and redialling them made the load worse.
- * A messenger keeps few connections for long: ping less often, give a busy peer longer.
- * A dead connection is still found within about a minute (a reset or failed write ends it
- * sooner).
- */
-const CONNECTION_MONITOR = { pingInterval: 20_000, pingTimeout: { minTimeout: 20_000 } }
-
-/**
  * The one place a Parley libp2p node is configured: TCP, WebSockets and circuit relay,
  * Noise, Yamux (window updates at half a window: lazyYamuxWindowUpdates), identify, ping,
  * autonat and DCUtR, gossipsub (`GOSSIP_OPTIONS`) unless `pubsub: false`, and mDNS discovery
  * when asked.
+ *
+ * Dead connections are found by `liveness` (core/net/liveness.ts), not libp2p's connection
+ * monitor. The monitor's defaults (every 10 s, timeout from 5 s) aborted healthy connections
+ * whenever an event loop was busy for a few seconds (a 50-member group lost most of its
+ * member connections that way: 1,017 aborts in one run), and it pings all of a node's
+ * connections in one burst. Liveness pings each connection on its own phase about every 30 s
+ * and gives a busy peer 20 s to answer: a dead connection is found within about a minute (a
+ * reset or failed write ends it sooner).
  *
  * The node is returned stopped so callers can attach listeners first.
  *
@@ -249,7 +249,7 @@ export async function createNode (options: NodeOptions): Promise<ParleyLibp2p> {
     connectionManager: {
       inboundConnectionThreshold: options.inboundConnectionThreshold ?? 5
     },
-    connectionMonitor: CONNECTION_MONITOR,
+    connectionMonitor: { enabled: false },
     ...(options.connectionGater !== undefined ? { connectionGater: options.connectionGater } : {}),
     services: {
       identify: identify(),
@@ -257,6 +257,7 @@ export async function createNode (options: NodeOptions): Promise<ParleyLibp2p> {
       // relay reservation gives us a circuit address.
       identifyPush: identifyPush(),
       ping: ping(),
+      liveness: liveness(),
       // autonat: peers tell us whether our addresses are dialable from outside; dcutr: a
       // relayed connection to a peer is upgraded to a direct one (hole punch) where possible.
       autoNAT: autoNAT(),
