@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { serviceCapabilities, type AbortOptions, type ComponentLogger, type Connection, type Libp2pEvents, type Logger, type Startable, type Stream, type TypedEventTarget } from '@libp2p/interface'
 import { byteStream } from '@libp2p/utils'
+import { ParleyError } from '../errors.js'
 
 /** The protocol libp2p's ping service answers (registered by `ping()` in core/net/node.ts). */
 export const PING_PROTOCOL = '/ipfs/ping/1.0.0'
@@ -54,7 +55,9 @@ export class Liveness implements Startable {
   private readonly log: Logger
   private readonly tracked = new Map<string, Tracked>()
   private timer: ReturnType<typeof setInterval> | undefined
-  private controller = new AbortController()
+  private running = false
+  /** Pings in flight, aborted by stop(). */
+  private readonly inflight = new Set<AbortController>()
 
   private readonly onOpen = (evt: CustomEvent<Connection>): void => {
     const conn = evt.detail
@@ -73,7 +76,7 @@ export class Liveness implements Startable {
   }
 
   start (): void {
-    this.controller = new AbortController()
+    this.running = true
     this.components.events.addEventListener('connection:open', this.onOpen)
     this.components.events.addEventListener('connection:close', this.onClose)
     this.timer = setInterval(() => { this.tick() }, this.tickMs)
@@ -83,7 +86,8 @@ export class Liveness implements Startable {
   stop (): void {
     clearInterval(this.timer)
     this.timer = undefined
-    this.controller.abort()
+    this.running = false
+    for (const ac of this.inflight) ac.abort()
     this.components.events.removeEventListener('connection:open', this.onOpen)
     this.components.events.removeEventListener('connection:close', this.onClose)
     this.tracked.clear()
@@ -112,8 +116,10 @@ export class Liveness implements Startable {
 
   /** Ping one connection; abort it if the ping fails (its rtt is set if it answers). */
   private async ping (conn: Connection): Promise<void> {
-    const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(this.timeoutMs)])
-    const options: AbortOptions = { signal }
+    const ac = new AbortController()
+    const timer = setTimeout(() => { ac.abort(new PingTimeoutError(`ping not answered within ${this.timeoutMs} ms`)) }, this.timeoutMs)
+    this.inflight.add(ac)
+    const options: AbortOptions = { signal: ac.signal }
     let stream: Stream | undefined
     try {
       stream = await conn.newStream(PING_PROTOCOL, { ...options, runOnLimitedConnection: true })
@@ -127,13 +133,22 @@ export class Liveness implements Startable {
     } catch (err) {
       stream?.abort(err as Error)
       // Stopping, or the connection closed meanwhile: nothing to judge.
-      if (this.controller.signal.aborted || conn.status !== 'open') return
+      if (!this.running || conn.status !== 'open') return
       // It ran multistream-select with us, so it is alive.
       if ((err as Error).name === 'UnsupportedProtocolError') return
       this.log('ping to %p failed, aborting the connection: %s', conn.remotePeer, (err as Error).message)
       conn.abort(err as Error)
+    } finally {
+      clearTimeout(timer)
+      this.inflight.delete(ac)
     }
   }
+}
+
+/** A liveness ping was not answered in time (the reason its connection was aborted). */
+export class PingTimeoutError extends ParleyError {
+  static override name = 'PingTimeoutError'
+  override name = 'PingTimeoutError'
 }
 
 export function liveness (init: LivenessInit = {}): (components: LivenessComponents) => Liveness {
