@@ -85,7 +85,8 @@ export async function createRelayNode (options: RelayNodeOptions): Promise<Relay
     addresses: { listen: options.listen },
     transports: [tcp(), webSockets()],
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    // Liveness pings each connection; Yamux's keep-alive would ping them all again (see core/net/node.ts).
+    streamMuxers: [yamux({ enableKeepAlive: false })],
     connectionManager: {
       maxConnections: limits.maxConnections,
       inboundConnectionThreshold: limits.inboundConnectionThreshold,

@@ -245,7 +245,10 @@ export async function createNode (options: NodeOptions): Promise<ParleyLibp2p> {
     // '/p2p-circuit', reserves a slot on connected relays so others can reach us through them.
     transports: [tcp(), webSockets(), circuitRelayTransport()],
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    // Yamux's own keep-alive pings every connection 30 s after it opened and every 30 s after
+    // that: a group's connections open together, so those frames came in bursts too. Liveness
+    // already puts a ping on every connection about every 30 s.
+    streamMuxers: [yamux({ enableKeepAlive: false })],
     connectionManager: {
       inboundConnectionThreshold: options.inboundConnectionThreshold ?? 5
     },
