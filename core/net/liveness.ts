@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto'
 import { serviceCapabilities, type AbortOptions, type ComponentLogger, type Connection, type Libp2pEvents, type Logger, type Startable, type Stream, type TypedEventTarget } from '@libp2p/interface'
+import { PING_PROTOCOL } from '@libp2p/ping'
 import { byteStream } from '@libp2p/utils'
 import { ParleyError } from '../errors.js'
 
-/** The protocol libp2p's ping service answers (registered by `ping()` in core/net/node.ts). */
-export const PING_PROTOCOL = '/ipfs/ping/1.0.0'
 const PING_BYTES = 32
 
 /** Every connection pinged about every 30 s; 20 s to answer; due pings looked for every second. */
@@ -31,7 +30,8 @@ interface Tracked {
 }
 
 /**
- * Finds dead connections: each open connection is pinged (`/ipfs/ping/1.0.0` on a new stream,
+ * Finds dead connections: each open connection is pinged (@libp2p/ping's PING_PROTOCOL,
+ * `/ipfs/ping/1.0.0`, answered by `ping()` in core/net/node.ts, on a new stream,
  * as libp2p's own connection monitor does) about every `intervalMs`, and one whose ping fails
  * or is not answered within `timeoutMs` is aborted, so the outbox and the group dials see at
  * once that the peer is gone. A ping the peer does not support still proves it alive.

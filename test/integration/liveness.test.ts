@@ -4,10 +4,11 @@ import assert from 'node:assert/strict'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import type { Stream } from '@libp2p/interface'
+import { PING_PROTOCOL } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { byteStream } from '@libp2p/utils'
 import { createLibp2p, type Libp2p } from 'libp2p'
-import { liveness, PING_PROTOCOL, type Liveness, type LivenessInit } from '../../core/net/liveness.js'
+import { liveness, type Liveness, type LivenessInit } from '../../core/net/liveness.js'
 import { eventually } from '../helpers/messengers.js'
 
 // Liveness (core/net/liveness.ts) on real libp2p nodes over TCP on 127.0.0.1 (Noise, Yamux).
