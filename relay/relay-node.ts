@@ -93,7 +93,7 @@ export async function createRelayNode (options: RelayNodeOptions): Promise<Relay
       maxIncomingPendingConnections: limits.maxIncomingPendingConnections
     },
     // libp2p's monitor pings every connection in one burst (a thousand clients: a thousand
-    // streams at once, every 10 s); liveness spreads the same pings out.
+    // streams at once, every 10 s); liveness spreads them out, as Yamux PING frames.
     connectionMonitor: { enabled: false },
     services: {
       identify: identify(),

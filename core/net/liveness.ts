@@ -1,13 +1,21 @@
-import { randomBytes } from 'node:crypto'
-import { serviceCapabilities, type AbortOptions, type ComponentLogger, type Connection, type Libp2pEvents, type Logger, type Startable, type Stream, type TypedEventTarget } from '@libp2p/interface'
-import { PING_PROTOCOL } from '@libp2p/ping'
-import { byteStream } from '@libp2p/utils'
+import type { AbortOptions, ComponentLogger, Connection, Libp2pEvents, Logger, PeerId, Startable, TypedEventTarget } from '@libp2p/interface'
+import { serviceCapabilities } from '@libp2p/interface'
 import { ParleyError } from '../errors.js'
-
-const PING_BYTES = 32
 
 /** Every connection pinged about every 30 s; 20 s to answer; due pings looked for every second. */
 export const DEFAULT_LIVENESS = { intervalMs: 30_000, timeoutMs: 20_000, tickMs: 1_000 }
+
+/** One ping's outcome, for observers (tests, diagnostics). */
+export interface LivenessPing {
+  peer: PeerId
+  connectionId: string
+  /** When the ping was sent (Date.now()). */
+  at: number
+  /** Round trip in ms when answered. */
+  rttMs?: number
+  /** Why it failed (the connection was aborted with it). */
+  error?: Error
+}
 
 export interface LivenessInit {
   /** Each connection is pinged about this often (±25%). */
@@ -16,6 +24,8 @@ export interface LivenessInit {
   timeoutMs?: number
   /** How often due pings are looked for. */
   tickMs?: number
+  /** Called when a ping ends (answered or not); stopping or a closed connection is not reported. */
+  onPing?: (ping: LivenessPing) => void
 }
 
 export interface LivenessComponents {
@@ -23,28 +33,49 @@ export interface LivenessComponents {
   logger: ComponentLogger
 }
 
+/** What liveness asks of a connection's stream muxer: a PING frame the remote muxer answers (Yamux's ping). */
+interface PingingMuxer {
+  ping: (options?: AbortOptions) => Promise<number>
+}
+
 interface Tracked {
   conn: Connection
+  muxer: PingingMuxer
   dueAt: number
   pinging: boolean
 }
 
 /**
- * Finds dead connections: each open connection is pinged (@libp2p/ping's PING_PROTOCOL,
- * `/ipfs/ping/1.0.0`, answered by `ping()` in core/net/node.ts, on a new stream,
- * as libp2p's own connection monitor does) about every `intervalMs`, and one whose ping fails
- * or is not answered within `timeoutMs` is aborted, so the outbox and the group dials see at
- * once that the peer is gone. A ping the peer does not support still proves it alive.
+ * The stream muxer of a libp2p connection if it can ping: Yamux can (a PING frame, answered
+ * by the remote muxer itself). libp2p's Connection keeps its muxer in a field its types mark
+ * private; this reads it at runtime and checks for `ping`.
+ */
+function pingingMuxer (conn: Connection): PingingMuxer | undefined {
+  const muxer = (conn as unknown as { muxer?: Partial<PingingMuxer> }).muxer
+  return typeof muxer?.ping === 'function' ? muxer as PingingMuxer : undefined
+}
+
+/**
+ * Finds dead connections: each open connection is pinged about every `intervalMs`, and one
+ * whose ping fails or is not answered within `timeoutMs` is aborted, so the outbox and the
+ * group dials see at once that the peer is gone.
  *
- * It replaces libp2p's connection monitor, which pings every connection of the node in one
- * timer tick. The connections of a group are opened together, so those pings came in bursts:
- * in the 50-member bench each member process (10 nodes, about 570 connections) opened 570
- * streams at once, both ends, and its event loop stalled for a second or more every 20 s;
- * every message sent in such a stall was late. Here each connection has its own phase (a
- * random first delay, then the interval with jitter), so the same pings are spread evenly.
+ * The ping is Yamux's PING frame (12 bytes, one Noise frame each way), answered by the remote
+ * muxer in its frame loop, so a peer whose process hangs does not answer, just as with a ping
+ * stream. libp2p's own connection monitor opens a `/ipfs/ping/1.0.0` stream per ping instead:
+ * a Yamux SYN, multistream-select, 32 bytes each way and a close, about eight frames per side,
+ * each a Noise encryption and a socket write. In the 50-member group bench (about 2,900
+ * connections) those streams were a third of all socket writes. A connection whose muxer
+ * cannot ping (none of Parley's: TCP, WebSockets and circuits all run Yamux) is not watched.
+ *
+ * It also replaces the connection monitor's timing, which pings every connection of the node
+ * in one timer tick. The connections of a group are opened together, so those pings came in
+ * bursts: in the same bench each member process (10 nodes, about 570 connections) stalled for
+ * a second or more every 20 s, and every message sent in such a stall was late. Here each
+ * connection has its own phase (a random first delay, then the interval with jitter).
  *
  * @example
- * const node = await createLibp2p({ connectionMonitor: { enabled: false }, services: { ping: ping(), liveness: liveness() } })
+ * const node = await createLibp2p({ streamMuxers: [yamux({ enableKeepAlive: false })], connectionMonitor: { enabled: false }, services: { liveness: liveness() } })
  */
 export class Liveness implements Startable {
   readonly [Symbol.toStringTag] = 'parley:liveness'
@@ -52,6 +83,7 @@ export class Liveness implements Startable {
   private readonly intervalMs: number
   private readonly timeoutMs: number
   private readonly tickMs: number
+  private readonly onPing: ((ping: LivenessPing) => void) | undefined
   private readonly log: Logger
   private readonly tracked = new Map<string, Tracked>()
   private timer: ReturnType<typeof setInterval> | undefined
@@ -61,7 +93,12 @@ export class Liveness implements Startable {
 
   private readonly onOpen = (evt: CustomEvent<Connection>): void => {
     const conn = evt.detail
-    this.tracked.set(conn.id, { conn, dueAt: Date.now() + Math.random() * this.intervalMs, pinging: false })
+    const muxer = pingingMuxer(conn)
+    if (muxer === undefined) {
+      this.log('connection %s to %p has no muxer that can ping; not watched', conn.id, conn.remotePeer)
+      return
+    }
+    this.tracked.set(conn.id, { conn, muxer, dueAt: Date.now() + Math.random() * this.intervalMs, pinging: false })
   }
 
   private readonly onClose = (evt: CustomEvent<Connection>): void => {
@@ -72,6 +109,7 @@ export class Liveness implements Startable {
     this.intervalMs = init.intervalMs ?? DEFAULT_LIVENESS.intervalMs
     this.timeoutMs = init.timeoutMs ?? DEFAULT_LIVENESS.timeoutMs
     this.tickMs = init.tickMs ?? DEFAULT_LIVENESS.tickMs
+    this.onPing = init.onPing
     this.log = components.logger.forComponent('parley:liveness')
   }
 
@@ -107,7 +145,7 @@ export class Liveness implements Startable {
         continue
       }
       t.pinging = true
-      void this.ping(t.conn).finally(() => {
+      void this.ping(t).finally(() => {
         t.pinging = false
         t.dueAt = Date.now() + this.intervalMs * (0.75 + Math.random() / 2)
       })
@@ -115,29 +153,22 @@ export class Liveness implements Startable {
   }
 
   /** Ping one connection; abort it if the ping fails (its rtt is set if it answers). */
-  private async ping (conn: Connection): Promise<void> {
+  private async ping ({ conn, muxer }: Tracked): Promise<void> {
     const ac = new AbortController()
     const timer = setTimeout(() => { ac.abort(new PingTimeoutError(`ping not answered within ${this.timeoutMs} ms`)) }, this.timeoutMs)
     this.inflight.add(ac)
-    const options: AbortOptions = { signal: ac.signal }
-    let stream: Stream | undefined
+    const at = Date.now()
     try {
-      stream = await conn.newStream(PING_PROTOCOL, { ...options, runOnLimitedConnection: true })
-      const bytes = byteStream(stream)
-      const sent = randomBytes(PING_BYTES)
-      const start = Date.now()
-      const [, echoed] = await Promise.all([bytes.write(sent, options), bytes.read({ ...options, bytes: PING_BYTES })])
-      if (!Buffer.from(echoed.subarray()).equals(sent)) throw new Error('ping answer does not match')
-      conn.rtt = Date.now() - start
-      await stream.close(options)
+      const rttMs = await muxer.ping({ signal: ac.signal })
+      conn.rtt = rttMs
+      this.onPing?.({ peer: conn.remotePeer, connectionId: conn.id, at, rttMs })
     } catch (err) {
-      stream?.abort(err as Error)
       // Stopping, or the connection closed meanwhile: nothing to judge.
       if (!this.running || conn.status !== 'open') return
-      // It ran multistream-select with us, so it is alive.
-      if ((err as Error).name === 'UnsupportedProtocolError') return
-      this.log('ping to %p failed, aborting the connection: %s', conn.remotePeer, (err as Error).message)
-      conn.abort(err as Error)
+      const error = err instanceof Error ? err : new Error(String(err))
+      this.log('ping to %p failed, aborting the connection: %s', conn.remotePeer, error.message)
+      conn.abort(error)
+      this.onPing?.({ peer: conn.remotePeer, connectionId: conn.id, at, error })
     } finally {
       clearTimeout(timer)
       this.inflight.delete(ac)

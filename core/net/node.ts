@@ -224,9 +224,9 @@ function parleyPubSub (): (components: GossipSubComponents) => ParleyPubSub {
  * monitor. The monitor's defaults (every 10 s, timeout from 5 s) aborted healthy connections
  * whenever an event loop was busy for a few seconds (a 50-member group lost most of its
  * member connections that way: 1,017 aborts in one run), and it pings all of a node's
- * connections in one burst. Liveness pings each connection on its own phase about every 30 s
- * and gives a busy peer 20 s to answer: a dead connection is found within about a minute (a
- * reset or failed write ends it sooner).
+ * connections in one burst, each ping a new stream. Liveness sends a Yamux PING frame on each
+ * connection on its own phase about every 30 s and gives a busy peer 20 s to answer: a dead
+ * connection is found within about a minute (a reset or failed write ends it sooner).
  *
  * The node is returned stopped so callers can attach listeners first.
  *

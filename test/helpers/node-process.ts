@@ -294,6 +294,11 @@ export class NodeProcess {
     return exit
   }
 
+  /** Send a signal (e.g. SIGSTOP to freeze the process as a hung peer would be, SIGCONT to resume it). */
+  signal (sig: NodeJS.Signals): void {
+    if (!this.child.kill(sig)) throw new Error(`${this.label}: could not send ${sig}`)
+  }
+
   /** SIGKILL (kill -9) and wait until the process is gone. */
   async kill9 (): Promise<Exit> {
     if (this.running) this.child.kill('SIGKILL')
