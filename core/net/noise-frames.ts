@@ -11,9 +11,9 @@ interface FrameEncrypter {
  * and the ciphertext, and @libp2p/tcp writes every buffer with its own `socket.write`: two
  * syscalls (and, with Nagle off, two TCP segments) per frame. In the 50-member group bench
  * socket writes were the largest single item of CPU (13% of all samples). This joins each
- * `encrypt` result into one buffer (a copy of a few hundred bytes, or one 64 KiB frame at
- * most per Noise frame), so every frame, and every run of frames encrypted together, is one
- * write. Applied per connection by wrapping the encrypter's factory; the stream's own
+ * `encrypt` result of up to JOIN_MAX_BYTES into one buffer (a copy of a few hundred bytes for
+ * a gossip RPC or a DM), so each such frame is one write; bulk data (mailbox fetches, group
+ * catch-up chunks) is written as before, where one more syscall per 64 KiB frame is noise. Applied per connection by wrapping the encrypter's factory; the stream's own
  * `encrypt` is checked for when a connection is secured, and its absence is an error, so a
  * Noise upgrade that renames it fails loudly in tests instead of quietly.
  *
@@ -33,13 +33,17 @@ export function singleWriteFrames<C> (factory: (components: C) => ConnectionEncr
   }
 }
 
+/** Frames up to this size (after encryption) are joined; larger ones are written as Noise made them. */
+export const JOIN_MAX_BYTES = 16 * 1024
+
 function joinFrames (secured: SecuredConnection): SecuredConnection {
   const stream = secured.connection as unknown as Partial<FrameEncrypter>
   const encrypt = stream.encrypt
   if (typeof encrypt !== 'function') throw new Error('@chainsafe/libp2p-noise: the encrypted stream has no encrypt(); see core/net/noise-frames.ts')
   stream.encrypt = function (this: unknown, chunk: Uint8Array | Uint8ArrayList): Uint8ArrayList {
-    // subarray() copies only when the list holds more than one buffer.
-    return new Uint8ArrayList(encrypt.call(this, chunk).subarray())
+    const frames = encrypt.call(this, chunk)
+    // Bulk data is left as it is: there the copy would cost more than the write it saves.
+    return frames.byteLength > JOIN_MAX_BYTES ? frames : new Uint8ArrayList(frames.subarray())
   }
   return secured
 }
