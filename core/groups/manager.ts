@@ -198,7 +198,7 @@ export class GroupManager implements GroupSyncBackend {
   constructor (private readonly p: GroupPorts) {
     const pubsub = p.node.services.pubsub
     if (pubsub === undefined) throw new NotRunningError('groups need the node\'s gossipsub service')
-    this.gossip = new GroupGossip(pubsub, async (group, from, data) => await this.onGossip(group, from, data))
+    this.gossip = new GroupGossip(pubsub, p.node.peerId, async (group, from, data) => await this.onGossip(group, from, data))
     this.syncClient = new GroupSyncClient(p.node, this)
     this.syncServer = new GroupSyncServer(p.node, this)
   }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { webSockets } from '@libp2p/websockets'
@@ -8,7 +9,7 @@ import { ping, type Ping } from '@libp2p/ping'
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { autoNAT } from '@libp2p/autonat'
 import { dcutr } from '@libp2p/dcutr'
-import { gossipsub, StrictSign, type GossipSub, type GossipSubComponents, type GossipsubOpts } from '@libp2p/gossipsub'
+import { gossipsub, StrictNoSign, type GossipSub, type GossipSubComponents, type GossipsubOpts } from '@libp2p/gossipsub'
 import { createTopicScoreParams, validateTopicScoreParams, type TopicScoreParams } from '@libp2p/gossipsub/score'
 import type { ConnectionGater, PrivateKey } from '@libp2p/interface'
 import { lanDiscovery, type LanDiscovery } from './lan-discovery.js'
@@ -95,14 +96,14 @@ export const GOSSIP_SCORE_THRESHOLDS = {
 } as const
 
 /**
- * Score parameters for every group topic (`/parley/group/1/<id>`), registered when the topic
+ * Score parameters for every group topic (`/parley/group/2/<id>`), registered when the topic
  * is joined (gossipsub only knows topic parameters by exact name).
  * - P1 time in mesh and P2 first deliveries: small positive credit, capped (topicScoreCap 10),
  *   so a peer cannot bank enough good behaviour to hide many invalid messages.
  * - P3/P3b mesh delivery rate: off. Chat traffic is sparse and bursty; a rate threshold would
  *   punish honest members of a quiet group.
  * - P4 invalid messages: weight -10, squared counter, decay 0.99 per second (half-life ~70 s).
- *   Our topic validator's 'reject' (and gossipsub's own signature/size checks) feed it.
+ *   Our topic validator's 'reject' (and gossipsub's own signature-policy checks) feed it.
  */
 export const GROUP_TOPIC_SCORE: Readonly<TopicScoreParams> = Object.freeze(createTopicScoreParams({
   topicWeight: 1,
@@ -147,9 +148,11 @@ export const GOSSIP_MESH = Object.freeze({
 
 /**
  * Gossipsub as a messenger runs it (group fan-out, docs/architecture.md).
- * - StrictSign: every message is signed by its author's libp2p key; the signed `from` is the
- *   sender that sender-key decryption and record checks use. Unsigned ones are rejected (and
- *   penalised) by gossipsub before any validator runs.
+ * - StrictNoSign: messages carry no libp2p signature, author or seqno, and their id is the
+ *   SHA-256 of their data. Group payloads name their author themselves and are proven by
+ *   their sender-key signature and the signed record inside (core/groups/gossip.ts); the
+ *   libp2p signature on top cost an Ed25519 verify and a key import per copy received. Signed
+ *   messages are rejected (and penalised) by gossipsub before any validator runs.
  * - emitSelf false: our own publishes are applied locally by the caller, never echoed back.
  * - allowPublishToZeroTopicPeers: a lone online member can still write; offline members get
  *   records through their mailboxes and group-sync.
@@ -166,17 +169,12 @@ export const GOSSIP_MESH = Object.freeze({
  *   gated by membership and sender keys, and honest members legitimately share an address
  *   (one household behind NAT, a LAN, and every node in loopback tests: 50 nodes on 127.0.0.1
  *   would all be graylisted with the default weight). Behaviour penalties (P7) keep defaults.
- * - fastMsgIdFn: in a well-connected group every member receives each message several times
- *   (from the author and from mesh peers forwarding it). Without a fast id, gossipsub verifies
- *   each copy's signature before finding it is a duplicate; with it, copies of a message already
- *   validated are dropped on a map lookup. The id is (author, seqno), the same identity as
- *   gossipsub's StrictSign message id, and gossipsub caches it only after a copy's signature
- *   verified, so a forged copy cannot shadow the real one.
  * - Inbound RPC frames keep gossipsub's 4 MiB length-prefix limit (an IWANT answer may carry
  *   several ~100 KiB records); each message's size is checked by the topic validator.
  */
 export const GOSSIP_OPTIONS: Readonly<Partial<GossipsubOpts>> = Object.freeze({
-  globalSignaturePolicy: StrictSign,
+  globalSignaturePolicy: StrictNoSign,
+  msgIdFn: contentMsgId,
   emitSelf: false,
   allowPublishToZeroTopicPeers: true,
   floodPublish: true,
@@ -184,7 +182,6 @@ export const GOSSIP_OPTIONS: Readonly<Partial<GossipsubOpts>> = Object.freeze({
   fallbackToFloodsub: false,
   doPX: false,
   runOnLimitedConnection: false,
-  fastMsgIdFn: fastMsgId,
   scoreParams: {
     topics: {},
     topicScoreCap: 10,
@@ -194,10 +191,9 @@ export const GOSSIP_OPTIONS: Readonly<Partial<GossipsubOpts>> = Object.freeze({
   scoreThresholds: GOSSIP_SCORE_THRESHOLDS
 })
 
-/** Author and seqno of a raw gossipsub message, unverified ('' when either is missing). */
-function fastMsgId (msg: { from?: Uint8Array, seqno?: Uint8Array }): string {
-  if (msg.from === undefined || msg.seqno === undefined) return ''
-  return `${Buffer.from(msg.from).toString('hex')}:${Buffer.from(msg.seqno).toString('hex')}`
+/** A gossipsub message's id: the SHA-256 of its data (StrictNoSign messages have nothing else). */
+function contentMsgId (msg: { data: Uint8Array }): Uint8Array {
+  return createHash('sha256').update(msg.data).digest()
 }
 
 function isParleyPubSub (service: GossipSub): service is ParleyPubSub {

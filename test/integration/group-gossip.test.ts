@@ -8,7 +8,7 @@ import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify, type Identify } from '@libp2p/identify'
-import { gossipsub, StrictNoSign, type GossipSub } from '@libp2p/gossipsub'
+import { gossipsub, StrictSign, type GossipSub } from '@libp2p/gossipsub'
 import { createNode, GOSSIP_SCORE_THRESHOLDS, type ParleyLibp2p, type ParleyPubSub } from '../../core/net/node.js'
 import { GroupGossip, type GossipVerdict } from '../../core/groups/gossip.js'
 import { newGroupId, type GroupId, type PeerIdString } from '../../core/ids.js'
@@ -47,7 +47,7 @@ async function startPeer (listen = ['/ip4/127.0.0.1/tcp/0']): Promise<GossipPeer
     got: [],
     verdict: () => 'accept',
     maxInFlight: 0,
-    gossip: new GroupGossip(pubsub, async (group, from, data) => {
+    gossip: new GroupGossip(pubsub, node.peerId, async (group, from, data) => {
       inFlight++
       peer.maxInFlight = Math.max(peer.maxInFlight, inFlight)
       try {
@@ -121,7 +121,7 @@ describe('group gossip over real libp2p nodes', () => {
     await sleep(500)
     assert.deepEqual(texts(b), ['hello'])
     assert.deepEqual(texts(c), ['hello'])
-    assert.equal(b.got[0]?.from, a.id, 'from is the signed author')
+    assert.equal(b.got[0]?.from, a.id, 'from is the author the payload names')
     assert.equal(b.got[0]?.group, group)
     assert.deepEqual(texts(a), [], 'no echo to the author')
     assert.deepEqual(texts(outsider), [], 'a node that did not join gets nothing')
@@ -199,15 +199,15 @@ describe('group gossip over real libp2p nodes', () => {
     assert.ok(!texts(b).includes('good 3') && !texts(c).includes('good 3'), 'a graylisted peer is not heard')
   })
 
-  it('unsigned and oversized messages are dropped before the handler', async () => {
+  it('signed messages, payloads that name no author and oversized ones are dropped before the handler', async () => {
     const [honest] = await fullMesh(1)
     assert.ok(honest !== undefined)
     const group = newGroupId()
     const topic = GroupGossip.topicOf(group)
     honest.gossip.join(group)
 
-    // A hostile node that does not sign (StrictNoSign).
-    const unsigned = await createLibp2p<{ identify: Identify, pubsub: GossipSub }>({
+    // A hostile node that signs its messages (StrictSign): Parley's gossip is unsigned.
+    const signing = await createLibp2p<{ identify: Identify, pubsub: GossipSub }>({
       privateKey: await generateKeyPair('Ed25519'),
       addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
       transports: [tcp()],
@@ -215,28 +215,41 @@ describe('group gossip over real libp2p nodes', () => {
       streamMuxers: [yamux()],
       services: {
         identify: identify(),
-        pubsub: gossipsub({ globalSignaturePolicy: StrictNoSign, allowPublishToZeroTopicPeers: true, fallbackToFloodsub: false })
+        pubsub: gossipsub({ globalSignaturePolicy: StrictSign, allowPublishToZeroTopicPeers: true, fallbackToFloodsub: false })
       }
     })
-    nodes.push({ stop: async () => { await unsigned.stop() } })
-    // A signing node that skips GroupGossip's size check and publishes on the raw service.
+    nodes.push({ stop: async () => { await signing.stop() } })
+    // Parley nodes that skip GroupGossip and publish raw bytes on the service: no author
+    // header, a header naming something that is not a peer id, a header cut short, and a
+    // payload one byte over the limit after a valid header.
+    const raw = await startPeer()
     const big = await startPeer()
-    await connect(unsigned, honest.node)
+    await connect(signing, honest.node)
+    await connect(raw.node, honest.node)
     await connect(big.node, honest.node)
-    unsigned.services.pubsub.subscribe(topic)
+    signing.services.pubsub.subscribe(topic)
+    raw.pubsub.subscribe(topic)
     big.pubsub.subscribe(topic)
-    await eventually(() => honest.gossip.subscribers(group).length === 2 &&
-      unsigned.services.pubsub.getSubscribers(topic).length === 1 && big.pubsub.getSubscribers(topic).length === 1, 'hostile peers subscribed', 10_000)
+    await eventually(() => honest.gossip.subscribers(group).length === 3 &&
+      signing.services.pubsub.getSubscribers(topic).length === 1 && raw.pubsub.getSubscribers(topic).length === 1 &&
+      big.pubsub.getSubscribers(topic).length === 1, 'hostile peers subscribed', 10_000)
 
-    assert.equal((await unsigned.services.pubsub.publish(topic, te.encode('unsigned'))).recipients.length, 1)
-    assert.equal((await big.pubsub.publish(topic, new Uint8Array(128 * 1024 + 1).fill(0x61))).recipients.length, 1)
-    const unsignedId = unsigned.peerId.toString()
-    await eventually(() => honest.pubsub.getScore(unsignedId) < 0 && honest.pubsub.getScore(big.id) < 0, 'both penalised', 5_000)
+    const header = (id: string): Uint8Array => Uint8Array.from([1, id.length, ...te.encode(id)])
+    const withHeader = (id: string, body: Uint8Array): Uint8Array => Uint8Array.from([...header(id), ...body])
+    assert.equal((await signing.services.pubsub.publish(topic, withHeader(signing.peerId.toString(), te.encode('signed')))).recipients.length, 1)
+    for (const bad of [te.encode('no header at all'), withHeader('not-a-peer-id', te.encode('x')), header(raw.id).subarray(0, 10)]) {
+      assert.equal((await raw.pubsub.publish(topic, bad)).recipients.length, 1)
+    }
+    const limit = 128 * 1024
+    assert.equal((await big.pubsub.publish(topic, withHeader(big.id, new Uint8Array(limit + 1).fill(0x61)))).recipients.length, 1)
+    const signingId = signing.peerId.toString()
+    await eventually(() => honest.pubsub.getScore(signingId) < 0 && honest.pubsub.getScore(raw.id) < 0 && honest.pubsub.getScore(big.id) < 0, 'all three penalised', 5_000)
     assert.deepEqual(texts(honest), [], 'the handler never saw them')
 
-    // A payload at the limit from the same signing node does reach the handler.
-    await big.pubsub.publish(topic, new Uint8Array(128 * 1024).fill(0x62))
+    // A payload at the limit from the same node does reach the handler, from the author it names.
+    await big.pubsub.publish(topic, withHeader(big.id, new Uint8Array(limit).fill(0x62)))
     await eventually(() => texts(honest).length === 1, 'a 128 KiB payload is accepted', 5_000)
+    assert.equal(honest.got[0]?.from, big.id)
   })
 
   it('does not run over a limited (relayed) connection', async () => {

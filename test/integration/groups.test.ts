@@ -1,6 +1,7 @@
 import '../../core/polyfill.js'
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
+import { GroupGossip } from '../../core/groups/gossip.js'
 import type { GroupMessageView, MessengerEvent } from '../../core/api/contract.js'
 import { eventually, removeDir, startPeer, type TestPeer } from '../helpers/messengers.js'
 import { startRelay, type TestRelay } from '../helpers/relay.js'
@@ -164,7 +165,7 @@ describe('groups', () => {
       await b.m.groups.send(group, 'hello all')
       await eventually(() => c.m.groups.history(group, 10).length === 1, 'C has the first message')
       // C listens on the topic itself, as a removed member with a modified client would.
-      const topic = `/parley/group/1/${group}`
+      const topic = GroupGossip.topicOf(group as GroupId)
       const captured: Uint8Array[] = []
       pubsubOf(c).addEventListener('message', (evt) => { if (evt.detail.topic === topic) captured.push(evt.detail.data) })
       await a.m.groups.remove(group, c.m.peerId)
@@ -225,16 +226,22 @@ describe('groups', () => {
     })
   })
 
-  it('a member flooding the topic with invalid gossip is penalised; honest delivery carries on', { timeout: 120_000 }, async () => {
+  it('a member flooding the topic with invalid gossip, or naming another member as its author, is penalised; honest delivery carries on', { timeout: 120_000 }, async () => {
     await withPeers(4, relay, async (peers) => {
       const [a, b, c, bad] = peers as [TestPeer, TestPeer, TestPeer, TestPeer]
       const group = await formGroup(a, [b, c, bad], 'flood')
       await a.m.groups.send(group, 'warm-up')
       for (const p of peers) await eventually(() => p.m.groups.history(group, 10).length === 1, 'everyone has the warm-up')
-      const topic = `/parley/group/1/${group}`
+      const topic = GroupGossip.topicOf(group as GroupId)
       await eventually(() => pubsubOf(bad).getSubscribers(topic).length >= 3, 'the member sees the others on the topic')
       const rand = new Rng(9)
-      for (let i = 0; i < 20; i++) await pubsubOf(bad).publish(topic, rand.bytes(64 + rand.int(200)))
+      // Gossip payloads name their author (core/groups/gossip.ts): [1][length][peer id][ciphertext].
+      const naming = (author: string, body: Uint8Array): Uint8Array => Uint8Array.from([1, author.length, ...new TextEncoder().encode(author), ...body])
+      for (let i = 0; i < 10; i++) await pubsubOf(bad).publish(topic, rand.bytes(64 + rand.int(200)))
+      // Garbage that names A as its author: it does not decrypt under A's sender key.
+      for (let i = 0; i < 10; i++) await pubsubOf(bad).publish(topic, naming(a.m.peerId, rand.bytes(64 + rand.int(200))))
+      const seen: Uint8Array[] = []
+      pubsubOf(bad).addEventListener('message', (evt) => { if (evt.detail.topic === topic) seen.push(evt.detail.data) })
       const honest: string[] = []
       for (let i = 0; i < 30; i++) {
         const text = `honest ${i}`
@@ -248,6 +255,16 @@ describe('groups', () => {
         // Scores are recomputed at each heartbeat (1 s).
         await eventually(() => pubsubOf(p).getScore(bad.m.peerId) < 0, `the flooding member's score at ${p.m.peerId} goes negative`, 5_000)
         assert.equal(p.m.groups.history(group, 100).length, 31, 'nothing of the garbage is shown')
+      }
+      // C's real ciphertext, passed off as A's: it names A but was sealed with C's sender key.
+      const fromC = seen.find((d) => new TextDecoder().decode(d.subarray(2, 2 + (d[1] as number))) === c.m.peerId)
+      assert.ok(fromC !== undefined, 'the member saw gossip from C')
+      await pubsubOf(bad).publish(topic, naming(a.m.peerId, fromC.subarray(2 + (fromC[1] as number))))
+      await new Promise((resolve) => setTimeout(resolve, 1_000))
+      for (const p of [a, b, c]) {
+        const history = p.m.groups.history(group, 100)
+        assert.equal(history.length, 31, 'the re-labelled message is not shown again')
+        assert.ok(history.every((m) => m.from !== a.m.peerId || ['warm-up', ...honest.filter((_, i) => i % 3 === 0)].includes(m.text)), 'nothing of C\'s is shown as A\'s')
       }
     })
   })
