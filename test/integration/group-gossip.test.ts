@@ -9,7 +9,7 @@ import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify, type Identify } from '@libp2p/identify'
 import { gossipsub, StrictSign, type GossipSub } from '@libp2p/gossipsub'
-import { createNode, GOSSIP_SCORE_THRESHOLDS, type ParleyLibp2p, type ParleyPubSub } from '../../core/net/node.js'
+import { createNode, GOSSIP_SCORE_THRESHOLDS, IDONTWANT_MIN_BYTES, type ParleyLibp2p, type ParleyPubSub } from '../../core/net/node.js'
 import { GroupGossip, type GossipVerdict } from '../../core/groups/gossip.js'
 import { newGroupId, type GroupId, type PeerIdString } from '../../core/ids.js'
 import { createRelayNode, DEFAULT_RELAY_LIMITS } from '../../relay/relay-node.js'
@@ -126,6 +126,28 @@ describe('group gossip over real libp2p nodes', () => {
     assert.deepEqual(texts(a), [], 'no echo to the author')
     assert.deepEqual(texts(outsider), [], 'a node that did not join gets nothing')
     assert.equal(outsider.pubsub.topicValidators.has(GroupGossip.topicOf(group)), false)
+  })
+
+  it('IDONTWANT notices go out for large payloads only', async () => {
+    const [a, b, c] = await fullMesh(3)
+    assert.ok(a !== undefined && b !== undefined && c !== undefined)
+    const group = newGroupId()
+    for (const p of [a, b, c]) p.gossip.join(group)
+    await settled([a, b, c], group)
+    // Counted around gossipsub's own method (it runs as before): called once per message
+    // received that is at least idontwantMinDataSize, before validation.
+    let notices = 0
+    for (const p of [b, c]) {
+      const service = p.pubsub as unknown as { sendIDontWants: (...args: unknown[]) => void }
+      const original = service.sendIDontWants.bind(service)
+      service.sendIDontWants = (...args: unknown[]) => { notices++; original(...args) }
+    }
+    await a.gossip.publish(group, te.encode('x'.repeat(1024)))
+    await eventually(() => texts(b).length === 1 && texts(c).length === 1, 'the 1 KiB message arrived', 5_000)
+    assert.equal(notices, 0, 'no notice for a chat-sized message')
+    await a.gossip.publish(group, te.encode('y'.repeat(IDONTWANT_MIN_BYTES)))
+    await eventually(() => texts(b).length === 2 && texts(c).length === 2, 'the 16 KiB message arrived', 5_000)
+    assert.equal(notices, 2, 'each receiver tells its mesh it has the large one')
   })
 
   it('publish with nobody subscribed resolves with 0 recipients', async () => {
