@@ -91,6 +91,16 @@ async function settled (members: GossipPeer[], group: GroupId): Promise<void> {
   }), 'subscriptions propagated', 10_000)
 }
 
+/** Three fully connected peers that all joined one new group, subscriptions settled. */
+async function joinedTrio (): Promise<{ a: GossipPeer, b: GossipPeer, c: GossipPeer, group: GroupId }> {
+  const [a, b, c] = await fullMesh(3)
+  assert.ok(a !== undefined && b !== undefined && c !== undefined)
+  const group = newGroupId()
+  for (const p of [a, b, c]) p.gossip.join(group)
+  await settled([a, b, c], group)
+  return { a, b, c, group }
+}
+
 const texts = (p: GossipPeer, group?: GroupId): string[] => p.got.filter((d) => group === undefined || d.group === group).map((d) => d.text)
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 
@@ -129,11 +139,7 @@ describe('group gossip over real libp2p nodes', () => {
   })
 
   it('IDONTWANT notices go out for large payloads only', async () => {
-    const [a, b, c] = await fullMesh(3)
-    assert.ok(a !== undefined && b !== undefined && c !== undefined)
-    const group = newGroupId()
-    for (const p of [a, b, c]) p.gossip.join(group)
-    await settled([a, b, c], group)
+    const { a, b, c, group } = await joinedTrio()
     // Counted around gossipsub's own method (it runs as before): called once per message
     // received that is at least idontwantMinDataSize, before validation.
     let notices = 0
@@ -162,11 +168,7 @@ describe('group gossip over real libp2p nodes', () => {
   })
 
   it('leave stops delivery and removes the validator', async () => {
-    const [a, b, c] = await fullMesh(3)
-    assert.ok(a !== undefined && b !== undefined && c !== undefined)
-    const group = newGroupId()
-    for (const p of [a, b, c]) p.gossip.join(group)
-    await settled([a, b, c], group)
+    const { a, b, c, group } = await joinedTrio()
     c.gossip.leave(group)
     assert.equal(c.pubsub.topicValidators.has(GroupGossip.topicOf(group)), false)
     await eventually(() => !a.gossip.subscribers(group).includes(c.id) && !b.gossip.subscribers(group).includes(c.id), 'unsubscribe propagated', 5_000)
