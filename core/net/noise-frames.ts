@@ -13,9 +13,10 @@ interface FrameEncrypter {
  * socket writes were the largest single item of CPU (13% of all samples). This joins each
  * `encrypt` result of up to JOIN_MAX_BYTES into one buffer (a copy of a few hundred bytes for
  * a gossip RPC or a DM), so each such frame is one write; bulk data (mailbox fetches, group
- * catch-up chunks) is written as before, where one more syscall per 64 KiB frame is noise. Applied per connection by wrapping the encrypter's factory; the stream's own
- * `encrypt` is checked for when a connection is secured, and its absence is an error, so a
- * Noise upgrade that renames it fails loudly in tests instead of quietly.
+ * catch-up chunks) is written as before, where one more syscall per 64 KiB frame is noise.
+ * Applied per connection by wrapping the encrypter's factory; the stream's own `encrypt` is
+ * checked for when a connection is secured, and its absence is an error, so a Noise upgrade
+ * that renames it fails loudly in tests instead of quietly.
  *
  * @example
  * const node = await createLibp2p({ connectionEncrypters: [singleWriteFrames(noise())], ... })
