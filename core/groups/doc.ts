@@ -10,7 +10,7 @@ import {
   NotGroupAdminError, NotGroupMemberError, UnknownGroupMemberError
 } from './errors.js'
 import {
-  checkRecordShape, clientIdOf, isEd25519PeerId, recordSpan, signRecordNow, verifyRecord, verifyRecords,
+  checkRecordShape, clientIdOf, isEd25519PeerId, recordHash, recordSpan, signRecordNow, verifyRecord, verifyRecords,
   type GroupRecord, type RecordSpan
 } from './record.js'
 
@@ -508,7 +508,9 @@ export class GroupDoc {
     }
     if (update === undefined) throw new Error('a local change produced no update')
     // Signed and logged at once: the state vector never claims a record the log lacks.
-    const record = signRecordNow(this.privateKey, this.group, update)
+    // Chained to self's previous record (see GroupRecord.prev).
+    const last = this.log.get(this.selfClient)?.at(-1)
+    const record = signRecordNow(this.privateKey, this.group, update, last === undefined ? undefined : recordHash(last.record))
     this.effects(sets, { members: false, meta: false, messages: [] })
     this.store(record, recordSpan(update))
     return record
@@ -931,8 +933,10 @@ function toView (id: string, v: MessageValue): GroupMessageView {
 /** The record as kept in the log: its bytes copied out if they are views of a larger buffer (a sync chunk). */
 function ownBytes (r: GroupRecord): GroupRecord {
   const whole = (b: Uint8Array): boolean => b.byteOffset === 0 && b.buffer.byteLength === b.byteLength
-  if (whole(r.update) && whole(r.signature)) return r
-  return { group: r.group, author: r.author, update: r.update.slice(), signature: r.signature.slice() }
+  if (whole(r.update) && whole(r.signature) && (r.prev === undefined || whole(r.prev))) return r
+  const copy: GroupRecord = { group: r.group, author: r.author, update: r.update.slice(), signature: r.signature.slice() }
+  if (r.prev !== undefined) copy.prev = r.prev.slice()
+  return copy
 }
 
 function compareStrings (a: string, b: string): number {

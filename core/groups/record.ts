@@ -11,14 +11,19 @@ import { defaultPoolSize, VERIFY_BAD, VERIFY_OK, VerifyPool, type VerifyItem } f
 
 /**
  * One signed change to a group: a yjs update (V1) holding one transaction of `author`, signed
- * by the author's libp2p Ed25519 key over the group id and the update. Records are what
- * travels (gossip, DM envelopes, group-sync) and what a group document stores as its log.
+ * by the author's libp2p Ed25519 key over the group id, the update and `prev`. Records are
+ * what travels (gossip, DM envelopes, group-sync) and what a group document stores as its log.
+ *
+ * `prev` is the recordHash of the author's previous record in the group (absent on its first,
+ * and on records made before chaining): each author's records form a hash chain, so a good
+ * signature on one record also vouches for every record it chains back to (verifyRecords).
  */
 export interface GroupRecord {
   group: GroupId
   author: PeerIdString
   update: Uint8Array
   signature: Uint8Array
+  prev?: Uint8Array
 }
 
 /** Largest yjs update one record may carry. */
@@ -26,12 +31,18 @@ export const MAX_RECORD_BYTES = 96 * 1024
 /** Room for the group id, the author, the signature and protobuf tags around the update. */
 const MAX_ENVELOPE_OVERHEAD = 512
 const SIGNATURE_BYTES = 64
+/** A recordHash (SHA-256). */
+export const RECORD_HASH_BYTES = 32
 
+/** Records without `prev` (an author's first, and records from before chaining). */
 const RECORD_DOMAIN = new TextEncoder().encode('parley/group-record/1')
+/** Records with `prev`. */
+const CHAINED_RECORD_DOMAIN = new TextEncoder().encode('parley/group-record/2')
+const RECORD_HASH_DOMAIN = 'parley/group-record-hash/1'
 const CLIENT_DOMAIN = 'parley/group-client/1'
 
 export function encodeRecord (r: GroupRecord): Uint8Array<ArrayBuffer> {
-  return GroupRecordPb.encode({ group: r.group, author: r.author, update: owned(r.update), signature: owned(r.signature) })
+  return GroupRecordPb.encode({ group: r.group, author: r.author, update: owned(r.update), signature: owned(r.signature), prev: owned(r.prev ?? new Uint8Array(0)) })
 }
 
 /**
@@ -47,7 +58,8 @@ export function decodeRecord (bytes: Uint8Array): GroupRecord {
   } catch (err) {
     throw new InvalidGroupRecordError(`group record does not decode: ${(err as Error).message}`)
   }
-  const record = { group: pb.group as GroupId, author: pb.author as PeerIdString, update: pb.update.slice(), signature: pb.signature.slice() }
+  const record: GroupRecord = { group: pb.group as GroupId, author: pb.author as PeerIdString, update: pb.update.slice(), signature: pb.signature.slice() }
+  if (pb.prev.byteLength > 0) record.prev = pb.prev.slice()
   checkRecordShape(record)
   return record
 }
@@ -59,6 +71,7 @@ export function checkRecordShape (r: GroupRecord): void {
   if (r.update.byteLength === 0) throw new InvalidGroupRecordError('group record has an empty update')
   if (r.update.byteLength > MAX_RECORD_BYTES) throw new InvalidGroupRecordError(`group record update over ${MAX_RECORD_BYTES} bytes`)
   if (r.signature.byteLength !== SIGNATURE_BYTES) throw new InvalidGroupRecordError(`group record signature is not ${SIGNATURE_BYTES} bytes`)
+  if (r.prev !== undefined && r.prev.byteLength !== RECORD_HASH_BYTES) throw new InvalidGroupRecordError(`group record prev is not ${RECORD_HASH_BYTES} bytes`)
 }
 
 /**
@@ -118,14 +131,37 @@ export function isEd25519PeerId (peer: string): peer is PeerIdString {
   }
 }
 
-function signedMessage (group: string, update: Uint8Array): Uint8Array {
-  const groupBytes = new TextEncoder().encode(group)
-  const msg = new Uint8Array(RECORD_DOMAIN.byteLength + 1 + groupBytes.byteLength + 1 + update.byteLength)
-  msg.set(RECORD_DOMAIN, 0)
-  msg.set(groupBytes, RECORD_DOMAIN.byteLength + 1)
-  msg.set(update, RECORD_DOMAIN.byteLength + 1 + groupBytes.byteLength + 1)
+/**
+ * What an author signs: 'parley/group-record/1' 0x00 group 0x00 update for a record without
+ * prev, 'parley/group-record/2' 0x00 group 0x00 prev (32 bytes) update for one with it.
+ */
+function signedMessage (r: Pick<GroupRecord, 'group' | 'update' | 'prev'>): Uint8Array {
+  const domain = r.prev === undefined ? RECORD_DOMAIN : CHAINED_RECORD_DOMAIN
+  const prev = r.prev ?? new Uint8Array(0)
+  const groupBytes = new TextEncoder().encode(r.group)
+  const msg = new Uint8Array(domain.byteLength + 1 + groupBytes.byteLength + 1 + prev.byteLength + r.update.byteLength)
+  let at = 0
+  msg.set(domain, at)
+  at += domain.byteLength + 1
+  msg.set(groupBytes, at)
+  at += groupBytes.byteLength + 1
+  msg.set(prev, at)
+  at += prev.byteLength
+  msg.set(r.update, at)
   return msg
 }
+
+/**
+ * The hash a record's successor names as its `prev`: SHA-256 of
+ * 'parley/group-record-hash/1' 0x00 author 0x00 signature (64 bytes) and what the author
+ * signed. It covers the signature too, so a record is vouched for only with the very
+ * signature its author made.
+ */
+export function recordHash (r: GroupRecord): Uint8Array {
+  return new Uint8Array(createHash('sha256').update(RECORD_HASH_DOMAIN).update(ZERO).update(r.author).update(ZERO).update(r.signature).update(signedMessage(r)).digest())
+}
+
+const ZERO = new Uint8Array(1)
 
 /**
  * Sign one yjs update as a record of `group`; the author is the key's peer id.
@@ -134,17 +170,19 @@ function signedMessage (group: string, update: Uint8Array): Uint8Array {
  * const record = await signRecord(privateKey, group, update)
  * await verifyRecord(record) // ok, or throws GroupSignatureError
  */
-export async function signRecord (privateKey: PrivateKey, group: GroupId, update: Uint8Array): Promise<GroupRecord> {
-  return signRecordNow(privateKey, group, update)
+export async function signRecord (privateKey: PrivateKey, group: GroupId, update: Uint8Array, prev?: Uint8Array): Promise<GroupRecord> {
+  return signRecordNow(privateKey, group, update, prev)
 }
 
-/** signRecord, synchronously (node's Ed25519 signs in about 40 µs). */
-export function signRecordNow (privateKey: PrivateKey, group: GroupId, update: Uint8Array): GroupRecord {
+/** signRecord, synchronously (node's Ed25519 signs in about 40 µs). `prev`: see GroupRecord. */
+export function signRecordNow (privateKey: PrivateKey, group: GroupId, update: Uint8Array, prev?: Uint8Array): GroupRecord {
   if (privateKey.type !== 'Ed25519') throw new GroupSignatureError(`group records are signed with Ed25519 keys, not ${privateKey.type}`)
+  if (prev !== undefined && prev.byteLength !== RECORD_HASH_BYTES) throw new InvalidGroupRecordError(`prev is not ${RECORD_HASH_BYTES} bytes`)
   const author = peerIdFromPrivateKey(privateKey).toString() as PeerIdString
+  const unsigned = prev === undefined ? { group, update } : { group, update, prev }
   // A plain copy: node hands back a Buffer, possibly a view of a shared pool.
-  const signature = new Uint8Array(cryptoSign(null, signedMessage(group, update), signingKey(privateKey)))
-  return { group, author, update, signature }
+  const signature = new Uint8Array(cryptoSign(null, signedMessage(unsigned), signingKey(privateKey)))
+  return { ...unsigned, author, signature }
 }
 
 /**
@@ -167,7 +205,7 @@ function verifyNow (r: GroupRecord): GroupSignatureError | undefined {
   }
   let ok: boolean
   try {
-    ok = cryptoVerify(null, signedMessage(r.group, r.update), key, r.signature)
+    ok = cryptoVerify(null, signedMessage(r), key, r.signature)
   } catch (err) {
     return new GroupSignatureError(`group record signature does not parse: ${(err as Error).message}`)
   }
@@ -197,17 +235,76 @@ export function warmVerifiers (): void {
 }
 
 /**
- * verifyRecord for many records: one entry per record, undefined where the signature is good,
- * else the GroupSignatureError verifyRecord would throw. A large batch is shared between this
- * thread and the verification workers (VerifyPool), so it takes a fraction of the time on a
- * machine with more than one core; items a worker could not check (or whose worker died) are
- * verified here, so the answer is always exactly verifyRecord's.
+ * verifyRecord for many records, using the authors' hash chains: one entry per record,
+ * undefined where the record is good, else the GroupSignatureError verifyRecord would throw.
+ *
+ * A record is good if its own signature is, or if a good record of the same author in the
+ * batch names it as `prev`: the author signed that record's hash, which covers its bytes and
+ * its signature, so it is exactly the record the author made. Only the newest record of each
+ * chain in the batch has its signature checked, and a catch-up of thousands of one author's
+ * records checks a handful. A record no good successor vouches for is checked on its own, so
+ * the answer differs from verifyRecord's only where an author chained a record of its own to
+ * one it had signed wrongly (a broken client hurting only its own records).
+ * A large set of signatures is shared between this thread and the verification workers
+ * (VerifyPool); items a worker could not check are verified here.
  *
  * @example
  * const errors = await verifyRecords(records)
  * const good = records.filter((_r, i) => errors[i] === undefined)
  */
 export async function verifyRecords (records: readonly GroupRecord[], workers: VerifyPool = sharedPool()): Promise<Array<GroupSignatureError | undefined>> {
+  const prevsOf = chainLinks(records)
+  if (prevsOf === undefined) return await verifyEach(records, workers)
+  const named = new Uint8Array(records.length)
+  for (const prevs of prevsOf) for (const p of prevs ?? []) named[p] = 1
+  const out = new Array<GroupSignatureError | undefined | null>(records.length).fill(null)
+  const heads: number[] = []
+  for (let i = 0; i < records.length; i++) if (named[i] === 0) heads.push(i)
+  await settle(heads)
+  // Down the chains from every good record: what it names as prev is good too.
+  const good = heads.filter((i) => out[i] === undefined)
+  for (let i = good.pop(); i !== undefined; i = good.pop()) {
+    for (const p of prevsOf[i] ?? []) {
+      if (out[p] !== null) continue
+      out[p] = undefined
+      good.push(p)
+    }
+  }
+  // Named only by records that are not good: their own signature decides.
+  const rest: number[] = []
+  out.forEach((e, i) => { if (e === null) rest.push(i) })
+  await settle(rest)
+  return out as Array<GroupSignatureError | undefined>
+
+  async function settle (indices: number[]): Promise<void> {
+    if (indices.length === 0) return
+    const errors = await verifyEach(indices.map((i) => records[i] as GroupRecord), workers)
+    indices.forEach((i, k) => { out[i] = errors[k] })
+  }
+}
+
+/**
+ * For each record, the indices of the records of the same author whose recordHash is its
+ * `prev`; undefined if no record in the batch has a prev (nothing to link).
+ */
+function chainLinks (records: readonly GroupRecord[]): Array<number[] | undefined> | undefined {
+  if (!records.some((r) => r.prev !== undefined)) return undefined
+  const byHash = new Map<string, number[]>()
+  records.forEach((r, i) => {
+    const key = linkKey(r.author, recordHash(r))
+    const same = byHash.get(key)
+    if (same === undefined) byHash.set(key, [i])
+    else same.push(i)
+  })
+  return records.map((r) => r.prev === undefined ? undefined : byHash.get(linkKey(r.author, r.prev)))
+}
+
+function linkKey (author: string, hash: Uint8Array): string {
+  return `${author}/${Buffer.from(hash.buffer, hash.byteOffset, hash.byteLength).toString('base64')}`
+}
+
+/** Each record's own signature: a large batch shared between this thread and the workers. */
+async function verifyEach (records: readonly GroupRecord[], workers: VerifyPool): Promise<Array<GroupSignatureError | undefined>> {
   // null: not decided yet. Whatever is still null at the end is verified here (fail closed).
   const out = new Array<GroupSignatureError | undefined | null>(records.length).fill(null)
   const parts = workers.usable && records.length >= POOL_MIN_RECORDS ? workers.size + 1 : 1
@@ -236,7 +333,7 @@ async function verifySlice (workers: VerifyPool, records: readonly GroupRecord[]
       raw = undefined
     }
     if (raw?.byteLength === 32 && r.signature.byteLength === SIGNATURE_BYTES) {
-      items.push({ key: raw, message: signedMessage(r.group, r.update), signature: r.signature })
+      items.push({ key: raw, message: signedMessage(r), signature: r.signature })
       index.push(i)
     } else {
       out[i] = verifyNow(r)

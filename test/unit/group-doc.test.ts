@@ -8,7 +8,7 @@ import * as Y from 'yjs'
 import * as encoding from 'lib0/encoding'
 import { newGroupId, ulidFactory, type GroupId, type MessageId, type PeerIdString } from '../../core/ids.js'
 import { GroupDoc, MAX_GROUP_TEXT_BYTES, recordKey, type GroupMessageView } from '../../core/groups/doc.js'
-import { MAX_RECORD_BYTES, clientIdOf, signRecord, type GroupRecord } from '../../core/groups/record.js'
+import { MAX_RECORD_BYTES, clientIdOf, recordHash, signRecord, type GroupRecord } from '../../core/groups/record.js'
 import { Rng } from './prng.js'
 
 interface Peer {
@@ -304,6 +304,23 @@ describe('GroupDoc: exchanging records', () => {
     assert.equal(batch.applied, 5)
     assert.deepEqual(batch.refused, [])
     assert.deepEqual(ids(batch.messages), ['one', 'two'])
+  })
+
+  it('each member\'s records form a hash chain (prev), also across a reopen', async () => {
+    const { group, bob, a, b, creation } = await trio()
+    assert.equal(creation.prev, undefined)
+    const first = await post(b, 'first of bob')
+    assert.equal(first.prev, undefined, 'bob\'s first record starts his chain')
+    const second = await post(b, 'second')
+    assert.deepEqual(second.prev, recordHash(first))
+    const next = await post(a, 'alice again')
+    assert.deepEqual(next.prev, recordHash(creation))
+    // Bob's records applied elsewhere do not enter alice's chain.
+    await a.applyMany([first, second])
+    assert.deepEqual((await post(a, 'and again')).prev, recordHash(next))
+    // Reopened from its stored records, bob's document goes on from his newest.
+    const reopened = GroupDoc.open({ group, self: bob.peer, privateKey: bob.key, records: [creation, first, second] })
+    assert.deepEqual((await post(reopened, 'third')).prev, recordHash(second))
   })
 
   it('applyMany takes a catch-up batch in any order', async () => {

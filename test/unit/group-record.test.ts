@@ -6,7 +6,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import * as Y from 'yjs'
 import { newGroupId, type PeerIdString } from '../../core/ids.js'
 import {
-  MAX_RECORD_BYTES, clientIdOf, decodeRecord, encodeRecord, recordKey, recordSpan, signRecord, verifyRecord
+  MAX_RECORD_BYTES, RECORD_HASH_BYTES, clientIdOf, decodeRecord, encodeRecord, recordHash, recordKey, recordSpan, signRecord, verifyRecord
 } from '../../core/groups/record.js'
 import { GroupRecord as GroupRecordPb } from '../../core/groups/pb/group.js'
 import { Rng } from './prng.js'
@@ -55,6 +55,30 @@ describe('group records', () => {
     await verifyRecord(back)
     assert.deepEqual(recordSpan(back.update), { client: clientIdOf(peer), clock: 0, count: 3 })
     assert.equal(recordKey(back), `${clientIdOf(peer)}:0`)
+  })
+
+  it('a chained record (prev) round-trips, and its signature covers prev', async () => {
+    const { key, peer } = await identity()
+    const first = await signRecord(key, group, update(clientIdOf(peer), 1))
+    const second = await signRecord(key, group, update(clientIdOf(peer), 2), recordHash(first))
+    assert.equal(first.prev, undefined)
+    assert.equal(second.prev?.byteLength, RECORD_HASH_BYTES)
+    const back = decodeRecord(encodeRecord(second))
+    assert.deepEqual(back, second)
+    await verifyRecord(back)
+    // Another prev under the same signature: not what the author signed.
+    await assertRejects(verifyRecord({ ...second, prev: new Uint8Array(RECORD_HASH_BYTES).fill(1) }), 'GroupSignatureError')
+    // Dropping prev does not turn it into an unchained record either (another signed domain).
+    await assertRejects(verifyRecord({ group: second.group, author: second.author, update: second.update, signature: second.signature }), 'GroupSignatureError')
+    // The hash covers the author, the signature and the signed bytes.
+    const other = await identity()
+    assert.notDeepEqual(recordHash({ ...first, author: other.peer }), recordHash(first))
+    assert.notDeepEqual(recordHash({ ...first, signature: new Uint8Array(64) }), recordHash(first))
+    assert.notDeepEqual(recordHash({ ...first, update: update(clientIdOf(peer), 4) }), recordHash(first))
+    // A prev of the wrong length is refused when decoding and when signing.
+    const bad = GroupRecordPb.encode({ group, author: peer, update: new Uint8Array(first.update), signature: new Uint8Array(first.signature), prev: new Uint8Array(31) })
+    assertThrowsNamed(() => decodeRecord(bad), 'InvalidGroupRecordError')
+    await assertRejects(signRecord(key, group, first.update, new Uint8Array(31)), 'InvalidGroupRecordError')
   })
 
   it('a record signed by someone else than its author fails verification', async () => {
