@@ -10,7 +10,7 @@ import {
   NotGroupAdminError, NotGroupMemberError, UnknownGroupMemberError
 } from './errors.js'
 import {
-  checkRecordShape, clientIdOf, isEd25519PeerId, recordHash, recordSpan, signRecordNow, verifyRecord, verifyRecords,
+  checkRecordShape, clientIdOf, compactRecord, isEd25519PeerId, recordHash, recordSpan, signRecordNow, verifyRecord, verifyRecords,
   type GroupRecord, type RecordSpan
 } from './record.js'
 
@@ -747,7 +747,7 @@ export class GroupDoc {
       list = []
       this.log.set(span.client, list)
     }
-    list.push({ record: ownBytes(record), clock: span.clock, end: span.clock + span.count, seq: this.seq++ })
+    list.push({ record: compactRecord(record), clock: span.clock, end: span.clock + span.count, seq: this.seq++ })
     this.recordCount++
   }
 
@@ -928,15 +928,6 @@ function messageValue (v: unknown): MessageValue | undefined {
 
 function toView (id: string, v: MessageValue): GroupMessageView {
   return Object.freeze({ id: id as MessageId, from: v.from as PeerIdString, text: v.text, sentAt: v.sentAt, lamport: v.lamport })
-}
-
-/** The record as kept in the log: its bytes copied out if they are views of a larger buffer (a sync chunk). */
-function ownBytes (r: GroupRecord): GroupRecord {
-  const whole = (b: Uint8Array): boolean => b.byteOffset === 0 && b.buffer.byteLength === b.byteLength
-  if (whole(r.update) && whole(r.signature) && (r.prev === undefined || whole(r.prev))) return r
-  const copy: GroupRecord = { group: r.group, author: r.author, update: r.update.slice(), signature: r.signature.slice() }
-  if (r.prev !== undefined) copy.prev = r.prev.slice()
-  return copy
 }
 
 function compareStrings (a: string, b: string): number {
