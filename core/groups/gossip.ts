@@ -9,7 +9,7 @@ import { scoreTopic, type ParleyPubSub } from '../net/node.js'
 const log = forComponent('group-gossip')
 
 /** What the handler decided about one gossip payload. */
-export type GossipVerdict = 'accept' | 'reject' | 'ignore'
+export type GossipVerdict = 'accept' | 'deliver' | 'reject' | 'ignore'
 
 /**
  * Decrypts, verifies and applies one payload published on a group's topic by `from` (the
@@ -17,6 +17,10 @@ export type GossipVerdict = 'accept' | 'reject' | 'ignore'
  * the handler must: a sender-key ciphertext decrypts and verifies only under its real
  * author's key). Its verdict decides propagation:
  * - 'accept': valid; delivered and forwarded to the rest of the mesh.
+ * - 'deliver': valid and delivered here, not forwarded: its author sent it to every member
+ *   itself (see GroupManager), so a forward would only be a duplicate. Gossipsub treats it as
+ *   ignored: no forward, no penalty, not kept for IWANT (its author serves those), and no
+ *   first-delivery credit for the peer it came from.
  * - 'reject': provably bad whatever our state (bad ciphertext, bad record signature,
  *   malformed); dropped and the forwarding peer's score is lowered (P4).
  * - 'ignore': dropped without penalty: not applicable here and now (e.g. no sender key yet,
@@ -32,13 +36,18 @@ export interface GroupGossipOptions {
 }
 
 export const DEFAULT_MAX_GOSSIP_BYTES = 128 * 1024
-/** Version 2: unsigned gossipsub messages whose payload names its author (see GroupGossip). */
-const TOPIC_PREFIX = '/parley/group/2/'
+/**
+ * Version 3: unsigned gossipsub messages whose payload names its author (see GroupGossip;
+ * version 2 had the same payload, but a bare record inside its ciphertext where version 3 has
+ * GroupManager's gossip body).
+ */
+const TOPIC_PREFIX = '/parley/group/3/'
 /** First byte of a gossip payload: this layout. */
 const PAYLOAD_VERSION = 1
 
 const VERDICTS: Record<GossipVerdict, TopicValidatorResult> = {
   accept: TopicValidatorResult.Accept,
+  deliver: TopicValidatorResult.Ignore,
   reject: TopicValidatorResult.Reject,
   ignore: TopicValidatorResult.Ignore
 }
@@ -66,7 +75,7 @@ const VERDICTS: Record<GossipVerdict, TopicValidatorResult> = {
  *   return ok ? 'accept' : 'ignore'
  * })
  * gossip.join(group)
- * const { recipients } = await gossip.publish(group, ciphertext)
+ * const { recipients, peers } = await gossip.publish(group, ciphertext)
  */
 export class GroupGossip {
   private readonly pubsub: ParleyPubSub
@@ -87,7 +96,7 @@ export class GroupGossip {
     this.maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_GOSSIP_BYTES
   }
 
-  /** The gossipsub topic of a group: `/parley/group/2/<groupId>`. */
+  /** The gossipsub topic of a group: `/parley/group/3/<groupId>`. */
   static topicOf (group: GroupId): string {
     return TOPIC_PREFIX + group
   }
@@ -116,10 +125,10 @@ export class GroupGossip {
 
   /**
    * Publish one payload to the group's online subscribers. Resolves with the number of peers it
-   * was sent to directly (0 when nobody is subscribed: not an error). Publishing does not
-   * require `join` (a non-member publishes nothing anyone accepts, though).
+   * was sent to directly (0 when nobody is subscribed: not an error) and who they are.
+   * Publishing does not require `join` (a non-member publishes nothing anyone accepts, though).
    */
-  async publish (group: GroupId, data: Uint8Array): Promise<{ recipients: number }> {
+  async publish (group: GroupId, data: Uint8Array): Promise<{ recipients: number, peers: PeerIdString[] }> {
     this.requireRunning()
     checkGroup(group)
     if (data.byteLength > this.maxMessageBytes) {
@@ -129,7 +138,7 @@ export class GroupGossip {
     payload.set(this.header)
     payload.set(data, this.header.byteLength)
     const result = await this.pubsub.publish(GroupGossip.topicOf(group), payload)
-    return { recipients: result.recipients.length }
+    return { recipients: result.recipients.length, peers: result.recipients.map((p) => p.toString() as PeerIdString) }
   }
 
   /** Connected peers known to be subscribed to the group's topic. */

@@ -15,12 +15,41 @@ import { GroupSyncClient, type GroupSyncBackend } from '../protocols/group-sync/
 import { GroupSyncServer } from '../protocols/group-sync/server.js'
 import type { CryptoChanges, Store } from '../store/types.js'
 import { GroupDoc, MAX_GROUP_MEMBERS, type ApplyResult, type GroupMessageView as DocMessage } from './doc.js'
-import { GroupStateError, NotGroupMemberError, TooManyMembersError, UnknownGroupError } from './errors.js'
+import { GroupStateError, InvalidGroupRecordError, NotGroupMemberError, TooManyMembersError, UnknownGroupError } from './errors.js'
 import { GroupGossip, type GossipVerdict } from './gossip.js'
 import { GroupPayload, PayloadKind } from './pb/payload.js'
 import { decodeRecord, encodeRecord, warmVerifiers, type GroupRecord } from './record.js'
 
 const log = forComponent('groups')
+
+/**
+ * The first byte of what a member encrypts with its sender key for the topic (the gossip
+ * body), before the encoded record: whether receivers forward it along the mesh.
+ * - GOSSIP_FORWARD: some member was not a connected subscriber of the author's; the mesh
+ *   carries it on.
+ * - GOSSIP_DIRECT: the author sent it to every other member itself (all connected topic
+ *   subscribers, and the publish reached each; any it did not get a 1:1 copy), so receivers
+ *   deliver it without forwarding: every forward would be a duplicate (in a group of 50,
+ *   about 150 of the 200 transmissions of a message). It is inside the ciphertext, so only
+ *   the author sets it.
+ */
+export const GOSSIP_FORWARD = 1
+export const GOSSIP_DIRECT = 2
+
+/** The gossip body: [GOSSIP_FORWARD or GOSSIP_DIRECT][encoded record]. */
+export function encodeGossipBody (direct: boolean, record: Uint8Array): Uint8Array {
+  const body = new Uint8Array(1 + record.byteLength)
+  body[0] = direct ? GOSSIP_DIRECT : GOSSIP_FORWARD
+  body.set(record, 1)
+  return body
+}
+
+/** Split a gossip body; InvalidGroupRecordError for an unknown first byte or a bad record. */
+export function decodeGossipBody (body: Uint8Array): { direct: boolean, record: GroupRecord } {
+  const kind = body[0]
+  if (kind !== GOSSIP_FORWARD && kind !== GOSSIP_DIRECT) throw new InvalidGroupRecordError(`unknown gossip body kind ${String(kind)}`)
+  return { direct: kind === GOSSIP_DIRECT, record: decodeRecord(body.subarray(1)) }
+}
 
 /** Longest group message, in UTF-8 bytes: its record must fit a 1:1 envelope (MAX_GROUP_BODY_BYTES) for offline members. */
 export const MAX_GROUP_SEND_BYTES = 60 * 1024
@@ -501,9 +530,12 @@ export class GroupManager implements GroupSyncBackend {
     if (!g.members.has(from)) return 'ignore'
     return await this.locked(g, async () => {
       try {
+        let direct = false
         const result = await this.p.cipher.groupDecrypt(from, data, async ({ plaintext, distributionId }, changes) => {
           if (!(g.info.senders[from] ?? []).includes(distributionId)) throw new SenderKeyMismatchError('a sender key this member never gave us for this group')
-          const record = decodeRecord(plaintext)
+          const body = decodeGossipBody(plaintext)
+          const record = body.record
+          direct = body.direct
           if (record.group !== id || record.author !== from) throw new SenderKeyMismatchError('gossip record is not its sender\'s, for this group')
           const applied = await g.doc.apply(record)
           // The chain moved even if the record was a duplicate: keep the key state in step.
@@ -513,7 +545,7 @@ export class GroupManager implements GroupSyncBackend {
         this.heard.set(from, Date.now())
         // Outside the cipher's lock (held during the save above): this may hand out keys.
         await this.afterChange(g, result)
-        return 'accept'
+        return direct ? 'deliver' : 'accept'
       } catch (err) {
         const e = err as Error & { reason?: string }
         if (IGNORABLE.has(e.name) || e.reason === 'unknown-author') {
@@ -639,10 +671,15 @@ export class GroupManager implements GroupSyncBackend {
   private async distribute (g: Group, record: GroupRecord, extra: PeerIdString[] = []): Promise<void> {
     const bytes = encodeRecord(record)
     let published = false
+    // Sent straight to every other member: receivers need not forward it (GOSSIP_DIRECT).
+    let direct = false
+    let reached: ReadonlySet<string> = new Set()
     if (g.info.state === 'joined') {
       try {
-        const ct = await this.p.cipher.groupEncrypt(g.id, g.info.epoch, bytes)
-        await this.gossip.publish(g.id, ct)
+        const subscribers = new Set<string>(this.gossip.subscribers(g.id))
+        direct = [...g.members].every((m) => m === this.p.self || subscribers.has(m))
+        const ct = await this.p.cipher.groupEncrypt(g.id, g.info.epoch, encodeGossipBody(direct, bytes))
+        reached = new Set((await this.gossip.publish(g.id, ct)).peers)
         published = true
       } catch (err) {
         log('gossip publish to %s failed: %s', g.id, (err as Error).message)
@@ -653,8 +690,9 @@ export class GroupManager implements GroupSyncBackend {
     const copyTo = new Set(extra)
     for (const m of g.members) {
       if (m === this.p.self || copyTo.has(m)) continue
-      if (!published) firm.add(m)
-      if (!published || !this.onTopic(m, now)) copyTo.add(m)
+      // Nobody forwards a direct publish: a member it did not reach gets a copy whatever happens.
+      if (!published || (direct && !reached.has(m))) firm.add(m)
+      if (firm.has(m) || !this.onTopic(m, now)) copyTo.add(m)
     }
     this.queueCopies(g, copyTo, bytes, firm)
   }

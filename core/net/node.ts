@@ -96,7 +96,7 @@ export const GOSSIP_SCORE_THRESHOLDS = {
 } as const
 
 /**
- * Score parameters for every group topic (`/parley/group/2/<id>`), registered when the topic
+ * Score parameters for every group topic (`/parley/group/3/<id>`), registered when the topic
  * is joined (gossipsub only knows topic parameters by exact name).
  * - P1 time in mesh and P2 first deliveries: small positive credit, capped (topicScoreCap 10),
  *   so a peer cannot bank enough good behaviour to hide many invalid messages.
@@ -134,7 +134,8 @@ export function scoreTopic (pubsub: ParleyPubSub, topic: string): void {
  * about 370 RPCs per message in a group of 50 on loopback, more than the deliveries themselves
  * cost. A mesh of 3 (2-5) still reaches members the author has no connection to (within a
  * hop or two of it), and lost messages are repaired by group-sync; IHAVE gossip goes to 2 peers
- * per heartbeat instead of a quarter of all non-mesh subscribers.
+ * per heartbeat instead of a quarter of all non-mesh subscribers. When the author reaches every
+ * member itself, receivers do not forward at all (GroupManager's direct gossip body).
  */
 export const GOSSIP_MESH = Object.freeze({
   D: 3,

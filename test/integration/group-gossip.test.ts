@@ -55,7 +55,7 @@ async function startPeer (listen = ['/ip4/127.0.0.1/tcp/0']): Promise<GossipPeer
         // Yield once so overlapping calls would show up in maxInFlight.
         await new Promise((resolve) => setImmediate(resolve))
         const verdict = peer.verdict(text)
-        if (verdict === 'accept') peer.got.push({ group, from, text, at: performance.now() })
+        if (verdict === 'accept' || verdict === 'deliver') peer.got.push({ group, from, text, at: performance.now() })
         return verdict
       } finally {
         inFlight--
@@ -101,6 +101,23 @@ async function joinedTrio (): Promise<{ a: GossipPeer, b: GossipPeer, c: GossipP
   return { a, b, c, group }
 }
 
+/**
+ * A line a - b - c that joined one new group: a and c are not connected, so everything a sends
+ * reaches c only through b's forwards (b has c in its mesh).
+ */
+async function joinedLine (): Promise<{ a: GossipPeer, b: GossipPeer, c: GossipPeer, group: GroupId }> {
+  const [a, b, c] = await Promise.all([startPeer(), startPeer(), startPeer()])
+  await connect(a.node, b.node)
+  await connect(b.node, c.node)
+  const group = newGroupId()
+  for (const p of [a, b, c]) p.gossip.join(group)
+  await eventually(() => a.gossip.subscribers(group).includes(b.id) && c.gossip.subscribers(group).includes(b.id) &&
+    b.gossip.subscribers(group).length === 2, 'line subscribed', 10_000)
+  // b must have c in its mesh to forward (grafted on subscribe).
+  await eventually(() => b.pubsub.getMeshPeers(GroupGossip.topicOf(group)).includes(c.id), 'b meshed with c', 5_000)
+  return { a, b, c, group }
+}
+
 const texts = (p: GossipPeer, group?: GroupId): string[] => p.got.filter((d) => group === undefined || d.group === group).map((d) => d.text)
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 
@@ -124,8 +141,9 @@ describe('group gossip over real libp2p nodes', () => {
     assert.ok(!new Set(a.gossip.subscribers(group)).has(outsider.id))
 
     const started = performance.now()
-    const { recipients } = await a.gossip.publish(group, te.encode('hello'))
+    const { recipients, peers } = await a.gossip.publish(group, te.encode('hello'))
     assert.equal(recipients, 2)
+    assert.deepEqual([...peers].sort(), [b.id, c.id].sort())
     await eventually(() => texts(b).length === 1 && texts(c).length === 1, 'b and c got it', 5_000)
     console.log(`# 3 nodes: delivered to both in ${(Math.max(b.got[0]!.at, c.got[0]!.at) - started).toFixed(1)} ms`)
     await sleep(500)
@@ -161,7 +179,7 @@ describe('group gossip over real libp2p nodes', () => {
     assert.ok(lonely !== undefined && stranger !== undefined)
     const group = newGroupId()
     lonely.gossip.join(group)
-    assert.deepEqual(await lonely.gossip.publish(group, te.encode('anyone?')), { recipients: 0 })
+    assert.deepEqual(await lonely.gossip.publish(group, te.encode('anyone?')), { recipients: 0, peers: [] })
     await sleep(300)
     assert.deepEqual(texts(stranger), [])
     await assert.rejects(lonely.gossip.publish(group, new Uint8Array(128 * 1024 + 1)), { name: 'MessageTooLargeError' })
@@ -180,16 +198,7 @@ describe('group gossip over real libp2p nodes', () => {
   })
 
   it('reject stops propagation and lowers the sender\'s score; accept passes; a throwing handler ignores; repeat offenders are graylisted', async () => {
-    // A line: a - b - c. a and c are not connected, so everything a sends reaches c through b.
-    const [a, b, c] = await Promise.all([startPeer(), startPeer(), startPeer()])
-    await connect(a.node, b.node)
-    await connect(b.node, c.node)
-    const group = newGroupId()
-    for (const p of [a, b, c]) p.gossip.join(group)
-    await eventually(() => a.gossip.subscribers(group).includes(b.id) && c.gossip.subscribers(group).includes(b.id) &&
-      b.gossip.subscribers(group).length === 2, 'line subscribed', 10_000)
-    // b must have c in its mesh to forward (grafted on subscribe).
-    await eventually(() => b.pubsub.getMeshPeers(GroupGossip.topicOf(group)).includes(c.id), 'b meshed with c', 5_000)
+    const { a, b, c, group } = await joinedLine()
     b.verdict = (text) => {
       if (text.startsWith('bad')) return 'reject'
       if (text.startsWith('boom')) throw new Error('handler failure')
@@ -221,6 +230,19 @@ describe('group gossip over real libp2p nodes', () => {
     await a.gossip.publish(group, te.encode('good 3'))
     await sleep(1_000)
     assert.ok(!texts(b).includes('good 3') && !texts(c).includes('good 3'), 'a graylisted peer is not heard')
+  })
+
+  it('deliver: handled where it arrives, not forwarded, and nobody is penalised', async () => {
+    const { a, b, c, group } = await joinedLine()
+    b.verdict = (text) => text.startsWith('direct') ? 'deliver' : 'accept'
+    await a.gossip.publish(group, te.encode('direct 1'))
+    await a.gossip.publish(group, te.encode('forward 1'))
+    await eventually(() => texts(c).includes('forward 1'), 'accepted message forwarded by b to c', 5_000)
+    await sleep(500)
+    assert.deepEqual(texts(b), ['direct 1', 'forward 1'], 'b handled both')
+    assert.deepEqual(texts(c), ['forward 1'], 'b did not forward what it delivered')
+    await sleep(1_100) // scores are cached for one heartbeat
+    assert.ok(b.pubsub.getScore(a.id) >= 0 && c.pubsub.getScore(b.id) >= 0, 'nobody penalised')
   })
 
   it('signed messages, payloads that name no author and oversized ones are dropped before the handler', async () => {
@@ -293,7 +315,7 @@ describe('group gossip over real libp2p nodes', () => {
     b.gossip.join(group)
     await sleep(1_500)
     assert.deepEqual(a.gossip.subscribers(group), [], 'no gossipsub stream over the circuit')
-    assert.deepEqual(await a.gossip.publish(group, te.encode('through the relay?')), { recipients: 0 })
+    assert.deepEqual(await a.gossip.publish(group, te.encode('through the relay?')), { recipients: 0, peers: [] })
     await sleep(300)
     assert.deepEqual(texts(b), [])
   })

@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import * as Y from 'yjs'
 import { SignalCipher } from '../../core/crypto/cipher.js'
 import { decodeRecord, encodeRecord, signRecord, clientIdOf } from '../../core/groups/record.js'
+import { decodeGossipBody } from '../../core/groups/manager.js'
 import { loadOrCreateIdentity, peerIdString } from '../../core/identity/identity.js'
 import type { GroupId, PeerIdString } from '../../core/ids.js'
 import { LevelStore } from '../../core/store/level-store.js'
@@ -57,7 +58,7 @@ async function decryptedTexts (p: TestPeer, senders: PeerIdString[], data: Uint8
       for (const s of senders) {
         try {
           await cipher.groupDecrypt(s, d, async ({ plaintext }) => {
-            for (const struct of Y.decodeUpdate(decodeRecord(plaintext).update).structs) {
+            for (const struct of Y.decodeUpdate(decodeGossipBody(plaintext).record.update).structs) {
               const value = struct instanceof Y.Item ? struct.content.getContent()[0] as { text?: unknown } : undefined
               if (typeof value?.text === 'string') out.push(value.text)
             }
@@ -240,8 +241,14 @@ describe('groups', () => {
       for (let i = 0; i < 10; i++) await pubsubOf(bad).publish(topic, rand.bytes(64 + rand.int(200)))
       // Garbage that names A as its author: it does not decrypt under A's sender key.
       for (let i = 0; i < 10; i++) await pubsubOf(bad).publish(topic, naming(a.m.peerId, rand.bytes(64 + rand.int(200))))
+      // What the member's validator sees (direct gossip is delivered without a 'message' event).
       const seen: Uint8Array[] = []
-      pubsubOf(bad).addEventListener('message', (evt) => { if (evt.detail.topic === topic) seen.push(evt.detail.data) })
+      const validator = pubsubOf(bad).topicValidators.get(topic)
+      assert.ok(validator !== undefined)
+      pubsubOf(bad).topicValidators.set(topic, async (peer, msg) => {
+        seen.push(msg.data)
+        return await validator(peer, msg)
+      })
       const honest: string[] = []
       for (let i = 0; i < 30; i++) {
         const text = `honest ${i}`
@@ -266,6 +273,37 @@ describe('groups', () => {
         assert.equal(history.length, 31, 'the re-labelled message is not shown again')
         assert.ok(history.every((m) => m.from !== a.m.peerId || ['warm-up', ...honest.filter((_, i) => i % 3 === 0)].includes(m.text)), 'nothing of C\'s is shown as A\'s')
       }
+    })
+  })
+
+  it('members all connected to the author get its messages straight from it: nobody forwards them; with a member away, the mesh does', { timeout: 120_000 }, async () => {
+    await withPeers(3, relay, async (peers) => {
+      const [a, b, c] = peers as [TestPeer, TestPeer, TestPeer]
+      const group = await formGroup(a, [b, c], 'direct')
+      const topic = GroupGossip.topicOf(group as GroupId)
+      await eventually(() => peers.every((p) => pubsubOf(p).getSubscribers(topic).length === 2), 'everyone sees the others on the topic')
+      // gossipsub (internal method) forwards each message a topic validator accepts; count the calls.
+      const forwards = new Map<TestPeer, number>()
+      for (const p of peers) {
+        const pubsub = pubsubOf(p) as unknown as { forwardMessage: (...args: unknown[]) => unknown }
+        const forward = pubsub.forwardMessage.bind(pubsub)
+        pubsub.forwardMessage = (...args: unknown[]) => {
+          forwards.set(p, (forwards.get(p) ?? 0) + 1)
+          return forward(...args)
+        }
+      }
+      const texts = ['one', 'two', 'three', 'four', 'five', 'six']
+      for (let i = 0; i < texts.length; i++) await (peers[i % 3] as TestPeer).m.groups.send(group, texts[i] as string)
+      for (const p of peers) {
+        await eventually(() => texts.every((t) => p.m.groups.history(group, 20).some((m) => m.text === t)), `${p.m.peerId} has every message`)
+      }
+      assert.deepEqual([...forwards.values()], [], 'no member forwarded a message its author sent to everyone')
+
+      await c.stop()
+      await eventually(() => !pubsubOf(a).getSubscribers(topic).some((p) => p.toString() === c.m.peerId), 'a sees c gone')
+      await a.m.groups.send(group, 'while c is away')
+      await eventually(() => b.m.groups.history(group, 20).some((m) => m.text === 'while c is away'), 'b has it')
+      assert.ok((forwards.get(b) ?? 0) >= 1, 'b passed it on along the mesh')
     })
   })
 
