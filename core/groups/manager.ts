@@ -4,7 +4,7 @@ import { owned } from '../bytes.js'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { GroupMessageEvent, GroupMemberView, GroupMessageView, GroupView } from '../api/contract.js'
 import { distributionIdOf, type SignalCipher } from '../crypto/cipher.js'
-import { InvalidRequestError, MessageTooLargeError, NotRunningError, ParleyError } from '../errors.js'
+import { CorruptRecordError, InvalidRequestError, MessageTooLargeError, NotRunningError, ParleyError } from '../errors.js'
 import { isGroupId, isMessageId, newGroupId, newMessageId, type GroupId, type PeerIdString } from '../ids.js'
 import { parsePeerId } from '../identity/invite.js'
 import { forComponent } from '../logger.js'
@@ -170,6 +170,8 @@ interface QueuedCopies {
 
 interface Group {
   id: GroupId
+  /** GroupInfo without its counters, as last written to `i/<group>` (persist rewrites it only when it changed). */
+  savedInfo?: string
   doc: GroupDoc
   info: GroupInfo
   /** Current members (admins and members), to see who came and went after each change. */
@@ -185,6 +187,8 @@ interface Group {
 
 const K = {
   info: (g: string) => `i/${g}`,
+  /** `seq` and `sinceSnapshot`, which change with every record (GroupInfo's other fields rarely do). */
+  counters: (g: string) => `n/${g}`,
   records: (g: string) => `r/${g}/`,
   record: (g: string, seq: number) => `r/${g}/${String(seq).padStart(10, '0')}`,
   snapshot: (g: string) => `s/${g}`
@@ -240,11 +244,14 @@ export class GroupManager implements GroupSyncBackend {
       if (!isGroupId(id)) continue
       try {
         const info = JSON.parse(Buffer.from(value).toString('utf8')) as GroupInfo
+        // Counters written after `i/` (stores from before the split have them in `i/` only).
+        const counters = await store.getGroupEntry(K.counters(id))
+        if (counters !== undefined) Object.assign(info, readCounters(counters))
         const records = (await store.listGroupEntries(K.records(id))).map((e) => decodeRecord(e.value))
         const snapshot = await store.getGroupEntry(K.snapshot(id))
         const doc = GroupDoc.open({ group: id, self: this.p.self, privateKey: this.p.privateKey, records, ...(snapshot !== undefined ? { snapshot } : {}) })
         this.p.observe(doc.lamport)
-        this.groups.set(id, { id, doc, info, members: memberSet(doc), lock: Promise.resolve(), copies: new Map() })
+        this.groups.set(id, { id, doc, info, savedInfo: slowInfo(info), members: memberSet(doc), lock: Promise.resolve(), copies: new Map() })
       } catch (err) {
         // One damaged group must not keep the messenger from starting; its data stays on disk.
         log.error('group %s could not be opened: %e', id, err)
@@ -817,8 +824,13 @@ export class GroupManager implements GroupSyncBackend {
       clearTimeout(g.snapshotTimer)
       g.snapshotTimer = undefined
     }
-    changes.set(K.info(g.id), Buffer.from(JSON.stringify(g.info)))
+    // GroupInfo holds every sender's distribution ids (about 5 KB in a group of 50): written
+    // again only when it changed, not with every record as the counters are.
+    const info = slowInfo(g.info)
+    if (info !== g.savedInfo) changes.set(K.info(g.id), Buffer.from(JSON.stringify(g.info)))
+    changes.set(K.counters(g.id), Buffer.from(JSON.stringify({ seq: g.info.seq, sinceSnapshot: g.info.sinceSnapshot })))
     await this.p.store.putGroupEntries(changes, crypto)
+    g.savedInfo = info
   }
 
   /** Take the snapshot SNAPSHOT_DEFER_MS from now (once), unless one is taken before. */
@@ -978,6 +990,20 @@ export class GroupManager implements GroupSyncBackend {
 }
 
 /** Errors an honest member's gossip can meet (keys or records still on their way): ignored, not penalised. */
+/** GroupInfo without the counters (seq, sinceSnapshot), as JSON: what `i/<group>` must hold. */
+function slowInfo (info: GroupInfo): string {
+  return JSON.stringify(info, (key, value: unknown) => key === 'seq' || key === 'sinceSnapshot' ? undefined : value)
+}
+
+/** The counters stored at `n/<group>`; CorruptRecordError if they are not two non-negative integers. */
+function readCounters (bytes: Uint8Array): Pick<GroupInfo, 'seq' | 'sinceSnapshot'> {
+  const c = JSON.parse(Buffer.from(bytes).toString('utf8')) as Partial<Record<'seq' | 'sinceSnapshot', unknown>>
+  if (!Number.isSafeInteger(c.seq) || !Number.isSafeInteger(c.sinceSnapshot) || (c.seq as number) < 0 || (c.sinceSnapshot as number) < 0) {
+    throw new CorruptRecordError('group counters are not two non-negative integers')
+  }
+  return { seq: c.seq as number, sinceSnapshot: c.sinceSnapshot as number }
+}
+
 const IGNORABLE = new Set(['NoSenderKeyError', 'DuplicateCiphertextError', 'SenderKeyTooFarAheadError', 'MissingDependencyError'])
 
 /** A sender key or gossip record that is not what its sender may send for this group. */

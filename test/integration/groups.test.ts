@@ -307,6 +307,23 @@ describe('groups', () => {
     })
   })
 
+  it('a member\'s group keeps every record across restarts (its counters are stored apart from the group info)', { timeout: 120_000 }, async () => {
+    await withPeers(2, relay, async (peers) => {
+      const [a, b] = peers as [TestPeer, TestPeer]
+      const group = await formGroup(a, [b], 'restarts')
+      const sent: string[] = []
+      for (let round = 0; round < 3; round++) {
+        for (let i = 0; i < 3; i++) {
+          sent.push(`round ${round} message ${i}`)
+          await a.m.groups.send(group, sent.at(-1) as string)
+        }
+        await a.restart()
+      }
+      // Rebuilt from its stored records at each start: a record written over another would be missing.
+      assert.deepEqual(a.m.groups.history(group, 100).map((m) => m.text), sent, 'nothing written before a restart was overwritten after it')
+    })
+  })
+
   it('partition: two halves chat apart, heal, and converge on the same messages and members', { timeout: 180_000 }, async () => {
     // No relay here (its mailboxes would bridge the halves); everyone knows everyone's address.
     let partitioned = false
