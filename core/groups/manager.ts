@@ -170,8 +170,12 @@ interface QueuedCopies {
 
 interface Group {
   id: GroupId
-  /** GroupInfo without its counters, as last written to `i/<group>` (persist rewrites it only when it changed). */
-  savedInfo?: string
+  /**
+   * Bumped (touchInfo) whenever a GroupInfo field other than the counters changes; persist
+   * rewrites `i/<group>` only when it differs from the version last written.
+   */
+  infoVersion: number
+  savedInfoVersion: number
   doc: GroupDoc
   info: GroupInfo
   /** Current members (admins and members), to see who came and went after each change. */
@@ -251,7 +255,7 @@ export class GroupManager implements GroupSyncBackend {
         const snapshot = await store.getGroupEntry(K.snapshot(id))
         const doc = GroupDoc.open({ group: id, self: this.p.self, privateKey: this.p.privateKey, records, ...(snapshot !== undefined ? { snapshot } : {}) })
         this.p.observe(doc.lamport)
-        this.groups.set(id, { id, doc, info, savedInfo: slowInfo(info), members: memberSet(doc), lock: Promise.resolve(), copies: new Map() })
+        this.groups.set(id, { id, doc, info, infoVersion: 0, savedInfoVersion: 0, members: memberSet(doc), lock: Promise.resolve(), copies: new Map() })
       } catch (err) {
         // One damaged group must not keep the messenger from starting; its data stays on disk.
         log.error('group %s could not be opened: %e', id, err)
@@ -299,7 +303,7 @@ export class GroupManager implements GroupSyncBackend {
     if (others.length + 1 > MAX_GROUP_MEMBERS) throw new TooManyMembersError(`a group has at most ${MAX_GROUP_MEMBERS} members`)
     const id = newGroupId()
     const { doc, record } = await GroupDoc.create({ group: id, self: this.p.self, privateKey: this.p.privateKey, name: groupName(name), members: others, now: Date.now() })
-    const g: Group = { id, doc, info: { state: 'joined', epoch: 0, senders: {}, seq: 0, sinceSnapshot: 0 }, members: memberSet(doc), lock: Promise.resolve(), copies: new Map() }
+    const g: Group = { id, doc, info: { state: 'joined', epoch: 0, senders: {}, seq: 0, sinceSnapshot: 0 }, infoVersion: 1, savedInfoVersion: 0, members: memberSet(doc), lock: Promise.resolve(), copies: new Map() }
     await this.persist(g, [record])
     this.groups.set(id, g)
     this.gossip.join(id)
@@ -316,6 +320,7 @@ export class GroupManager implements GroupSyncBackend {
       if (g.info.state !== 'invited') throw new GroupStateError(`group is ${g.info.state}, not invited`)
       if (!g.doc.isMember(this.p.self)) throw new NotGroupMemberError('not-member', 'you are no longer a member of this group')
       g.info.state = 'joined'
+      touchInfo(g)
       await this.persist(g, [])
       this.gossip.join(g.id)
       await this.sendKey(g, [...g.members])
@@ -457,6 +462,7 @@ export class GroupManager implements GroupSyncBackend {
         await this.ingest(known, records)
         if (known.info.state === 'left' && !wasMember && known.doc.isMember(this.p.self)) {
           known.info = { ...known.info, state: 'invited', invitedBy: from }
+          touchInfo(known)
           await this.persist(known, [])
           this.p.emit({ event: 'group.invite', group: id, name: known.doc.name, from })
         }
@@ -472,7 +478,7 @@ export class GroupManager implements GroupSyncBackend {
       log('invite to %s from %s does not make us both members; ignored', id, from)
       return
     }
-    const g: Group = { id, doc, info: { state: 'invited', invitedBy: from, epoch: 0, senders: {}, seq: 0, sinceSnapshot: 0 }, members: memberSet(doc), lock: Promise.resolve(), copies: new Map() }
+    const g: Group = { id, doc, info: { state: 'invited', invitedBy: from, epoch: 0, senders: {}, seq: 0, sinceSnapshot: 0 }, infoVersion: 1, savedInfoVersion: 0, members: memberSet(doc), lock: Promise.resolve(), copies: new Map() }
     this.groups.set(id, g)
     await this.locked(g, async () => { await this.persist(g, accepted) })
     this.p.observe(doc.lamport)
@@ -511,6 +517,7 @@ export class GroupManager implements GroupSyncBackend {
       const known = g.info.senders[from] ?? []
       if (!known.includes(distributionId)) {
         g.info.senders[from] = [...known, distributionId]
+        touchInfo(g)
         await this.persist(g, [])
       }
     })
@@ -638,6 +645,7 @@ export class GroupManager implements GroupSyncBackend {
     if (!now.has(this.p.self) && g.info.state !== 'left') {
       // We were removed: stop taking part; history stays readable.
       g.info.state = 'left'
+      touchInfo(g)
       this.gossip.leave(g.id)
       await this.persist(g, [])
     } else if (g.info.state === 'joined') {
@@ -646,6 +654,7 @@ export class GroupManager implements GroupSyncBackend {
         // Whoever left keeps our old key: start a new epoch and give it only to those who stay.
         for (const m of gone) await this.forgetSender(g, m)
         g.info.epoch++
+        touchInfo(g)
         await this.persist(g, [])
         await this.sendKey(g, [...now])
       }
@@ -660,6 +669,7 @@ export class GroupManager implements GroupSyncBackend {
       await this.distribute(g, record)
     }
     g.info.state = 'left'
+    touchInfo(g)
     g.members = memberSet(g.doc)
     await this.persist(g, [])
     this.gossip.leave(g.id)
@@ -780,6 +790,7 @@ export class GroupManager implements GroupSyncBackend {
   private async forgetSender (g: Group, peer: PeerIdString): Promise<void> {
     for (const d of g.info.senders[peer] ?? []) await this.p.cipher.forgetGroupSender(peer, d)
     delete g.info.senders[peer]
+    touchInfo(g)
   }
 
   /** Gossip from a member whose sender key we lack: ask for it, and fetch the records by sync soon. */
@@ -826,11 +837,11 @@ export class GroupManager implements GroupSyncBackend {
     }
     // GroupInfo holds every sender's distribution ids (about 5 KB in a group of 50): written
     // again only when it changed, not with every record as the counters are.
-    const info = slowInfo(g.info)
-    if (info !== g.savedInfo) changes.set(K.info(g.id), Buffer.from(JSON.stringify(g.info)))
+    const version = g.infoVersion
+    if (version !== g.savedInfoVersion) changes.set(K.info(g.id), Buffer.from(JSON.stringify(g.info)))
     changes.set(K.counters(g.id), Buffer.from(JSON.stringify({ seq: g.info.seq, sinceSnapshot: g.info.sinceSnapshot })))
     await this.p.store.putGroupEntries(changes, crypto)
-    g.savedInfo = info
+    g.savedInfoVersion = version
   }
 
   /** Take the snapshot SNAPSHOT_DEFER_MS from now (once), unless one is taken before. */
@@ -990,9 +1001,9 @@ export class GroupManager implements GroupSyncBackend {
 }
 
 /** Errors an honest member's gossip can meet (keys or records still on their way): ignored, not penalised. */
-/** GroupInfo without the counters (seq, sinceSnapshot), as JSON: what `i/<group>` must hold. */
-function slowInfo (info: GroupInfo): string {
-  return JSON.stringify(info, (key, value: unknown) => key === 'seq' || key === 'sinceSnapshot' ? undefined : value)
+/** A GroupInfo field other than the counters changed: the next persist writes `i/<group>`. */
+function touchInfo (g: Group): void {
+  g.infoVersion++
 }
 
 /** The counters stored at `n/<group>`; CorruptRecordError if they are not two non-negative integers. */
