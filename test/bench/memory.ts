@@ -52,8 +52,11 @@ export class PeakSampler {
     this.timer = setInterval(() => { this.sample() }, intervalMs)
   }
 
+  /** Stop sampling, after a last sample (none if it was never started: the peaks stay 0). */
   stop (): void {
+    if (this.timer === undefined) return
     clearInterval(this.timer)
+    this.timer = undefined
     this.sample()
   }
 

@@ -260,7 +260,7 @@ async function fanout (spawn: Spawn, relayAddr: string, size: GroupSize, o: Grou
     const before = connectionFigures(await stateOf(procs.peers, group, seats))
     await Promise.all(procs.peers.map(async (peer) => await peer.call('group.arrivals', {})))
 
-    await Promise.all(procs.peers.map(async (peer) => await peer.call('usage.start', {})))
+    await Promise.all(procs.peers.map(async (peer) => await peer.call('usage.start', { peaks: false })))
     const sent = await sendRound(seats, group, 0, size.messages, size.gapMs, o)
     await waitAll(procs.peers, group, warmupMessages + size.messages, o.timeoutMs)
     const usage = await Promise.all(procs.peers.map(async (peer) => await peer.call('usage.stop', {})))
