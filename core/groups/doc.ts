@@ -350,11 +350,15 @@ export class GroupDoc {
    * Throws InvalidGroupRecordError, GroupSignatureError, MissingDependencyError or a
    * GroupUpdateRefusedError (NotGroupAdminError, NotGroupMemberError); the document is then
    * unchanged.
+   *
+   * `authorVerified`: the caller has already proven that `record.author` made this record by
+   * other means (GroupManager: it came out of that member's own sender-key ciphertext, whose
+   * signature libsignal checked), so its record signature is not checked again.
    */
-  async apply (record: GroupRecord): Promise<ApplyResult> {
+  async apply (record: GroupRecord, options: { authorVerified?: boolean } = {}): Promise<ApplyResult> {
     const parsed = this.parse(record)
     if (parsed === undefined) return { applied: false, members: false, meta: false, messages: [] }
-    await verifyRecord(record)
+    if (options.authorVerified !== true) await verifyRecord(record)
     const changes: ApplyResult = { applied: false, members: false, meta: false, messages: [] }
     this.transactRemote(() => {
       changes.applied = this.integrate(parsed, changes)

@@ -57,9 +57,9 @@ const VERDICTS: Record<GossipVerdict, TopicValidatorResult> = {
  * carries no libp2p signature, `from` or seqno, and its id is a hash of its data. The author
  * is named inside the payload instead, `[1][length][author peer id, as text][ciphertext]`,
  * and proven by the ciphertext: a Signal sender-key message is signed with its author's
- * sender signing key, and the record inside is signed by the author again. The gossipsub
- * signature (an Ed25519 verify, and a key import, per copy received) proved nothing those
- * two do not, and was a twentieth of a 50-member group's CPU.
+ * sender signing key (the handler also checks that the record inside names that author). The
+ * gossipsub signature (an Ed25519 verify, and a key import, per copy received) proved nothing
+ * more, and was a twentieth of a 50-member group's CPU.
  *
  * Joining installs a topic validator that hands each new message to the handler exactly once
  * (gossipsub drops duplicates before validation) and turns its verdict into gossipsub's: the

@@ -154,7 +154,7 @@ export const IDONTWANT_MIN_BYTES = 16 * 1024
  * Gossipsub as a messenger runs it (group fan-out, docs/architecture.md).
  * - StrictNoSign: messages carry no libp2p signature, author or seqno, and their id is the
  *   SHA-256 of their data. Group payloads name their author themselves and are proven by
- *   their sender-key signature and the signed record inside (core/groups/gossip.ts); the
+ *   their sender-key signature (core/groups/gossip.ts); the
  *   libp2p signature on top cost an Ed25519 verify and a key import per copy received. Signed
  *   messages are rejected (and penalised) by gossipsub before any validator runs.
  * - emitSelf false: our own publishes are applied locally by the caller, never echoed back.

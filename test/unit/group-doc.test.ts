@@ -271,6 +271,20 @@ describe('GroupDoc: exchanging records', () => {
     assert.equal((await b.apply(m)).applied, false)
   })
 
+  it('apply checks the record signature unless the caller proved the author (authorVerified); the rules apply either way', async () => {
+    const { bob, a, b } = await trio()
+    const mallory = await identity()
+    const m = await post(b, 'signed badly')
+    const unsigned = { ...m, signature: (await signRecord(mallory.key, a.group, m.update)).signature }
+    await assertRefused(a, unsigned, 'GroupSignatureError')
+    // What GroupManager does for gossip that came out of bob's own sender-key ciphertext.
+    assert.deepEqual(ids((await a.apply(unsigned, { authorVerified: true })).messages), ['signed badly'])
+    // Proven author or not, a plain member still may not rename the group.
+    const rename = await forge(b, bob, y => y.getMap('meta').set('name', 'mine'))
+    await assert.rejects(a.apply(rename, { authorVerified: true }), { name: 'NotGroupAdminError' })
+    assert.equal(a.name, 'Hikers')
+  })
+
   it('reports what changed', async () => {
     const { a, b } = await trio()
     const dave = await identity()
