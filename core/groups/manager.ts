@@ -682,11 +682,14 @@ export class GroupManager implements GroupSyncBackend {
   /**
    * Send a record: gossip (sender key) to the group's topic, then 1:1 copies (through the
    * outbox: relay mailboxes when offline) to `extra` and to the members gossip cannot be
-   * counted on to reach: not on the topic as far as we know (no direct connection, and no
-   * gossip of theirs accepted lately). Members connected to us but not (yet) subscribed get no
-   * copy: they are online, and take what they missed by group-sync (on accepting, on connect,
-   * on a record whose dependency is missing, and every SYNC_EVERY_MS). The copies are queued
-   * in memory and sent together a moment later (queueCopies), so they cost the send nothing.
+   * counted on to reach. A member the publish reached needs none. One it did not reach gets
+   * none only if the message is forwarded along the mesh (not direct), we have no direct
+   * connection to it and its gossip reached us lately (it is on the topic through others).
+   * Every other member gets a copy: a firm one (sent whatever happens meanwhile) if the
+   * publish failed, if it was direct, or if we are connected to the member but gossip did not
+   * run to it (not subscribed yet, as just after either side restarted), since no forward will
+   * reach it then. The copies are queued in memory and sent together a moment later
+   * (queueCopies), so they cost the send nothing.
    */
   private async distribute (g: Group, record: GroupRecord, extra: PeerIdString[] = []): Promise<void> {
     const bytes = encodeRecord(record)
@@ -709,17 +712,27 @@ export class GroupManager implements GroupSyncBackend {
     const firm = new Set(extra)
     const copyTo = new Set(extra)
     for (const m of g.members) {
-      if (m === this.p.self || copyTo.has(m)) continue
-      // Nobody forwards a direct publish: a member it did not reach gets a copy whatever happens.
-      if (!published || (direct && !reached.has(m))) firm.add(m)
-      if (firm.has(m) || !this.onTopic(m, now)) copyTo.add(m)
+      if (m === this.p.self || copyTo.has(m) || (published && reached.has(m))) continue
+      const connected = this.connectedTo(m)
+      if (published && !direct && !connected && this.heardLately(m, now)) continue
+      copyTo.add(m)
+      if (!published || direct || connected) firm.add(m)
     }
     this.queueCopies(g, copyTo, bytes, firm)
   }
 
-  /** Whether gossip we publish now reaches `peer`: a direct connection gossip runs on, or its gossip reached us lately. */
+  /** Whether gossip we publish now reaches `peer`, as far as we know: we are connected, or its gossip reached us lately. */
   private onTopic (peer: PeerIdString, now: number): boolean {
-    if (now - (this.heard.get(peer) ?? -Infinity) < HEARD_FRESH_MS) return true
+    return this.heardLately(peer, now) || this.connectedTo(peer)
+  }
+
+  /** We accepted gossip authored by `peer` within HEARD_FRESH_MS. */
+  private heardLately (peer: PeerIdString, now: number): boolean {
+    return now - (this.heard.get(peer) ?? -Infinity) < HEARD_FRESH_MS
+  }
+
+  /** A direct (not relayed, so gossip-capable) connection to `peer`. */
+  private connectedTo (peer: PeerIdString): boolean {
     return this.p.node.getConnections(peerIdFromString(peer)).some((c) => c.limits === undefined)
   }
 

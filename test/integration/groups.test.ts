@@ -307,6 +307,22 @@ describe('groups', () => {
     })
   })
 
+  it('a member connected to the author but not on the topic (yet) gets a 1:1 copy at once, not at the next sync', { timeout: 60_000 }, async () => {
+    await withPeers(2, relay, async (peers) => {
+      const [a, b] = peers as [TestPeer, TestPeer]
+      const group = await formGroup(a, [b], 'not yet subscribed')
+      const topic = GroupGossip.topicOf(group as GroupId)
+      await eventually(() => pubsubOf(a).getSubscribers(topic).some((p) => p.toString() === b.m.peerId), 'a sees b on the topic')
+      // What a just-restarted member looks like for a moment: connected, its subscription not seen yet.
+      pubsubOf(b).unsubscribe(topic)
+      await eventually(() => !pubsubOf(a).getSubscribers(topic).some((p) => p.toString() === b.m.peerId), 'a sees b leave the topic')
+      assert.ok(a.m.libp2p.getConnections().some((c) => c.remotePeer.toString() === b.m.peerId), 'still connected')
+      await a.m.groups.send(group, 'while b is off the topic')
+      // Group-sync would bring it too, but only at the next anti-entropy round (every 30 s).
+      await eventually(() => b.m.groups.history(group, 10).some((m) => m.text === 'while b is off the topic'), 'b has it', 5_000)
+    })
+  })
+
   it('a member\'s group keeps every record across restarts (its counters are stored apart from the group info)', { timeout: 120_000 }, async () => {
     await withPeers(2, relay, async (peers) => {
       const [a, b] = peers as [TestPeer, TestPeer]
