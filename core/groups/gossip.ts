@@ -21,8 +21,8 @@ export type GossipVerdict = 'accept' | 'deliver' | 'reject' | 'ignore'
  *   itself (see GroupManager), so a forward would only be a duplicate. Gossipsub treats it as
  *   ignored: no forward, no penalty, not kept for IWANT (its author serves those), and no
  *   first-delivery credit for the peer it came from.
- * - 'reject': provably bad whatever our state (bad ciphertext, bad record signature,
- *   malformed); dropped and the forwarding peer's score is lowered (P4).
+ * - 'reject': provably bad whatever our state (bad ciphertext, a record that is not its
+ *   sender's, malformed); dropped and the forwarding peer's score is lowered (P4).
  * - 'ignore': dropped without penalty: not applicable here and now (e.g. no sender key yet,
  *   not a member in OUR current state). Honest peers whose state differs from ours must not be
  *   punished, so state-dependent refusals should be 'ignore'.
