@@ -34,7 +34,8 @@ import { avatarHash, avatarProblem, decodeBase64, imageType, MAX_AVATAR_BYTES, n
 const log = forComponent('messenger')
 
 /** What became of received frames: the text messages among them, and the frames refused. */
-export interface ReceiveOutcome { texts: MessageId[], rejected: Rejection[] }
+/** What `receive` did with a batch: the texts it stored, the frames it refused, and the ids of the prekey (session-starting) frames it took. */
+export interface ReceiveOutcome { texts: MessageId[], rejected: Rejection[], prekeys: MessageId[] }
 
 /** No prekey bundle for a peer could be had (from the peer itself or any relay). */
 export class NoBundleError extends ParleyError {
@@ -157,6 +158,8 @@ export class Messenger {
   private readonly controlIds = new Set<MessageId>()
   /** The PROFILE envelope queued to each contact and not yet settled: a newer one supersedes it. */
   private readonly profileQueued = new Map<PeerIdString, MessageId>()
+  /** The receipt queued to acknowledge a peer's new Signal session and not yet settled (see acknowledgeSession). */
+  private readonly sessionAckQueued = new Map<PeerIdString, MessageId>()
   private profile: OwnProfile = { version: 0, name: '' }
   private clock = 0
   private name = ''
@@ -319,7 +322,11 @@ export class Messenger {
   private async wire (node: ParleyLibp2p): Promise<void> {
     this.node = node
     for (const c of this.contacts.values()) await this.rememberAddrs(c)
-    this.dm = new DmProtocol(node, async (from, frames) => (await this.receive(from, frames)).rejected)
+    this.dm = new DmProtocol(node, async (from, frames) => {
+      const outcome = await this.receive(from, frames)
+      if (outcome.prekeys.length > 0) this.acknowledgeSession(from, outcome.prekeys)
+      return outcome.rejected
+    })
     this.courier = new MailboxCourier(new MailboxClient(node), {
       dial: async (addr) => { await node.dial(multiaddr(addr)) },
       addrsOf: (peer) => this.contacts.get(peer)?.addrs ?? this.peerAddrs.get(peer),
@@ -689,9 +696,10 @@ export class Messenger {
     const cipher = this.requireCipher()
     const items = frames.map((f) => ({ kind: f.kind, body: f.ciphertext, ...(f.binding !== undefined ? { binding: f.binding } : {}) }))
     const decrypt = this.options.benchmarkWithoutE2ee === true ? plaintextPassThrough : cipher.decrypt.bind(cipher)
-    const { envs, fresh, rejected } = await decrypt(from, items, async (results, changes) => {
+    const { envs, fresh, rejected, prekeys } = await decrypt(from, items, async (results, changes) => {
       const envs: DmEnvelope[] = []
       const rejected: Rejection[] = []
+      const prekeys: MessageId[] = []
       results.forEach((r, i) => {
         const frame = frames[i] as SealedFrame
         if (!r.ok) {
@@ -704,6 +712,7 @@ export class Messenger {
           // The id in clear must be the id inside, or acks and dedupe could be steered.
           if (env.id !== frame.id) throw new InvalidEnvelopeError('sealed id does not match the envelope inside')
           envs.push(env)
+          if (frame.kind === 'prekey') prekeys.push(env.id)
         } catch (err) {
           log('refused envelope %s from %s: %s', frame.id, from, (err as Error).message)
           rejected.push({ id: frame.id, error: (err as Error).name })
@@ -719,7 +728,7 @@ export class Messenger {
       }
       this.clock = clock
       const fresh = await store.saveIncoming(records, clock, changes)
-      return { envs, fresh, rejected }
+      return { envs, fresh, rejected, prekeys }
     })
     for (const r of rejected) {
       this.rejections.set(r.error, (this.rejections.get(r.error) ?? 0) + 1)
@@ -742,7 +751,26 @@ export class Messenger {
     for (const m of fresh) {
       this.emit({ event: 'message', conversation: m.conversation, from: m.from, id: m.id, text: m.text, sentAt: m.sentAt, lamport: m.lamport })
     }
-    return { rejected, texts: envs.filter((e) => e.type === 'text').map((e) => e.id) }
+    return { rejected, texts: envs.filter((e) => e.type === 'text').map((e) => e.id), prekeys }
+  }
+
+  /**
+   * Answer a peer's prekey messages (which start a session) with a receipt for them. A
+   * sender keeps sending prekey messages, each carrying its whole session start (about 1.9 KB
+   * with the Kyber ciphertext, against about 270 B), until it decrypts something from us over
+   * the session; a direct chat where only one side writes would never get there. One such
+   * receipt per peer is in flight at a time. Mailbox deliveries need none: the courier's
+   * delivery receipt does the same.
+   */
+  private acknowledgeSession (from: PeerIdString, ids: MessageId[]): void {
+    if (this.options.benchmarkWithoutE2ee === true || this.sessionAckQueued.has(from)) return
+    const entry = this.controlEntry(from, { type: 'receipt', text: '', refs: ids.slice(0, MAX_RECEIPT_IDS) })
+    this.sessionAckQueued.set(from, entry.id)
+    this.requireStore().queueOutbox(entry).then(() => { this.outbox?.enqueue(entry) }, (err: unknown) => {
+      this.sessionAckQueued.delete(from)
+      this.controlIds.delete(entry.id)
+      log('could not queue a session receipt for %s: %s', from, (err as Error).message)
+    })
   }
 
   /**
@@ -986,6 +1014,7 @@ export class Messenger {
     await this.requireStore().settleOutgoing(ids.map((id) => ({ id, to: peer, status: this.controlIds.has(id) ? 'delivered' : status })))
     for (const id of ids) {
       if (this.profileQueued.get(peer) === id) this.profileQueued.delete(peer)
+      if (this.sessionAckQueued.get(peer) === id) this.sessionAckQueued.delete(peer)
       if (this.controlIds.delete(id)) continue
       this.sentNotAcked.delete(id)
       this.emitStatus(id, peer, status)

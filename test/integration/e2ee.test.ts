@@ -323,6 +323,31 @@ describe('end-to-end encryption', () => {
     await eventually(() => ids.every((id) => statusEvents(a.events, 'delivered').some((e) => e.id === id)), 'delivered at A', 30_000)
   })
 
+  it('a receiver that never writes back still acknowledges the session, so the sender stops sending prekey messages', { timeout: 60_000 }, async () => {
+    const a = await peer()
+    const b = await peer()
+    await a.m.addContact(b.m.whoami().invite)
+    // The kind of every sealed frame reaching B directly (wrapping B's private receive: the
+    // frames are otherwise only visible on the wire, inside Noise).
+    const kinds: string[] = []
+    const inner = b.m as unknown as { receive: (from: PeerIdString, frames: Array<{ kind: string }>) => Promise<unknown> }
+    const receive = inner.receive.bind(b.m)
+    inner.receive = async (from, frames) => { kinds.push(...frames.map((f) => f.kind)); return await receive(from, frames) }
+
+    const first = await a.m.sendText(b.m.peerId, 'first')
+    await eventually(() => messageEvents(b.events).some((e) => e.id === first.id), 'first message')
+    // B's answer is an encrypted receipt for the prekey message; it settles once A stored it.
+    await eventually(() => b.m.pendingCount(a.m.peerId) === 0, 'B\'s session receipt taken by A')
+    for (const text of ['second', 'third']) {
+      const sent = await a.m.sendText(b.m.peerId, text)
+      await eventually(() => messageEvents(b.events).some((e) => e.id === sent.id), text)
+    }
+    assert.deepEqual(kinds, ['prekey', 'whisper', 'whisper'])
+    assert.deepEqual(messageEvents(b.events).map((e) => e.text), ['first', 'second', 'third'])
+    assert.equal(messageEvents(a.events).length, 0, 'the receipt is never shown')
+    await eventually(() => statusEvents(a.events, 'delivered').length === 3, 'all three delivered')
+  })
+
   it('identity change seen first in an incoming message: shown, warned, replies held until accepted', { timeout: 90_000 }, async () => {
     const bPort = await freePort()
     const bListen = [`/ip4/127.0.0.1/tcp/${bPort}`]
