@@ -972,9 +972,18 @@ export class Messenger {
     }
   }
 
-  /** Queue a group payload (core/groups) for a peer: a control envelope, sealed like any other. */
+  /**
+   * Queue a group payload (core/groups) for a peer: a control envelope, sealed like any other.
+   * Also while stopping, as long as the store is open: the group manager's stop hands its last
+   * 1:1 copies over here, and the outbox keeps them for the next start.
+   */
   private async sendGroupPayload (to: PeerIdString, body: Uint8Array): Promise<void> {
-    await this.queueControl(to, { type: 'group', text: '', body })
+    const store = this.store
+    const outbox = this.outbox
+    if (store === undefined || outbox === undefined) throw new NotRunningError('messenger not running')
+    const entry = this.controlEntry(to, { type: 'group', text: '', body })
+    await store.queueOutbox(entry)
+    outbox.enqueue(entry)
   }
 
   private async queueControl (to: PeerIdString, env: Pick<DmEnvelope, 'type' | 'text' | 'refs' | 'body'>): Promise<void> {

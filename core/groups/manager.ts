@@ -284,7 +284,8 @@ export class GroupManager implements GroupSyncBackend {
     clearInterval(this.meetTimer)
     this.meetQueue.length = 0
     this.meetFailures.clear()
-    for (const g of this.groups.values()) this.flushCopies(g, true)
+    // The 1:1 copies still waiting (records sent moments ago): into the outbox, which keeps them.
+    await Promise.allSettled([...this.groups.values()].flatMap((g) => this.flushCopies(g, true)))
     this.p.node.removeEventListener('peer:connect', this.onConnect)
     this.gossip.stop()
     await this.syncServer.stop().catch(() => {})
@@ -746,7 +747,7 @@ export class GroupManager implements GroupSyncBackend {
       }
     }
     if (g.copies.size === 0 || g.copyTimer !== undefined) return
-    g.copyTimer = setTimeout(() => { this.flushCopies(g) }, COPY_DELAY_MS)
+    g.copyTimer = setTimeout(() => { void this.flushCopies(g) }, COPY_DELAY_MS)
   }
 
   /**
@@ -755,13 +756,15 @@ export class GroupManager implements GroupSyncBackend {
    * up since the publish: the group-sync it starts brings the records), and held while a dial
    * to its member is queued or running (checked again in COPY_RECHECK_MS, for at most
    * COPY_HOLD_MS): during a group's first minutes most members are still being met, and each
-   * copy costs a Signal session and a stream. `all` (stopping) sends everything.
+   * copy costs a Signal session and a stream. `all` (stopping) sends everything. Resolves
+   * (never rejects) once each copy is queued, or failed to be.
    */
-  private flushCopies (g: Group, all = false): void {
+  private flushCopies (g: Group, all = false): Array<Promise<void>> {
     clearTimeout(g.copyTimer)
     g.copyTimer = undefined
     const copies = g.copies
-    if (copies.size === 0) return
+    const sends: Array<Promise<void>> = []
+    if (copies.size === 0) return sends
     g.copies = new Map()
     const now = Date.now()
     for (const [m, queued] of copies) {
@@ -774,11 +777,12 @@ export class GroupManager implements GroupSyncBackend {
         }
       }
       for (const chunk of chunkRecords(queued.records, COPY_RECORD_BYTES, COPY_MAX_RECORDS)) {
-        this.p.sendDirect(m, payload(PayloadKind.RECORDS, g.id, { records: chunk }))
-          .catch((err: unknown) => { log('1:1 copy for %s in %s not queued: %s', m, g.id, (err as Error).message) })
+        sends.push(this.p.sendDirect(m, payload(PayloadKind.RECORDS, g.id, { records: chunk }))
+          .catch((err: unknown) => { log('1:1 copy for %s in %s not queued: %s', m, g.id, (err as Error).message) }))
       }
     }
-    if (g.copies.size > 0) g.copyTimer = setTimeout(() => { this.flushCopies(g) }, COPY_RECHECK_MS)
+    if (g.copies.size > 0) g.copyTimer = setTimeout(() => { void this.flushCopies(g) }, COPY_RECHECK_MS)
+    return sends
   }
 
   private async invite (g: Group, to: PeerIdString): Promise<void> {

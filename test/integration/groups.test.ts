@@ -14,6 +14,8 @@ import { decodeGossipBody } from '../../core/groups/manager.js'
 import { loadOrCreateIdentity, peerIdString } from '../../core/identity/identity.js'
 import type { GroupId, PeerIdString } from '../../core/ids.js'
 import { LevelStore } from '../../core/store/level-store.js'
+import { readEnvelope } from '../../core/protocols/dm/codec.js'
+import { GroupPayload, PayloadKind } from '../../core/groups/pb/payload.js'
 import type { ParleyPubSub } from '../../core/net/node.js'
 
 // Real Messengers (libp2p on 127.0.0.1, level in temp dirs, libsignal), a real relay in this
@@ -58,10 +60,7 @@ async function decryptedTexts (p: TestPeer, senders: PeerIdString[], data: Uint8
       for (const s of senders) {
         try {
           await cipher.groupDecrypt(s, d, async ({ plaintext }) => {
-            for (const struct of Y.decodeUpdate(decodeGossipBody(plaintext).record.update).structs) {
-              const value = struct instanceof Y.Item ? struct.content.getContent()[0] as { text?: unknown } : undefined
-              if (typeof value?.text === 'string') out.push(value.text)
-            }
+            out.push(...textsIn(decodeGossipBody(plaintext).record.update))
           })
         } catch {
           // expected for everything sent after the removal: no sender key for it
@@ -70,6 +69,16 @@ async function decryptedTexts (p: TestPeer, senders: PeerIdString[], data: Uint8
     }
   } finally {
     await store.close()
+  }
+  return out
+}
+
+/** The message texts a record's yjs update writes. */
+function textsIn (update: Uint8Array): string[] {
+  const out: string[] = []
+  for (const struct of Y.decodeUpdate(update).structs) {
+    const value = struct instanceof Y.Item ? struct.content.getContent()[0] as { text?: unknown } : undefined
+    if (typeof value?.text === 'string') out.push(value.text)
   }
   return out
 }
@@ -337,6 +346,39 @@ describe('groups', () => {
       }
       // Rebuilt from its stored records at each start: a record written over another would be missing.
       assert.deepEqual(a.m.groups.history(group, 100).map((m) => m.text), sent, 'nothing written before a restart was overwritten after it')
+      // Each stop came moments after a send: what b had not got yet was in a's outbox.
+      await eventually(() => b.m.groups.history(group, 100).length === sent.length, 'b has all nine', 5_000)
+      assert.deepEqual(b.m.groups.history(group, 100).map((m) => m.text), sent)
+    })
+  })
+
+  it('a record sent just before its author stops still goes to the members it had not reached: its 1:1 copies are in the outbox', { timeout: 90_000 }, async () => {
+    await withPeers(2, relay, async (peers) => {
+      const [a, b] = peers as [TestPeer, TestPeer]
+      const group = await formGroup(a, [b], 'stopping')
+      await b.stop()
+      // Nobody is on the topic, so b's copy is queued (sent COPY_DELAY_MS later); a stops first.
+      const sent = await a.m.groups.send(group, 'sent as a stops')
+      await a.stop()
+      const store = new LevelStore(join(a.dir, 'db'))
+      await store.open()
+      let copies: string[]
+      try {
+        copies = (await store.listOutbox())
+          .filter((r) => r.to === b.m.peerId)
+          .map((r) => readEnvelope(r.frame))
+          .filter((e) => e.type === 'group' && e.body !== undefined)
+          .map((e) => GroupPayload.decode(e.body as Uint8Array))
+          .filter((p) => p.kind === PayloadKind.RECORDS && p.group === group)
+          .flatMap((p) => p.records.flatMap((r) => textsIn(decodeRecord(r).update)))
+      } finally {
+        await store.close()
+      }
+      assert.deepEqual(copies, ['sent as a stops'], 'the copy for b was kept for the next start')
+      // And it gets there: b comes back, a too, with no sync round needed.
+      await b.restart()
+      await a.restart()
+      await eventually(() => b.m.groups.history(group, 10).some((m) => m.id === sent.id), 'b has it', 10_000)
     })
   })
 
