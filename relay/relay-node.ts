@@ -9,7 +9,7 @@ import { circuitRelayServer, type CircuitRelayService } from '@libp2p/circuit-re
 import { autoNAT } from '@libp2p/autonat'
 import type { PrivateKey } from '@libp2p/interface'
 import { liveness, type Liveness } from '../core/net/liveness.js'
-import { singleWriteFrames } from '../core/net/noise-frames.js'
+import { quietFrameLengths, singleWriteFrames } from '../core/net/noise-frames.js'
 import type { ProtocolHost } from '../core/protocols/prekeys/server.js'
 import { DEFAULT_PREKEY_LIMITS, PrekeyService, type PrekeyLimits } from './prekeys/service.js'
 import type { PrekeyStore } from './prekeys/store.js'
@@ -85,7 +85,7 @@ export async function createRelayNode (options: RelayNodeOptions): Promise<Relay
     privateKey: options.privateKey,
     addresses: { listen: options.listen },
     transports: [tcp(), webSockets()],
-    connectionEncrypters: [singleWriteFrames(noise())],
+    connectionEncrypters: [quietFrameLengths(singleWriteFrames(noise()))],
     // Liveness pings each connection; Yamux's keep-alive would ping them all again (see core/net/node.ts).
     streamMuxers: [yamux({ enableKeepAlive: false })],
     connectionManager: {

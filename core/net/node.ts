@@ -14,7 +14,7 @@ import { createTopicScoreParams, validateTopicScoreParams, type TopicScoreParams
 import type { ConnectionGater, PrivateKey } from '@libp2p/interface'
 import { lanDiscovery, type LanDiscovery } from './lan-discovery.js'
 import { liveness, type Liveness } from './liveness.js'
-import { singleWriteFrames } from './noise-frames.js'
+import { quietFrameLengths, singleWriteFrames } from './noise-frames.js'
 import { lazyYamuxWindowUpdates } from './yamux-window.js'
 
 export interface NodeOptions {
@@ -227,7 +227,7 @@ function parleyPubSub (): (components: GossipSubComponents) => ParleyPubSub {
 
 /**
  * The one place a Parley libp2p node is configured: TCP, WebSockets and circuit relay,
- * Noise (one socket write per frame: singleWriteFrames), Yamux (window updates at half a
+ * Noise (one socket write per frame: singleWriteFrames; no exception per read: quietFrameLengths), Yamux (window updates at half a
  * window: lazyYamuxWindowUpdates), identify, ping,
  * autonat and DCUtR, gossipsub (`GOSSIP_OPTIONS`) unless `pubsub: false`, and mDNS discovery
  * when asked.
@@ -256,7 +256,7 @@ export async function createNode (options: NodeOptions): Promise<ParleyLibp2p> {
     // The circuit transport dials /p2p-circuit addresses and, when `listen` holds
     // '/p2p-circuit', reserves a slot on connected relays so others can reach us through them.
     transports: [tcp(), webSockets(), circuitRelayTransport()],
-    connectionEncrypters: [singleWriteFrames(noise())],
+    connectionEncrypters: [quietFrameLengths(singleWriteFrames(noise()))],
     // Yamux's own keep-alive pings every connection 30 s after it opened and every 30 s after
     // that: a group's connections open together, so those frames came in bursts too. Liveness
     // already puts a ping on every connection about every 30 s.
