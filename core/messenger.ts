@@ -33,8 +33,7 @@ import { avatarHash, avatarProblem, decodeBase64, imageType, MAX_AVATAR_BYTES, n
 
 const log = forComponent('messenger')
 
-/** What became of received frames: the text messages among them, and the frames refused. */
-/** What `receive` did with a batch: the texts it stored, the frames it refused, and the ids of the prekey (session-starting) frames it took. */
+/** What became of received frames: the text messages among them, the frames refused, and the prekey (session-starting) frames taken. */
 export interface ReceiveOutcome { texts: MessageId[], rejected: Rejection[], prekeys: MessageId[] }
 
 /** No prekey bundle for a peer could be had (from the peer itself or any relay). */
