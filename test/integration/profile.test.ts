@@ -155,6 +155,9 @@ describe('profiles: name and avatar that contacts see', () => {
   it('only the latest profile is sent: a newer one supersedes one still queued', { timeout: 90_000 }, async () => {
     const [a, b] = await pair()
     await eventually(() => contactOf(b, a.m.peerId)?.profileName === 'Ada', 'B has A\'s first profile')
+    // Both started a session at once (each sent its profile first), so A also owes B a
+    // session receipt (messenger.ts, acknowledgeSession): let it go before B leaves.
+    await eventually(() => a.m.pendingCount(b.m.peerId) === 0, 'A has nothing else queued for B')
     await b.stop()
     await eventually(() => contactOf(a, b.m.peerId)?.connected === false, 'A sees B gone')
     const before = contactEvents(b.events, a.m.peerId).length
