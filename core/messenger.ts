@@ -765,7 +765,7 @@ export class Messenger {
     if (this.options.benchmarkWithoutE2ee === true || this.sessionAckQueued.has(from)) return
     const entry = this.controlEntry(from, { type: 'receipt', text: '', refs: ids.slice(0, MAX_RECEIPT_IDS) })
     this.sessionAckQueued.set(from, entry.id)
-    this.requireStore().queueOutbox(entry).then(() => { this.outbox?.enqueue(entry) }, (err: unknown) => {
+    this.queueEntry(entry).catch((err: unknown) => {
       this.sessionAckQueued.delete(from)
       this.controlIds.delete(entry.id)
       log('could not queue a session receipt for %s: %s', from, (err as Error).message)
@@ -971,24 +971,26 @@ export class Messenger {
     }
   }
 
-  /**
-   * Queue a group payload (core/groups) for a peer: a control envelope, sealed like any other.
-   * Also while stopping, as long as the store is open: the group manager's stop hands its last
-   * 1:1 copies over here, and the outbox keeps them for the next start.
-   */
+  /** Queue a group payload (core/groups) for a peer: a control envelope, sealed like any other. */
   private async sendGroupPayload (to: PeerIdString, body: Uint8Array): Promise<void> {
-    const store = this.store
-    const outbox = this.outbox
-    if (store === undefined || outbox === undefined) throw new NotRunningError('messenger not running')
-    const entry = this.controlEntry(to, { type: 'group', text: '', body })
-    await store.queueOutbox(entry)
-    outbox.enqueue(entry)
+    await this.queueControl(to, { type: 'group', text: '', body })
   }
 
   private async queueControl (to: PeerIdString, env: Pick<DmEnvelope, 'type' | 'text' | 'refs' | 'body'>): Promise<void> {
-    const entry = this.controlEntry(to, env)
-    await this.requireStore().queueOutbox(entry)
-    this.requireOutbox().enqueue(entry)
+    await this.queueEntry(this.controlEntry(to, env))
+  }
+
+  /**
+   * Write a control entry to the outbox and hand it over. Also while stopping, as long as the
+   * store is open: what is queued then (the group manager's last 1:1 copies, a receipt) is
+   * kept for the next start.
+   */
+  private async queueEntry (entry: OutboxRecord): Promise<void> {
+    const store = this.store
+    const outbox = this.outbox
+    if (store === undefined || outbox === undefined) throw new NotRunningError('messenger not running')
+    await store.queueOutbox(entry)
+    outbox.enqueue(entry)
   }
 
   /** An outbox entry for a control envelope (never shown, no status events), not yet written. */
