@@ -28,6 +28,7 @@ import { MAX_TEXT_BYTES } from './protocols/dm/constants.js'
 import { DmProtocol, type DmChannel } from './protocols/dm/dm-protocol.js'
 import { LevelStore } from './store/level-store.js'
 import { GroupManager } from './groups/manager.js'
+import { Gate } from './gate.js'
 import type { Contact, ContactProfile, CryptoChanges, MessageRecord, OutboxRecord, SettledStatus, Store } from './store/types.js'
 import { avatarHash, avatarProblem, decodeBase64, imageType, MAX_AVATAR_BYTES, nameProblem, type AvatarMime } from './profile.js'
 
@@ -131,6 +132,12 @@ export class Messenger {
   private prekeys: PrekeyClient | undefined
   private prekeyServer: PrekeyServer | undefined
   private groupManager: GroupManager | undefined
+  /**
+   * Inbound envelopes (direct or from a mailbox) are handled only while the group manager is
+   * open: one may carry a group payload, which would otherwise be acknowledged and dropped.
+   * Before that they wait; from stop() on they are refused, unacknowledged (see Gate).
+   */
+  private inbound = new Gate(() => new NotRunningError('messenger not running'))
   /** Session set-ups in progress, per peer (one bundle fetch at a time). */
   private readonly establishing = new Map<PeerIdString, Promise<void>>()
   /** Identity trust per peer, mirrored from the cipher for synchronous views. */
@@ -197,6 +204,7 @@ export class Messenger {
     await ensurePrivateDir(o.dataDir)
     const privateKey = o.privateKey ?? await loadOrCreateIdentity(o.dataDir, { protector: o.keyProtector })
     this.selfId = peerIdString(privateKey)
+    this.inbound = new Gate(() => new NotRunningError('messenger not running'))
     const store = o.store ?? new LevelStore(join(o.dataDir, 'db'), { sync: o.syncWrites === true })
     await store.open()
     this.store = store
@@ -258,7 +266,10 @@ export class Messenger {
         for (const r of this.relayKeeper?.relayPeers ?? []) this.drainMailbox(r)
       }, MAILBOX_POLL_MS)
       this.pollTimer.unref?.()
-      if (this.network.relays.length > 0 && circuit) await this.waitForCircuitAddress(CIRCUIT_WAIT_MS)
+      // From here on peers can connect and send, and relays connect. What is queued goes out
+      // at once. No inbound envelope (direct or from a mailbox) is handled before the groups
+      // are open (this.inbound); peers connected by then are synced with as if they had just
+      // connected. The circuit address is waited for last.
       for (const rec of await store.listOutbox()) {
         const type = envelopeType(rec.frame)
         if (type !== 'text' && type !== undefined) this.controlIds.add(rec.id)
@@ -279,6 +290,8 @@ export class Messenger {
         nameOf: (peer) => { const c = this.contacts.get(peer); return c === undefined ? undefined : displayName(c) }
       })
       await this.groupManager.open()
+      this.inbound.open()
+      if (this.network.relays.length > 0 && circuit) await this.waitForCircuitAddress(CIRCUIT_WAIT_MS)
       this.greetContacts()
       // Contacts that have not had this version of our profile yet (it changed while we were off).
       this.shareProfileWithAll()
@@ -402,6 +415,9 @@ export class Messenger {
 
   async stop (): Promise<void> {
     this.running = false
+    // Envelopes being handled finish (their group payloads reach the groups); later ones are
+    // refused unacknowledged, and their senders send them again.
+    await this.inbound.close()
     await this.groupManager?.stop().catch((err: unknown) => { log.error('stopping groups failed: %e', err) })
     this.groupManager = undefined
     this.relayKeeper?.stop()
@@ -691,6 +707,10 @@ export class Messenger {
    * (the sender's outbox resets its session and tries again) and change nothing.
    */
   private async receive (from: PeerIdString, frames: SealedFrame[]): Promise<ReceiveOutcome> {
+    return await this.inbound.run(async () => await this.receiveNow(from, frames))
+  }
+
+  private async receiveNow (from: PeerIdString, frames: SealedFrame[]): Promise<ReceiveOutcome> {
     const store = this.requireStore()
     const cipher = this.requireCipher()
     const items = frames.map((f) => ({ kind: f.kind, body: f.ciphertext, ...(f.binding !== undefined ? { binding: f.binding } : {}) }))

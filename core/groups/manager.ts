@@ -267,6 +267,10 @@ export class GroupManager implements GroupSyncBackend {
       if (g.info.state === 'joined') this.gossip.join(g.id)
     }
     this.p.node.addEventListener('peer:connect', this.onConnect)
+    // The node started before the groups opened: members that connected meanwhile sent no
+    // event we saw, and their own sync to us found no handler. Sync with them now, whichever
+    // side would usually start.
+    for (const peer of this.p.node.getPeers()) this.memberConnected(peer.toString() as PeerIdString, true)
     this.timer = setInterval(() => { this.antiEntropy() }, SYNC_EVERY_MS)
     this.timer.unref?.()
     this.meetTimer = setInterval(() => { this.meetAll() }, MEET_EVERY_MS)
@@ -880,12 +884,16 @@ export class GroupManager implements GroupSyncBackend {
   }
 
   private readonly onConnect = (evt: CustomEvent<{ toString: () => string }>): void => {
-    const peer = evt.detail.toString() as PeerIdString
+    this.memberConnected(evt.detail.toString() as PeerIdString)
+  }
+
+  /** A connection to `peer` opened (`now`: before we could listen): sync each joined group it is a member of. */
+  private memberConnected (peer: PeerIdString, now = false): void {
     this.meetFailures.delete(peer)
     for (const g of this.groups.values()) {
       if (g.info.state !== 'joined' || !g.members.has(peer)) continue
       // One side syncs (see CONNECT_SYNC_GRACE_MS); the other only if that did not happen.
-      if (this.p.self < peer) {
+      if (now || this.p.self < peer) {
         this.backgroundSync(peer, g.id)
       } else {
         setTimeout(() => {

@@ -12,6 +12,8 @@ export interface TestRelay {
   node: RelayLibp2p
   addr: string
   mailbox: MailboxService
+  /** The mailbox's store (what it holds for whom). */
+  mail: MailboxStore
   stop(): Promise<void>
 }
 
@@ -31,6 +33,7 @@ export async function startRelay (): Promise<TestRelay> {
     node,
     addr: node.getMultiaddrs()[0]?.toString() ?? '',
     mailbox,
+    mail: store,
     async stop () {
       await mailbox.stop()
       await directory.stop()

@@ -382,6 +382,63 @@ describe('groups', () => {
     })
   })
 
+  it('records waiting in a member\'s relay mailbox reach its groups when it starts, with every other member offline', { timeout: 90_000 }, async () => {
+    await withPeers(2, relay, async (peers) => {
+      const [a, b] = peers as [TestPeer, TestPeer]
+      const group = await formGroup(a, [b], 'mailbox')
+      await a.m.groups.send(group, 'before')
+      await eventually(() => b.m.groups.history(group, 10).length === 1, 'b has the first message')
+      await b.stop()
+      const sent: string[] = []
+      for (let i = 0; i < 3; i++) {
+        sent.push(`while b is away ${i}`)
+        await a.m.groups.send(group, sent.at(-1) as string)
+      }
+      // A copy for a member being dialled is held up to 30 s (COPY_HOLD_MS), then deposited.
+      await eventually(() => relay.mail.usageOf(b.m.peerId).count > 0 && a.m.pendingCount(b.m.peerId) === 0, 'a deposited b\'s copies in b\'s relay mailbox', 60_000)
+      // Nobody else holds these records now: the mailbox is the only way to b.
+      await a.stop()
+      await b.restart()
+      await eventually(() => b.m.groups.history(group, 10).length === 4, 'b has the three from its mailbox', 5_000)
+      assert.deepEqual(texts(b.m.groups.history(group, 10)), ['before', ...sent])
+    })
+  })
+
+  it('a member that starts and dials another (its outbox has mail for it) syncs with it at once: a record only that member holds arrives within 5 s, not at the next anti-entropy round', { timeout: 120_000 }, async () => {
+    // No relay here: a record's 1:1 copy would wait in a relay mailbox and arrive without a sync.
+    const peers = [await startPeer(), await startPeer(), await startPeer()]
+    try {
+      // `lo` syncs at once when a connection opens (the smaller peer id); `hi` is the one restarting.
+      const [first, second, c] = peers as [TestPeer, TestPeer, TestPeer]
+      const [lo, hi] = first.m.peerId < second.m.peerId ? [first, second] : [second, first]
+      const group = await formGroup(lo, [hi, c], 'starting')
+      // Without a relay's directory a restarted node knows only its contacts' addresses.
+      await hi.m.addContact(lo.m.whoami().invite)
+      await lo.m.groups.send(group, 'hello')
+      await eventually(() => hi.m.groups.history(group, 5).length === 1 && c.m.groups.history(group, 5).length === 1, 'everyone has the first message')
+      // hi writes while the others are away: its copies for them wait in its outbox, so its
+      // next start dials lo at once (the outbox drains as soon as the node is up).
+      await lo.stop()
+      await c.stop()
+      await hi.m.groups.send(group, 'from hi while the others are away')
+      await hi.stop()
+      // c writes while hi is away, and only lo gets it: c's copy for hi stays in c's outbox.
+      await lo.restart()
+      await c.restart()
+      const onlyLo = await c.m.groups.send(group, 'only lo has this')
+      await eventually(() => lo.m.groups.history(group, 5).some((m) => m.id === onlyLo.id), 'lo has c\'s record')
+      await c.stop()
+      const back = Date.now()
+      await hi.restart()
+      // Anti-entropy runs every 30 s; the sync a connection starts runs at once.
+      await eventually(() => hi.m.groups.history(group, 5).some((m) => m.id === onlyLo.id), 'hi has c\'s record from lo', 5_000)
+      const tookMs = Date.now() - back
+      assert.ok(tookMs < 5_000, `hi synced with lo ${tookMs} ms after it started`)
+    } finally {
+      await stopAll(peers)
+    }
+  })
+
   it('partition: two halves chat apart, heal, and converge on the same messages and members', { timeout: 180_000 }, async () => {
     // No relay here (its mailboxes would bridge the halves); everyone knows everyone's address.
     let partitioned = false
