@@ -43,6 +43,24 @@ interface Tracked {
   muxer: PingingMuxer
   dueAt: number
   pinging: boolean
+  /** The muxer read from the connection since this was last reset (see hear). */
+  heard: boolean
+}
+
+/**
+ * Set `t.heard` whenever `muxer` reads from its connection. Yamux's muxer handles each chunk
+ * read in `onData` (called as a method by libp2p's AbstractStreamMuxer for every message of
+ * the connection), so this wraps that one method on this one muxer. A muxer without it is
+ * pinged on schedule as before.
+ */
+function hear (muxer: PingingMuxer, t: Tracked): void {
+  const m = muxer as PingingMuxer & { onData?: (data: unknown) => void }
+  const onData = m.onData
+  if (typeof onData !== 'function') return
+  m.onData = function (this: unknown, data: unknown): void {
+    t.heard = true
+    onData.call(this, data)
+  }
 }
 
 /**
@@ -58,7 +76,11 @@ function pingingMuxer (conn: Connection): PingingMuxer | undefined {
 /**
  * Finds dead connections: each open connection is pinged about every `intervalMs`, and one
  * whose ping fails or is not answered within `timeoutMs` is aborted, so the outbox and the
- * group dials see at once that the peer is gone.
+ * group dials see at once that the peer is gone. A connection that brought anything in since
+ * the last look (data, or the peer's own ping) is not pinged that round: the peer was alive
+ * then. So busy connections cost no pings, and of an idle one's two ends only the one due
+ * first pings (the other hears it). A peer that hangs right after it last sent is found one
+ * interval later than otherwise (within about 1.5 minutes at the defaults).
  *
  * The ping is Yamux's PING frame (12 bytes, one Noise frame each way), answered by the remote
  * muxer in its frame loop, so a peer whose process hangs does not answer, just as with a ping
@@ -98,7 +120,9 @@ export class Liveness implements Startable {
       this.log('connection %s to %p has no muxer that can ping; not watched', conn.id, conn.remotePeer)
       return
     }
-    this.tracked.set(conn.id, { conn, muxer, dueAt: Date.now() + Math.random() * this.intervalMs, pinging: false })
+    const t: Tracked = { conn, muxer, dueAt: Date.now() + Math.random() * this.intervalMs, pinging: false, heard: false }
+    hear(muxer, t)
+    this.tracked.set(conn.id, t)
   }
 
   private readonly onClose = (evt: CustomEvent<Connection>): void => {
@@ -144,12 +168,25 @@ export class Liveness implements Startable {
         this.tracked.delete(t.conn.id)
         continue
       }
+      if (t.heard) {
+        // The peer sent something (data, or its own ping) since the last look: it was alive
+        // this interval. No ping of ours needed, so an idle connection is pinged by one side.
+        t.heard = false
+        t.dueAt = now + this.nextInterval()
+        continue
+      }
       t.pinging = true
       void this.ping(t).finally(() => {
         t.pinging = false
-        t.dueAt = Date.now() + this.intervalMs * (0.75 + Math.random() / 2)
+        // The answer itself was a read; only what comes after it counts for the next look.
+        t.heard = false
+        t.dueAt = Date.now() + this.nextInterval()
       })
     }
+  }
+
+  private nextInterval (): number {
+    return this.intervalMs * (0.75 + Math.random() / 2)
   }
 
   /** Ping one connection; abort it if the ping fails (its rtt is set if it answers). */

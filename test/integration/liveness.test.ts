@@ -104,4 +104,32 @@ describe('liveness', () => {
     const spread = Math.max(...first) - Math.min(...first)
     assert.ok(spread > intervalMs / 5, `first pings at ${first.map((t) => t - Math.min(...first)).sort((x, y) => x - y).join(', ')} ms: spread ${spread} ms`)
   })
+
+  it('does not ping a connection the peer keeps sending on, and pings it again once it goes quiet', async () => {
+    const intervalMs = 300
+    const a = await watcher({ intervalMs, timeoutMs: 2_000, tickMs: 25 })
+    const b = await peer()
+    const conn = await a.node.dial(b.node.getMultiaddrs())
+    // b writes to a every 50 ms: Yamux PING frames from b's side of the connection.
+    await eventually(() => b.node.getConnections(a.node.peerId).length > 0, 'b has its end of the connection', 5_000)
+    const [bConn] = b.node.getConnections(a.node.peerId)
+    const bMuxer = (bConn as unknown as { muxer?: { ping?: () => Promise<number> } } | undefined)?.muxer
+    assert.equal(typeof bMuxer?.ping, 'function', 'b\'s connection runs Yamux')
+    let talking = true
+    const talk = (async () => {
+      while (talking) {
+        await bMuxer?.ping?.()
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+    })()
+    // Six intervals: a would have pinged about six times on schedule.
+    await new Promise((resolve) => setTimeout(resolve, intervalMs * 6))
+    talking = false
+    await talk
+    assert.equal(a.pings.length, 0, `a pinged a connection b was sending on: ${JSON.stringify(a.pings.map((p) => p.at))}`)
+    // Quiet now: a looks at most an interval (+25%) later, and pings.
+    await eventually(() => a.pings.length >= 2, 'a pings the quiet connection again', intervalMs * 8)
+    assert.ok(a.pings.every((p) => p.error === undefined && p.connectionId === conn.id))
+    assert.equal(conn.status, 'open')
+  })
 })
