@@ -30,10 +30,6 @@ export class Gate {
     this.opened.catch(() => {})
   }
 
-  get isOpen (): boolean {
-    return this.state === 'open'
-  }
-
   /** Let waiting and later work run (no effect once closed). */
   open (): void {
     if (this.state !== 'waiting') return
