@@ -1,6 +1,6 @@
 /**
- * Checks the assumption behind every cross-process figure: that sharedNow()
- * (performance.timeOrigin + performance.now()) reads the same in both peer processes.
+ * Checks the assumption behind every cross-process figure: that sharedNow() (util.ts: the
+ * system's monotonic clock) reads the same in every peer process.
  * NTP-style over IPC: the harness asks each peer for its clock many times and keeps the
  * fastest exchange, whose midpoint is the best estimate of "now" on the harness's clock.
  */
@@ -18,7 +18,7 @@ export interface ClockCheck {
   samples: number
 }
 
-async function offsetOf (peer: PeerHandle, samples: number): Promise<{ offset: number, halfRtt: number }> {
+export async function offsetOf (peer: PeerHandle, samples: number): Promise<{ offset: number, halfRtt: number }> {
   let best = Number.POSITIVE_INFINITY
   let offset = Number.NaN
   for (let i = 0; i < samples; i++) {

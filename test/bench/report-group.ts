@@ -52,7 +52,8 @@ function cpuLine (f: FanoutResult): string {
     `${fmtMs(f.loopDelayP99Ms)} ms at p99 (${fmtMs(f.loopDelayMaxMs)} ms at most, the worst member process); senders saw ${fmtSpread(f.senderSubscribers)} ` +
     `connected topic subscribers (min / mean / max; each other member gets a 1:1 copy). Set-up: group formed in ${Math.round(f.formMs)} ms, ` +
     `warm-up (${f.warmupMessages} messages) ${f.warmupComplete ? 'complete' : `INCOMPLETE (the fewest any member had: ${f.warmupFewest})`} in ${Math.round(f.warmupMs)} ms, ` +
-    `outboxes ${f.settled ? 'empty' : 'STILL NOT empty'} ${Math.round(f.settleMs)} ms after it`
+    `outboxes ${f.settled ? 'empty' : 'STILL NOT empty'} ${Math.round(f.settleMs)} ms after it. The member processes' shared clocks ` +
+    `agreed to within ${fmtMs(f.clockSpreadMs)} ms (each offset known to ±${fmtMs(f.clockUncertaintyMs)} ms; checked over IPC before the run)`
 }
 
 function catchRows (c: CatchUpResult): string[][] {

@@ -505,9 +505,12 @@ CI does not run the benchmark.
 
 ### Timing across processes
 
-Each peer timestamps with \`performance.timeOrigin + performance.now()\` (the *shared clock*): the
-wall clock sampled when the process started, advanced by the monotonic clock. On one machine the two
-processes' readings can be subtracted. The harness checks this around every scenario by asking each
+Each peer timestamps with the system's monotonic clock (\`process.hrtime\`, the *shared clock*), which
+every process on the machine reads alike, so two processes' readings can be subtracted. (Until
+2026-12-04 the shared clock was \`performance.timeOrigin + performance.now()\`, which Node bases on the
+wall clock and the monotonic clock read at different moments of a process's start: the group
+scenario's five member processes, started one after another on a busy machine, disagreed by up to
+16 ms, which inflated or deflated every cross-process group figure before then.) The harness checks this around every scenario by asking each
 peer for its clock over IPC ${p.clocks[0]?.samples ?? 200} times and keeping the fastest exchange (NTP style): the largest B - A
 offset seen in this run was ${fmtMs(off.offset)} ms, known to within ±${fmtMs(off.uncertainty)} ms (the check's own resolution),
 against a DM one-way p50 of ${fmtMs(p.dm.latency.toReceived.p50)} ms. The figures are not corrected for it. A tighter check

@@ -1,16 +1,20 @@
 import { performance } from 'node:perf_hooks'
+import { hrtime } from 'node:process'
 
 /** Process-local monotonic time in ms (durations measured inside one process). */
 export const now = (): number => performance.now()
 
 /**
- * Time in ms on a clock that every process on this machine shares:
- * `performance.timeOrigin + performance.now()`. Each process's timeOrigin is the system wall
- * clock sampled (to the microsecond) when it started and performance.now() runs on the
- * monotonic clock, so a timestamp taken in one process can be subtracted from one taken in
- * another. run.ts checks the residual offset between the two peer processes over IPC.
+ * Time in ms on a clock that every process on this machine shares: the system's monotonic
+ * clock (`process.hrtime`, CLOCK_MONOTONIC on Linux, since boot), read the same in every
+ * process, so a timestamp taken in one process can be subtracted from one taken in another.
+ * Not `performance.timeOrigin + performance.now()`: Node samples a process's timeOrigin from
+ * the wall clock and its performance.now() base from the monotonic clock at different moments
+ * of start-up, so processes started on a busy machine disagreed by up to 16 ms (the group
+ * bench's five member processes, started one after another, were 6, 10, 15, 18 and 22 ms
+ * ahead of the harness). clock.ts checks the residual offset between processes over IPC.
  */
-export const sharedNow = (): number => performance.timeOrigin + performance.now()
+export const sharedNow = (): number => Number(hrtime.bigint()) / 1e6
 
 /** The tag of a payload() text: everything before the first space. */
 export function tagOf (text: string): string {

@@ -26,6 +26,7 @@
 import { join } from 'node:path'
 import type { PeerHandle } from '../peer.js'
 import { rate, summarize, type LatencySummary } from '../stats.js'
+import { offsetOf } from '../clock.js'
 import { now, sharedNow } from '../util.js'
 import { Group as Processes, type Spawn } from './relay.js'
 import type { GroupMemberInfo, GroupMemberState, GroupOpenRun, GroupSent } from './group-peer.js'
@@ -95,6 +96,13 @@ export interface FanoutResult {
   /** Event-loop delay over the measured run, worst member process: p99 and max (ms late). */
   loopDelayP99Ms: number
   loopDelayMaxMs: number
+  /**
+   * The member processes' shared clocks (checked against the harness's over IPC before the
+   * measured run, NTP style: clock.ts): the largest minus the smallest offset, and how well
+   * each offset is known (the fastest IPC round trip, worst process).
+   */
+  clockSpreadMs: number
+  clockUncertaintyMs: number
   /** Per message: send called -> the last of the other members' group.message events (shared clock). */
   allMembers: LatencySummary
   /** Every (message, receiving member) pair: send called -> that member's group.message event. */
@@ -260,6 +268,9 @@ async function fanout (spawn: Spawn, relayAddr: string, size: GroupSize, o: Grou
     const before = connectionFigures(await stateOf(procs.peers, group, seats))
     await Promise.all(procs.peers.map(async (peer) => await peer.call('group.arrivals', {})))
 
+    // Every figure below subtracts one member process's shared clock from another's.
+    const clocks: Array<{ offset: number, halfRtt: number }> = []
+    for (const peer of procs.peers) clocks.push(await offsetOf(peer, CLOCK_EXCHANGES))
     await Promise.all(procs.peers.map(async (peer) => await peer.call('usage.start', { peaks: false })))
     const sent = await sendRound(seats, group, 0, size.messages, size.gapMs, o)
     await waitAll(procs.peers, group, warmupMessages + size.messages, o.timeoutMs)
@@ -306,6 +317,8 @@ async function fanout (spawn: Spawn, relayAddr: string, size: GroupSize, o: Grou
       cpuMsPerDelivery: deliveries > 0 ? cpuMs / deliveries : Number.NaN,
       loopDelayP99Ms: Math.max(...usage.map((u) => u.loopDelayP99Ms)),
       loopDelayMaxMs: Math.max(...usage.map((u) => u.loopDelayMaxMs)),
+      clockSpreadMs: Math.max(...clocks.map((c) => c.offset)) - Math.min(...clocks.map((c) => c.offset)),
+      clockUncertaintyMs: 2 * Math.max(...clocks.map((c) => c.halfRtt)),
       allMembers: summarize(all),
       perDelivery: summarize(each),
       sendResolved: summarize(sent.map((s) => s.resolvedAt - s.sentAt)),
@@ -341,6 +354,8 @@ function failedFanout (size: GroupSize, o: GroupOptions, error: string): FanoutR
     cpuMsPerDelivery: Number.NaN,
     loopDelayP99Ms: Number.NaN,
     loopDelayMaxMs: Number.NaN,
+    clockSpreadMs: Number.NaN,
+    clockUncertaintyMs: Number.NaN,
     allMembers: NO_LATENCY,
     perDelivery: NO_LATENCY,
     sendResolved: NO_LATENCY,
@@ -354,6 +369,8 @@ function failedFanout (size: GroupSize, o: GroupOptions, error: string): FanoutR
 
 /** How long a fan-out run waits after its warm-up for every member's outbox to be empty. */
 const SETTLE_MAX_MS = 60_000
+/** IPC clock exchanges per member process (the fastest one counts). */
+const CLOCK_EXCHANGES = 100
 
 /** How long the catch-up waits for A's outbox to hand B's copies to the relay before B starts again. */
 const OUTBOX_WAIT_MS = 10_000
