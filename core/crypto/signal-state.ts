@@ -74,6 +74,8 @@ const CACHE_LIMIT = 4096
 export class SignalState {
   private readonly cache = new Map<string, Uint8Array | null>()
   private pending = new Map<string, Uint8Array | null>()
+  /** Identity records parsed from the bytes they came from (see getIdentityRecord). */
+  private readonly parsedIdentities = new Map<string, { bytes: Uint8Array, record: Readonly<IdentityRecord> }>()
   /** Called by the identity store for keys it has not seen for a peer (binding check). */
   checkNewIdentity: (peer: string, key: PublicKey) => Promise<boolean> = async () => false
   /** Called when a peer's identity record changes: first key recorded, or a new key pending. */
@@ -194,14 +196,31 @@ export class SignalState {
     this.pending = new Map()
   }
 
-  async getIdentityRecord (peer: string): Promise<IdentityRecord | undefined> {
-    const bytes = await this.get(CryptoKeys.identity(peer))
+  /**
+   * A peer's identity record. libsignal asks twice per message (isTrustedIdentity and
+   * saveIdentity), so the record parsed from the current bytes is kept and handed out again
+   * while those very bytes are the state (frozen: callers make new records, as
+   * putIdentityRecord wants).
+   */
+  async getIdentityRecord (peer: string): Promise<Readonly<IdentityRecord> | undefined> {
+    const key = CryptoKeys.identity(peer)
+    const bytes = await this.get(key)
     if (bytes === undefined) return undefined
+    const known = this.parsedIdentities.get(key)
+    if (known?.bytes === bytes) return known.record
+    let record: Readonly<IdentityRecord>
     try {
-      return JSON.parse(new TextDecoder().decode(bytes)) as IdentityRecord
+      record = Object.freeze(JSON.parse(new TextDecoder().decode(bytes)) as IdentityRecord)
     } catch {
       throw new CorruptRecordError(`identity record of ${peer} is not valid JSON`)
     }
+    this.parsedIdentities.delete(key)
+    this.parsedIdentities.set(key, { bytes, record })
+    if (this.parsedIdentities.size > CACHE_LIMIT) {
+      const oldest = this.parsedIdentities.keys().next()
+      if (oldest.done !== true) this.parsedIdentities.delete(oldest.value)
+    }
+    return record
   }
 
   putIdentityRecord (peer: string, record: IdentityRecord): void {
