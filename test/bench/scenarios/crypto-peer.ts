@@ -16,7 +16,7 @@
  * Then the floor: the same prekey and whisper phases with libsignal alone (`signalEncrypt`,
  * `signalDecrypt(PreKey)`) over in-memory stores (test/helpers/signal-keys.ts), no lock, no
  * store, no binding check: what any caller of libsignal's Node binding pays, so the report
- * can tell libsignal's own cost (its store callbacks are awaited one event-loop turn each)
+ * can tell libsignal's own cost (its store callbacks are called asynchronously; the first waits for an event-loop turn)
  * from what SignalCipher adds.
  */
 import { mkdir } from 'node:fs/promises'
