@@ -56,6 +56,16 @@ export const CryptoKeys = {
 /** Entries kept in the read cache (sessions, identities and keys are small; this bounds memory). */
 const CACHE_LIMIT = 4096
 
+/** Put `key` in `map` as its most recent entry (Map keeps insertion order), dropping the oldest past CACHE_LIMIT. */
+function rememberRecent<V> (map: Map<string, V>, key: string, value: V): void {
+  map.delete(key)
+  map.set(key, value)
+  if (map.size > CACHE_LIMIT) {
+    const oldest = map.keys().next()
+    if (oldest.done !== true) map.delete(oldest.value)
+  }
+}
+
 /**
  * The Signal protocol state of this device, over the Store's crypto area, with a write set:
  * libsignal's store callbacks read through it and write into it, and nothing reaches disk
@@ -214,12 +224,7 @@ export class SignalState {
     } catch {
       throw new CorruptRecordError(`identity record of ${peer} is not valid JSON`)
     }
-    this.parsedIdentities.delete(key)
-    this.parsedIdentities.set(key, { bytes, record })
-    if (this.parsedIdentities.size > CACHE_LIMIT) {
-      const oldest = this.parsedIdentities.keys().next()
-      if (oldest.done !== true) this.parsedIdentities.delete(oldest.value)
-    }
+    rememberRecent(this.parsedIdentities, key, { bytes, record })
     return record
   }
 
@@ -234,12 +239,7 @@ export class SignalState {
   }
 
   private remember (key: string, value: Uint8Array | null): void {
-    this.cache.delete(key)
-    this.cache.set(key, value)
-    if (this.cache.size > CACHE_LIMIT) {
-      const oldest = this.cache.keys().next()
-      if (oldest.done !== true) this.cache.delete(oldest.value)
-    }
+    rememberRecent(this.cache, key, value)
   }
 }
 
@@ -258,7 +258,7 @@ class LevelSessionStore extends SessionStore {
     const key = CryptoKeys.session(name)
     const bytes = record.serialize()
     this.state.set(key, bytes)
-    this.remember(key, bytes, record)
+    rememberRecent(this.parsed, key, { bytes, record })
   }
 
   async getSession (name: ProtocolAddress): Promise<SessionRecord | null> {
@@ -268,17 +268,8 @@ class LevelSessionStore extends SessionStore {
     const known = this.parsed.get(key)
     if (known?.bytes === bytes) return known.record
     const record = SessionRecord.deserialize(owned(bytes))
-    this.remember(key, bytes, record)
+    rememberRecent(this.parsed, key, { bytes, record })
     return record
-  }
-
-  private remember (key: string, bytes: Uint8Array, record: SessionRecord): void {
-    this.parsed.delete(key)
-    this.parsed.set(key, { bytes, record })
-    if (this.parsed.size > CACHE_LIMIT) {
-      const oldest = this.parsed.keys().next()
-      if (oldest.done !== true) this.parsed.delete(oldest.value)
-    }
   }
 
   async getExistingSessions (addresses: ProtocolAddress[]): Promise<SessionRecord[]> {

@@ -10,6 +10,7 @@ import { generateKeyPair, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { SenderKeyMessage } from '@signalapp/libsignal-client'
 import { SignalCipher, type SealedKind } from '../../core/crypto/cipher.js'
+import { unhex } from '../../core/crypto/signal-state.js'
 import type { PeerIdString } from '../../core/ids.js'
 import { bundleToPb } from '../../core/protocols/prekeys/codec.js'
 import { Bundle } from '../../core/protocols/prekeys/pb/prekeys.js'
@@ -66,9 +67,10 @@ async function party (dir: string, name: string): Promise<{ peer: PeerIdString, 
   return { peer, store, cipher, keyFile, db }
 }
 
-const unhex = (s: string | undefined): Uint8Array<ArrayBuffer> => {
+/** The bytes of a hex field the encrypter reported (asserting it is hex). */
+function bytesOf (s: string | undefined): Uint8Array<ArrayBuffer> {
   assert.ok(s !== undefined && /^[0-9a-f]+$/.test(s), `hex expected, got ${String(s)}`)
-  return new Uint8Array(Buffer.from(s, 'hex'))
+  return unhex(s)
 }
 
 type Party = Awaited<ReturnType<typeof party>>
@@ -106,11 +108,11 @@ void describe('Signal state survives kill -9 of the encrypting process', () => {
       await writeFile(bundleFile, Bundle.encode(bundleToPb(await b.cipher.ownBundle(true))))
       const { first, second } = await crashThenResume([a.db, a.keyFile, 'direct', b.peer, bundleFile])
 
-      const binding = unhex(first.lines.find((l) => l.startsWith('binding '))?.split(' ')[1])
+      const binding = bytesOf(first.lines.find((l) => l.startsWith('binding '))?.split(' ')[1])
       const parse = (l: string): { kind: SealedKind, body: Uint8Array, binding: Uint8Array } => {
         const [, kind, body] = l.split(' ')
         assert.ok(kind === 'prekey' || kind === 'whisper')
-        return { kind, body: unhex(body), binding }
+        return { kind, body: bytesOf(body), binding }
       }
       const before = first.lines.filter((l) => l.startsWith('ct ')).map(parse)
       const after = second.lines.filter((l) => l.startsWith('ct ')).map(parse)
@@ -129,9 +131,9 @@ void describe('Signal state survives kill -9 of the encrypting process', () => {
     await withParties('parley-chain-crash-', async (a, b) => {
       const { first, second } = await crashThenResume([a.db, a.keyFile, 'group', 'Q3Jhc2hDbHViR3JvdXBJZA'])
 
-      await b.cipher.processGroupDistribution(a.peer, unhex(first.lines.find((l) => l.startsWith('skdm '))?.split(' ')[1]))
-      const before = first.lines.filter((l) => l.startsWith('ct ')).map((l) => unhex(l.split(' ')[1]))
-      const after = second.lines.filter((l) => l.startsWith('ct ')).map((l) => unhex(l.split(' ')[1]))
+      await b.cipher.processGroupDistribution(a.peer, bytesOf(first.lines.find((l) => l.startsWith('skdm '))?.split(' ')[1]))
+      const before = first.lines.filter((l) => l.startsWith('ct ')).map((l) => bytesOf(l.split(' ')[1]))
+      const after = second.lines.filter((l) => l.startsWith('ct ')).map((l) => bytesOf(l.split(' ')[1]))
       assert.ok(before.length >= KILL_AFTER)
       assert.equal(after.length, 1)
       const iterations = [...before, ...after].map((ct) => SenderKeyMessage.deserialize(ct).iteration())
