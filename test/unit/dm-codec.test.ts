@@ -8,7 +8,7 @@ import { MAX_MAILBOX_ENVELOPE_BYTES } from '../../core/protocols/mailbox/constan
 import { Envelope, EnvelopeType, ProfileBody, ReceiptBody, TextBody } from '../../core/protocols/dm/pb/dm.js'
 import { MAX_AVATAR_BYTES } from '../../core/profile.js'
 import { jpegHeader, png, webpHeader } from '../helpers/images.js'
-import { Rng } from './prng.js'
+import { Rng } from '../helpers/prng.js'
 
 const nextId = ulidFactory(() => 1_700_000_000_000)
 const ENVELOPE_ERRORS = new Set(['MalformedFrameError', 'InvalidEnvelopeError'])

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { encodeFrames, FrameDecoder } from '../../core/protocols/framing.js'
-import { Rng } from './prng.js'
+import { Rng } from '../helpers/prng.js'
 
 const MAX = 64 * 1024
 

@@ -9,7 +9,7 @@ import * as encoding from 'lib0/encoding'
 import { newGroupId, ulidFactory, type GroupId, type MessageId, type PeerIdString } from '../../core/ids.js'
 import { GroupDoc, MAX_GROUP_TEXT_BYTES, recordKey, type GroupMessageView } from '../../core/groups/doc.js'
 import { MAX_RECORD_BYTES, clientIdOf, recordHash, signRecord, type GroupRecord } from '../../core/groups/record.js'
-import { Rng } from './prng.js'
+import { Rng } from '../helpers/prng.js'
 
 interface Peer {
   key: PrivateKey

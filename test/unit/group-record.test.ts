@@ -9,7 +9,7 @@ import {
   MAX_RECORD_BYTES, RECORD_HASH_BYTES, clientIdOf, decodeRecord, encodeRecord, recordHash, recordKey, recordSpan, signRecord, verifyRecord
 } from '../../core/groups/record.js'
 import { GroupRecord as GroupRecordPb } from '../../core/groups/pb/group.js'
-import { Rng } from './prng.js'
+import { Rng } from '../helpers/prng.js'
 
 const group = newGroupId()
 

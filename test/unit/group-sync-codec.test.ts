@@ -11,7 +11,7 @@ import {
 } from '../../core/protocols/group-sync/constants.js'
 import { GroupSyncRefusedError } from '../../core/protocols/group-sync/errors.js'
 import { SyncFrame } from '../../core/protocols/group-sync/pb/group-sync.js'
-import { Rng } from './prng.js'
+import { Rng } from '../helpers/prng.js'
 
 const group = newGroupId()
 

@@ -22,7 +22,7 @@ import type { CryptoChanges, Store } from '../../core/store/types.js'
 import { decodeSealed } from '../../core/identity/key-protector.js'
 import { fakeProtector } from '../helpers/key-protectors.js'
 import { removeDir, tempDir } from '../helpers/messengers.js'
-import { Rng } from './prng.js'
+import { Rng } from '../helpers/prng.js'
 
 /** Every error a failed decrypt may report: Parley's named errors, never a raw libsignal one. */
 const NAMED_ERRORS = new Set([

@@ -6,7 +6,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { ulidFactory, type MessageId, type PeerIdString } from '../../core/ids.js'
 import type { Contact, MessageRecord, OutboxRecord, Store } from '../../core/store/types.js'
-import { Rng } from './prng.js'
+import { Rng } from '../helpers/prng.js'
 
 /**
  * What a suite run needs from one Store implementation:

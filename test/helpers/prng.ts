@@ -1,5 +1,5 @@
 /**
- * A small seeded PRNG (mulberry32) for randomized unit tests: every run replays the same
+ * A small seeded PRNG (mulberry32) for randomized tests and simulations: every run replays the same
  * cases, so a failure found once is found again.
  */
 export class Rng {
