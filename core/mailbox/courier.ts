@@ -44,6 +44,8 @@ export interface CourierHost {
  */
 export class MailboxCourier {
   private readonly draining = new Set<string>()
+  /** Relays asked to drain again while a drain of theirs ran (it may have fetched too early). */
+  private readonly again = new Set<string>()
 
   constructor (private readonly client: MailboxClient, private readonly host: CourierHost) {}
 
@@ -74,14 +76,24 @@ export class MailboxCourier {
     return stored
   }
 
-  /** Fetch our mail from a relay (one drain per relay at a time), then collect expiry notices. */
+  /**
+   * Fetch our mail from a relay (one drain per relay at a time), then collect expiry notices.
+   * Asked again while a drain runs (a relay's notice of new mail), it drains once more when
+   * that one ends: the running drain's last fetch may have come before the new mail.
+   */
   drain (relay: string): void {
-    if (this.draining.has(relay)) return
+    if (this.draining.has(relay)) {
+      this.again.add(relay)
+      return
+    }
     this.draining.add(relay)
     this.drainNow(relay as PeerIdString)
       .then(async () => { await this.collectExpired(relay as PeerIdString) })
       .catch((err: unknown) => { log('draining mailbox at %s failed: %s', relay, (err as Error).message) })
-      .finally(() => { this.draining.delete(relay) })
+      .finally(() => {
+        this.draining.delete(relay)
+        if (this.again.delete(relay)) this.drain(relay)
+      })
   }
 
   private async drainNow (relay: PeerIdString): Promise<void> {
