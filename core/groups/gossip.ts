@@ -225,7 +225,7 @@ const MAX_KNOWN_AUTHORS = 4096
 /**
  * True if `text` is a peer id written the way it prints (the form payloads must use). Each
  * member's name comes with every message it sends, so the answer is remembered: parsing a
- * peer id (base58 and multihash decoding, a key import) was a thirtieth of a 50-member
+ * peer id (base58 and multihash decoding, a key import) was about 3% of a 50-member
  * group's CPU.
  */
 function isAuthorName (text: string): boolean {
