@@ -22,7 +22,7 @@ import {
 import { FloorPeer, type EchoParams, type EchoRun, type SinkSendParams, type SinkSendRun, type SinkWaitResult } from './scenarios/floor-peer.js'
 import {
   RelayPeer, type DepositRun, type DrainParams, type DrainRun, type MailboxClientParams, type MailboxClientStarted, type RelayStarted,
-  type SwarmParams, type SwarmRun
+  type SwarmParams, type SwarmRun, type FloodParams, type FloodRun
 } from './scenarios/relay-peer.js'
 import { now, sharedNow } from './util.js'
 
@@ -79,7 +79,7 @@ export interface PeerMethods {
   'dm.stop': { params: Empty, result: Empty }
   /** Two SignalCiphers in this process: encrypt + decrypt cost per message (crypto-peer.ts). */
   'crypto.run': { params: CryptoParams, result: CryptoRun }
-  'relay.start': { params: { dataDir: string, directory?: boolean }, result: RelayStarted }
+  'relay.start': { params: { dataDir: string, directory?: boolean, operatorLimits?: boolean }, result: RelayStarted }
   'relay.connections': { params: Empty, result: { connections: number } }
   'relay.stop': { params: Empty, result: Empty }
   'mailbox.start': { params: MailboxClientParams, result: MailboxClientStarted }
@@ -87,6 +87,8 @@ export interface PeerMethods {
   'mailbox.stop': { params: Empty, result: Empty }
   'swarm.start': { params: SwarmParams, result: SwarmRun }
   'swarm.stop': { params: Empty, result: Empty }
+  'flood.start': { params: FloodParams, result: Empty }
+  'flood.stop': { params: Empty, result: FloodRun }
   /** Group members: several Messengers in this process, addressed by index (group-peer.ts). */
   'group.start': { params: GroupMemberStartParams, result: { members: GroupMemberInfo[] } }
   'group.restart': { params: { member: number, relays: string[] }, result: GroupMemberInfo }
@@ -190,7 +192,7 @@ export class PeerHost {
     'dm.deposit': async (p) => await this.dm.deposit(p),
     'dm.stop': async () => { await this.dm.stop(); return {} },
     'crypto.run': async (p) => await runCryptoBench(p),
-    'relay.start': async ({ dataDir, directory }) => await this.relay.startRelay(dataDir, directory),
+    'relay.start': async ({ dataDir, directory, operatorLimits }) => await this.relay.startRelay(dataDir, directory, operatorLimits),
     'relay.connections': async () => ({ connections: this.relay.relayConnections() }),
     'relay.stop': async () => { await this.relay.stopRelay(); return {} },
     'mailbox.start': async (p) => await this.relay.startClient(p),
@@ -198,6 +200,8 @@ export class PeerHost {
     'mailbox.stop': async () => { await this.relay.stopClient(); return {} },
     'swarm.start': async (p) => await this.relay.startSwarm(p),
     'swarm.stop': async () => { await this.relay.stopSwarm(); return {} },
+    'flood.start': async (p) => { this.relay.startFlood(p); return {} },
+    'flood.stop': async () => await this.relay.stopFlood(),
     'group.start': async (p) => ({ members: await this.group.start(p) }),
     'group.restart': async ({ member, relays }) => await this.group.restart(member, relays),
     'group.addContacts': async ({ member, invites }) => { await this.group.addContacts(member, invites); return {} },

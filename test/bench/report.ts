@@ -7,6 +7,7 @@ import { mib, type MemorySnapshot } from './memory.js'
 import type { CryptoOptions, CryptoPhaseResult, CryptoResult } from './scenarios/crypto.js'
 import type { DmOptions, DmResult, ProcessMemory } from './scenarios/dm.js'
 import type { FloorOptions, FloorResult, FloorThroughput } from './scenarios/floor.js'
+import { DEFAULT_RELAY_LIMITS } from '../../relay/relay-node.js'
 import { mdGroup, textGroup } from './report-group.js'
 import type { GroupOptions, GroupResult } from './scenarios/group.js'
 import type { DepositFigures, RelayOptions, RelayResult } from './scenarios/relay.js'
@@ -176,7 +177,13 @@ function relayLatencyRows (r: BenchResults): string[][] {
     latencyRow('Relayed DM: one-way, sendText (A) -> message event (B) (shared clock)', d.toReceived),
     latencyRow('Direct DM, same run: one-way (shared clock)', direct.toReceived),
     latencyRow('Relayed DM: sendText -> delivered event (A)', d.toDelivered),
-    latencyRow('Direct DM, same run: sendText -> delivered event (A)', direct.toDelivered)
+    latencyRow('Direct DM, same run: sendText -> delivered event (A)', direct.toDelivered),
+    ...(r.relay.flood === undefined
+      ? []
+      : [
+          latencyRow('Relayed DM, relay with default limits: one-way, no flood', r.relay.flood.baseline),
+          latencyRow('Same relay and peers: one-way during a flood', r.relay.flood.flooded)
+        ])
   ]
 }
 
@@ -256,7 +263,13 @@ function mdRelay (r: BenchResults): string {
 - *Memory*: a fresh relay process; ${c.swarmProcesses} swarm processes open ${m.peers.toLocaleString('en-US')} connections to it in total
   (each connection from its own minimal libp2p node: TCP, Noise, Yamux, identify; ${c.swarmParallel} dials in flight per process).
   The relay's \`process.memoryUsage()\` after a forced GC, idle and with the connections open (plus 1 s to settle).
-${m.extrapolated ? `  **Only ${m.connected} connections were made, so the ${m.rssPeers}-connection figure is extrapolated** (idle RSS + per-connection cost x ${m.rssPeers}).\n` : ''}
+${m.extrapolated ? `  **Only ${m.connected} connections were made, so the ${m.rssPeers}-connection figure is extrapolated** (idle RSS + per-connection cost x ${m.rssPeers}).\n` : ''}- *Flood*: a fresh relay process with the limits \`parley relay\` runs with by default (per-host connection rate
+  ${DEFAULT_RELAY_LIMITS.inboundConnectionThreshold}/s, ${DEFAULT_RELAY_LIMITS.maxIncomingPendingConnections} handshakes at a time, 8 mailbox streams per connection), two \`Messenger\`s on \`/p2p-circuit\` through it, and the relayed
+  one-way DM figure taken twice in a row: without, then during a flood from ${c.floodProcesses} processes on this machine, each keeping
+  ${c.floodSilentSockets} sockets that connect and never handshake (replaced when the relay closes them) and ${c.floodDialers} dials in flight from fresh
+  identities; each connection let in opens ${c.floodStreams} mailbox streams and holds them (the newest ${c.floodHold} connections per process
+  are held). The flood shares the machine's two cores with the relay and the peers.
+
 #### Relayed DM latency
 
 ${mdTable(LAT_HEAD, relayLatencyRows(r))}

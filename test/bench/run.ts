@@ -82,7 +82,7 @@ function parseArgs (argv: string[]): Args {
 function configFor (quick: boolean): BenchConfig {
   const messageBytes = 100
   const groupCommon = { warmupRounds: 1, warmupGapMs: 50, messageBytes }
-  const relayCommon = { batchSize: 32, sealBatch: 500, depositParallel: 4, drainLimit: 256, dmMessageBytes: messageBytes, swarmParallel: 2, rssPeers: 1_000 }
+  const relayCommon = { batchSize: 32, sealBatch: 500, depositParallel: 4, drainLimit: 256, dmMessageBytes: messageBytes, swarmParallel: 2, rssPeers: 1_000, floodProcesses: 2, floodDialers: 4, floodSilentSockets: 100, floodStreams: 16, floodHold: 100 }
   return quick
     ? {
         floor: { messageBytes, echoWarmup: 100, echoSamples: 500, throughputMessages: 5_000, coalesce: 64, timeoutMs: 30_000 },

@@ -155,6 +155,7 @@ function relayTargets (dm: DmResult, relay: RelayResult): TargetCheck[] {
       limit: 'reported',
       verdict: 'INFO'
     },
+    ...floodTargets(relay),
     {
       id: 'relay-rss',
       target: `Relay RSS with ${TARGET_RELAY_PEERS.toLocaleString('en-US')} connected peers under ${TARGET_RELAY_RSS_MIB} MiB`,
@@ -166,6 +167,27 @@ function relayTargets (dm: DmResult, relay: RelayResult): TargetCheck[] {
         (mem.extrapolated ? `: idle RSS + per-connection cost x ${TARGET_RELAY_PEERS}` : '')
     }
   ]
+}
+
+/** RELIABILITY.md: under a flood, honest peers' latency stays within 2x of baseline. */
+export const TARGET_FLOOD_FACTOR = 2
+
+function floodTargets (relay: RelayResult): TargetCheck[] {
+  const f = relay.flood
+  if (f === undefined) return []
+  const ms = (n: number): string => `${round(n, 3)} ms`
+  const factor = f.flooded.p50 / f.baseline.p50
+  const fl = f.flood
+  return [{
+    id: 'relay-flood',
+    target: `Relayed DM one-way p50 during a flood within ${TARGET_FLOOD_FACTOR}x of the same relay without it`,
+    measured: `p50 ${ms(f.flooded.p50)} vs ${ms(f.baseline.p50)} (${round(factor, 2)}x); p99 ${ms(f.flooded.p99)} vs ${ms(f.baseline.p99)}`,
+    limit: `< ${TARGET_FLOOD_FACTOR}x`,
+    verdict: check(Number.isFinite(factor) && factor < TARGET_FLOOD_FACTOR),
+    note: `the relay with parley relay's default limits; in ${round(fl.elapsedMs / 1000, 1)} s the flood made ${fl.dials.toLocaleString('en-US')} dials ` +
+      `(${fl.admitted} admitted, ${fl.refused.toLocaleString('en-US')} refused; ${fl.held} of the admitted still open at the end), opened ${fl.streamsOpened} mailbox streams on admitted ones (${fl.streamsRefused} refused or reset) ` +
+      `and ${fl.socketsOpened.toLocaleString('en-US')} silent sockets (${fl.socketsClosedByRelay.toLocaleString('en-US')} closed by the relay); ${f.relayConnections} relay connections at the end`
+  }]
 }
 
 /** `{ prekey: 3, whisper: 5 }` as "3 prekey, 5 whisper". */

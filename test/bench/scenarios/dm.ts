@@ -105,18 +105,23 @@ export function pairs (run: DmLatencyRun, warmup: number, end: (i: number) => nu
   return out
 }
 
+/** Send -> arrival at `b` of each message of a one-way run after warm-up (b's arrival times by tag). */
+export async function arrivalLatencies (run: DmLatencyRun, b: PeerHandle, warmup: number, what: string): Promise<number[]> {
+  const { arrivals } = await b.call('dm.arrivals', {})
+  return pairs(run, warmup, (i) => {
+    const tag = run.tags[i] as string
+    const t = arrivals[tag]
+    if (t === undefined) throw new Error(`${what}: B has no arrival time for ${tag}`)
+    return t
+  })
+}
+
 async function latency (a: PeerHandle, b: PeerHandle, to: string, o: DmOptions): Promise<DmLatency> {
   const callTimeout = (o.latencyWarmup + Math.max(o.latencySamples, o.roundTripSamples)) * 50 + o.timeoutMs
   const common = { to, messageBytes: o.messageBytes, warmup: o.latencyWarmup, timeoutMs: o.timeoutMs }
 
   const oneWay = await a.call('dm.latency', { ...common, mode: 'one-way', samples: o.latencySamples }, callTimeout)
-  const { arrivals } = await b.call('dm.arrivals', {})
-  const toReceived = pairs(oneWay, o.latencyWarmup, (i) => {
-    const tag = oneWay.tags[i] as string
-    const t = arrivals[tag]
-    if (t === undefined) throw new Error(`dm latency: B has no arrival time for ${tag}`)
-    return t
-  })
+  const toReceived = await arrivalLatencies(oneWay, b, o.latencyWarmup, 'dm latency')
 
   const rt = await a.call('dm.latency', { ...common, mode: 'round-trip', samples: o.roundTripSamples }, callTimeout)
   await b.call('dm.arrivals', {})

@@ -8,16 +8,21 @@
  *     acknowledging with MailboxClient until its mailbox is empty, as a given node's identity
  *     (a stopped Messenger's); depositAll is shared with the sealed-frame deposits (dm-peer.ts);
  *   - a swarm: many minimal libp2p nodes (TCP + Noise + Yamux + identify), each connected to
- *     the relay, so the relay process's memory per connection can be measured.
+ *     the relay, so the relay process's memory per connection can be measured;
+ *   - a flood: until told to stop, sockets that connect to the relay and never handshake
+ *     (replaced as the relay closes them) and fresh libp2p identities dialling it one after
+ *     another; each one let in opens more mailbox streams than a connection may have and
+ *     holds them (and its connection) until the flood stops.
  * Every timestamp is on the shared clock (sharedNow).
  */
 import { mkdir } from 'node:fs/promises'
+import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { identify } from '@libp2p/identify'
-import type { Libp2p } from '@libp2p/interface'
+import type { Libp2p, Stream } from '@libp2p/interface'
 import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
@@ -25,6 +30,7 @@ import { loadOrCreateIdentity } from '../../../core/identity/identity.js'
 import type { PeerIdString } from '../../../core/ids.js'
 import { createNode, type ParleyLibp2p } from '../../../core/net/node.js'
 import { MailboxClient, type Deposit } from '../../../core/protocols/mailbox/client.js'
+import { MAILBOX_PROTOCOL } from '../../../core/protocols/mailbox/constants.js'
 import { DirectoryService } from '../../../relay/directory/service.js'
 import { DEFAULT_MAILBOX_LIMITS, MailboxService } from '../../../relay/mailbox/service.js'
 import { MailboxStore } from '../../../relay/mailbox/store.js'
@@ -89,6 +95,34 @@ export interface SwarmRun {
   firstError?: string
 }
 
+export interface FloodParams {
+  relayAddr: string
+  /** libp2p dials in flight at once, each from a new identity. */
+  dialers: number
+  /** Silent sockets kept open at once. */
+  silentSockets: number
+  /** Mailbox streams each admitted connection opens (the relay allows 8 per connection). */
+  streamsPerConnection: number
+  /** Admitted connections held open at once (the oldest is closed beyond this). */
+  hold: number
+}
+
+export interface FloodRun {
+  elapsedMs: number
+  dials: number
+  /** Dials that ended with a connection to the relay. */
+  admitted: number
+  refused: number
+  streamsOpened: number
+  /** Streams the relay refused or reset (tried on admitted connections), as the flood stopped. */
+  streamsRefused: number
+  /** Admitted connections still open as the flood stopped (of the newest `hold`). */
+  held: number
+  socketsOpened: number
+  /** Silent sockets the relay closed (the others were still waiting in the handshake). */
+  socketsClosedByRelay: number
+}
+
 /** Generous limits: nothing in the benchmark should hit them. */
 const BENCH_RELAY_LIMITS = {
   ...DEFAULT_RELAY_LIMITS,
@@ -143,12 +177,15 @@ export class RelayPeer {
   private relay: { node: RelayLibp2p, store: MailboxStore, prekeys: PrekeyStore, mailbox: MailboxService, directory?: DirectoryService } | undefined
   private client: ParleyLibp2p | undefined
   private swarm: Libp2p[] = []
+  private flood: { run: FloodRun, startedAt: number, stopping: boolean, workers: Array<Promise<void>>, nodes: Libp2p[], streams: Stream[], sockets: Set<Socket> } | undefined
 
   /**
    * A relay with its stores under `dataDir` (`mailbox/`, `prekeys/`, as relay/cli.ts lays them
    * out); with `directory`, the peer directory too (members of a group find each other there).
+   * With `operatorLimits`, the limits `parley relay` runs with by default (DEFAULT_RELAY_LIMITS,
+   * DEFAULT_MAILBOX_LIMITS) instead of ones raised out of the benchmark's way.
    */
-  async startRelay (dataDir: string, directory = false): Promise<RelayStarted> {
+  async startRelay (dataDir: string, directory = false, operatorLimits = false): Promise<RelayStarted> {
     if (this.relay !== undefined) throw new Error('relay already started')
     await mkdir(dataDir, { recursive: true })
     const store = new MailboxStore(join(dataDir, 'mailbox'))
@@ -158,10 +195,10 @@ export class RelayPeer {
     const node = await createRelayNode({
       privateKey: await generateKeyPair('Ed25519'),
       listen: ['/ip4/127.0.0.1/tcp/0'],
-      limits: BENCH_RELAY_LIMITS,
+      limits: operatorLimits ? DEFAULT_RELAY_LIMITS : BENCH_RELAY_LIMITS,
       prekeys: { store: prekeys, limits: DEFAULT_PREKEY_LIMITS }
     })
-    const mailbox = new MailboxService(node, store, BENCH_MAILBOX_LIMITS)
+    const mailbox = new MailboxService(node, store, operatorLimits ? DEFAULT_MAILBOX_LIMITS : BENCH_MAILBOX_LIMITS)
     const dir = directory ? new DirectoryService(node) : undefined
     await dir?.start()
     await node.start()
@@ -268,7 +305,74 @@ export class RelayPeer {
     await Promise.allSettled(nodes.map(async (n) => { await n.stop() }))
   }
 
+  /** Start flooding the relay (see the file comment); runs until stopFlood. */
+  startFlood (p: FloodParams): void {
+    if (this.flood !== undefined) throw new Error('flood already running')
+    const addr = multiaddr(p.relayAddr)
+    const port = Number(/\/tcp\/(\d+)/.exec(p.relayAddr)?.[1])
+    const run: FloodRun = { elapsedMs: 0, dials: 0, admitted: 0, refused: 0, streamsOpened: 0, streamsRefused: 0, held: 0, socketsOpened: 0, socketsClosedByRelay: 0 }
+    const f = { run, startedAt: sharedNow(), stopping: false, workers: [] as Array<Promise<void>>, nodes: [] as Libp2p[], streams: [] as Stream[], sockets: new Set<Socket>() }
+    this.flood = f
+    const dialer = async (): Promise<void> => {
+      while (!f.stopping) {
+        const node = await createLibp2p({ privateKey: await generateKeyPair('Ed25519'), transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [yamux()] })
+        run.dials++
+        try {
+          await node.dial(addr, { signal: AbortSignal.timeout(5_000) })
+          run.admitted++
+        } catch {
+          run.refused++
+          await node.stop()
+          continue
+        }
+        f.nodes.push(node)
+        // Hold the newest connections only (this process's memory, not the relay's limits, would run out first).
+        const oldest = f.nodes.length > p.hold ? f.nodes.shift() : undefined
+        if (oldest !== undefined) void Promise.resolve(oldest.stop()).catch(() => {})
+        const streams = await Promise.allSettled(Array.from({ length: p.streamsPerConnection }, async () => await node.dialProtocol(addr, MAILBOX_PROTOCOL, { signal: AbortSignal.timeout(5_000) })))
+        for (const st of streams) {
+          if (st.status === 'rejected') { run.streamsRefused++; continue }
+          run.streamsOpened++
+          f.streams.push(st.value)
+        }
+      }
+    }
+    const silent = (): void => {
+      if (f.stopping) return
+      const sock = connect(port, '127.0.0.1')
+      run.socketsOpened++
+      f.sockets.add(sock)
+      sock.on('error', () => {})
+      sock.once('close', () => {
+        f.sockets.delete(sock)
+        if (f.stopping) return
+        run.socketsClosedByRelay++
+        // Replace it, a little later (a closed socket is not an invitation to spin).
+        setTimeout(silent, 10)
+      })
+    }
+    for (let i = 0; i < p.silentSockets; i++) silent()
+    for (let i = 0; i < p.dialers; i++) f.workers.push(dialer())
+  }
+
+  /** Stop the flood and close everything it opened; what it did. */
+  async stopFlood (): Promise<FloodRun> {
+    const f = this.flood
+    this.flood = undefined
+    if (f === undefined) throw new Error('no flood running')
+    f.stopping = true
+    f.run.elapsedMs = sharedNow() - f.startedAt
+    await Promise.allSettled(f.workers)
+    // Streams the relay reset (over the per-connection limit) or that ended with their connection.
+    f.run.streamsRefused += f.streams.filter((st) => st.status !== 'open').length
+    f.run.held = f.nodes.filter((n) => n.getConnections().some((c) => c.status === 'open')).length
+    for (const s of f.sockets) s.destroy()
+    await Promise.allSettled(f.nodes.map(async (n) => { await n.stop() }))
+    return f.run
+  }
+
   async stop (): Promise<void> {
+    if (this.flood !== undefined) await this.stopFlood()
     const results = await Promise.allSettled([this.stopSwarm(), this.stopClient(), this.stopRelay()])
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
     if (failed !== undefined) throw failed.reason

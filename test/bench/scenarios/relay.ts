@@ -14,15 +14,20 @@
  *   - relayed DM: two Messengers that listen only on '/p2p-circuit' through that relay, one-way
  *     latency of sequential messages (sendText -> the receiver's message event, shared clock);
  *   - memory: a fresh relay process and swarm processes opening many connections to it; the
- *     relay's RSS (after a GC) before and after, and the cost per connection.
+ *     relay's RSS (after a GC) before and after, and the cost per connection;
+ *   - flood: a fresh relay process with the limits `parley relay` runs with by default, two
+ *     Messengers on '/p2p-circuit' through it, and relayed one-way DM latency measured twice in
+ *     a row: without, then during a flood from flood processes (relay-peer.ts: silent
+ *     sockets, fresh identities dialling, each admitted one holding more mailbox streams than
+ *     allowed). RELIABILITY.md: honest peers' latency within 2x of baseline.
  */
 import { join } from 'node:path'
 import type { MemorySnapshot } from '../memory.js'
 import type { PeerHandle } from '../peer.js'
 import { rate, summarize, type LatencySummary } from '../stats.js'
 import { now } from '../util.js'
-import { pairs } from './dm.js'
-import type { DepositRun, RelayStarted } from './relay-peer.js'
+import { arrivalLatencies, pairs } from './dm.js'
+import type { DepositRun, FloodRun, RelayStarted } from './relay-peer.js'
 
 export interface RelayOptions {
   /** Sealed envelopes per deposit round (two rounds: Messenger drain, then protocol-level drain). */
@@ -46,7 +51,23 @@ export interface RelayOptions {
   swarmParallel: number
   /** The figure the RSS target is about; if swarmPeers is smaller, the RSS is extrapolated. */
   rssPeers: number
+  /** Flood processes, and per process: dials in flight, silent sockets, streams per admitted connection, connections held. */
+  floodProcesses: number
+  floodDialers: number
+  floodSilentSockets: number
+  floodStreams: number
+  floodHold: number
   timeoutMs: number
+}
+
+export interface RelayFlood {
+  /** One-way relayed DM latency, sendText (A) -> message event (B), shared clock. */
+  baseline: LatencySummary
+  flooded: LatencySummary
+  /** The flood processes' counts, summed. */
+  flood: FloodRun
+  /** The relay's connections as the flooded measurement ended. */
+  relayConnections: number
 }
 
 export interface DepositFigures {
@@ -133,6 +154,7 @@ export interface RelayResult {
   mailbox: MailboxBench
   dm: RelayedDm
   memory: RelayMemory
+  flood: RelayFlood
   pids: Record<string, number[]>
 }
 
@@ -237,33 +259,65 @@ async function mailbox (relayAddr: string, relayId: string, sender: PeerHandle, 
   }
 }
 
+/** Start Messengers A and B on '/p2p-circuit' through the relay, contacts of each other; B's peer id. */
+async function relayedPair (relayAddr: string, a: PeerHandle, b: PeerHandle, dataRoot: string, prefix: string): Promise<string> {
+  const infoB = await b.call('dm.start', { dataDir: join(dataRoot, `${prefix}-B`), relays: [relayAddr] })
+  const infoA = await a.call('dm.start', { dataDir: join(dataRoot, `${prefix}-A`), relays: [relayAddr] })
+  await a.call('dm.addContact', { invite: infoB.invite, name: 'bench-b' })
+  await b.call('dm.addContact', { invite: infoA.invite, name: 'bench-a' })
+  return infoB.peerId
+}
+
+/** One-way latency of sequential messages A -> B (after warm-up), and A's delivered events. */
+async function oneWay (a: PeerHandle, b: PeerHandle, to: string, o: RelayOptions): Promise<RelayedDm> {
+  const callTimeout = (o.dmWarmup + o.dmSamples) * 100 + o.timeoutMs
+  const run = await a.call('dm.latency', {
+    to,
+    mode: 'one-way',
+    messageBytes: o.dmMessageBytes,
+    warmup: o.dmWarmup,
+    samples: o.dmSamples,
+    timeoutMs: o.timeoutMs
+  }, callTimeout)
+  const toReceived = await arrivalLatencies(run, b, o.dmWarmup, 'relayed dm')
+  return {
+    messageBytes: o.dmMessageBytes,
+    toReceived: summarize(toReceived),
+    toDelivered: summarize(pairs(run, o.dmWarmup, (i) => run.deliveredAt[i] as number))
+  }
+}
+
 async function relayedDm (relayAddr: string, a: PeerHandle, b: PeerHandle, o: RelayOptions, dataRoot: string): Promise<RelayedDm> {
   try {
-    const infoB = await b.call('dm.start', { dataDir: join(dataRoot, 'relay-dm-B'), relays: [relayAddr] })
-    const infoA = await a.call('dm.start', { dataDir: join(dataRoot, 'relay-dm-A'), relays: [relayAddr] })
-    await a.call('dm.addContact', { invite: infoB.invite, name: 'bench-b' })
-    await b.call('dm.addContact', { invite: infoA.invite, name: 'bench-a' })
-    const callTimeout = (o.dmWarmup + o.dmSamples) * 100 + o.timeoutMs
-    const run = await a.call('dm.latency', {
-      to: infoB.peerId,
-      mode: 'one-way',
-      messageBytes: o.dmMessageBytes,
-      warmup: o.dmWarmup,
-      samples: o.dmSamples,
-      timeoutMs: o.timeoutMs
-    }, callTimeout)
-    const { arrivals } = await b.call('dm.arrivals', {})
-    const toReceived = pairs(run, o.dmWarmup, (i) => {
-      const tag = run.tags[i] as string
-      const t = arrivals[tag]
-      if (t === undefined) throw new Error(`relayed dm: B has no arrival time for ${tag}`)
-      return t
-    })
-    return {
-      messageBytes: o.dmMessageBytes,
-      toReceived: summarize(toReceived),
-      toDelivered: summarize(pairs(run, o.dmWarmup, (i) => run.deliveredAt[i] as number))
+    return await oneWay(a, b, await relayedPair(relayAddr, a, b, dataRoot, 'relay-dm'), o)
+  } finally {
+    await Promise.allSettled([a.call('dm.stop', {}), b.call('dm.stop', {})])
+  }
+}
+
+async function flooded (group: Group, o: RelayOptions, dataRoot: string, pids: Record<string, number[]>): Promise<RelayFlood> {
+  const relay = await group.add('relay-flood-R')
+  const started = await relay.call('relay.start', { dataDir: join(dataRoot, 'relay-flood'), operatorLimits: true })
+  const relayAddr = firstAddr(started)
+  const a = await group.add('relay-flood-A')
+  const b = await group.add('relay-flood-B')
+  const floods: PeerHandle[] = []
+  for (let i = 0; i < o.floodProcesses; i++) floods.push(await group.add(`relay-flood-${i}`))
+  pids.flood = [relay.pid, a.pid, b.pid, ...floods.map((f) => f.pid)]
+  try {
+    const to = await relayedPair(relayAddr, a, b, dataRoot, 'relay-flood')
+    const baseline = await oneWay(a, b, to, o)
+    await Promise.all(floods.map(async (f) => await f.call('flood.start', { relayAddr, dialers: o.floodDialers, silentSockets: o.floodSilentSockets, streamsPerConnection: o.floodStreams, hold: o.floodHold })))
+    // Let the flood reach its pace before measuring.
+    await new Promise<void>((resolve) => { setTimeout(resolve, 2000) })
+    const during = await oneWay(a, b, to, o)
+    const { connections } = await relay.call('relay.connections', {})
+    const runs = await Promise.all(floods.map(async (f) => await f.call('flood.stop', {}, 60_000)))
+    const flood: FloodRun = { elapsedMs: Math.max(...runs.map((r) => r.elapsedMs)), dials: 0, admitted: 0, refused: 0, streamsOpened: 0, streamsRefused: 0, held: 0, socketsOpened: 0, socketsClosedByRelay: 0 }
+    for (const r of runs) {
+      for (const k of ['dials', 'admitted', 'refused', 'streamsOpened', 'streamsRefused', 'held', 'socketsOpened', 'socketsClosedByRelay'] as const) flood[k] += r[k]
     }
+    return { baseline: baseline.toReceived, flooded: during.toReceived, flood, relayConnections: connections }
   } finally {
     await Promise.allSettled([a.call('dm.stop', {}), b.call('dm.stop', {})])
   }
@@ -332,12 +386,18 @@ export async function runRelay (spawn: Spawn, o: RelayOptions, dataRoot: string,
     await first.closeAll()
   }
   log(`relay memory: ${o.swarmPeers} connections from ${o.swarmProcesses} processes...`)
-  const second = new Group(spawn)
-  let mem: RelayMemory
+  const mem = await inGroup(spawn, async (g) => await memory(g, o, dataRoot, pids))
+  log(`relay flood: relayed DM latency (${o.dmSamples} samples) without, then during a flood from ${o.floodProcesses} processes...`)
+  const flood = await inGroup(spawn, async (g) => await flooded(g, o, dataRoot, pids))
+  return { mailbox: mb, dm, memory: mem, flood, pids }
+}
+
+/** Run `fn` with a fresh Group of processes, closed afterwards however it ends. */
+async function inGroup<T> (spawn: Spawn, fn: (g: Group) => Promise<T>): Promise<T> {
+  const g = new Group(spawn)
   try {
-    mem = await memory(second, o, dataRoot, pids)
+    return await fn(g)
   } finally {
-    await second.closeAll()
+    await g.closeAll()
   }
-  return { mailbox: mb, dm, memory: mem, pids }
 }
