@@ -123,6 +123,11 @@ export interface FloodRun {
   socketsClosedByRelay: number
 }
 
+/** Streams of a flood connection that are no longer open (the relay reset them, or the connection ended). */
+function unopened (streams: Stream[]): number {
+  return streams.filter((st) => st.status !== 'open').length
+}
+
 /** Generous limits: nothing in the benchmark should hit them. */
 const BENCH_RELAY_LIMITS = {
   ...DEFAULT_RELAY_LIMITS,
@@ -177,7 +182,7 @@ export class RelayPeer {
   private relay: { node: RelayLibp2p, store: MailboxStore, prekeys: PrekeyStore, mailbox: MailboxService, directory?: DirectoryService } | undefined
   private client: ParleyLibp2p | undefined
   private swarm: Libp2p[] = []
-  private flood: { run: FloodRun, startedAt: number, stopping: boolean, workers: Array<Promise<void>>, nodes: Libp2p[], streams: Stream[], sockets: Set<Socket> } | undefined
+  private flood: { run: FloodRun, startedAt: number, stopping: boolean, workers: Array<Promise<void>>, held: Array<{ node: Libp2p, streams: Stream[] }>, sockets: Set<Socket> } | undefined
 
   /**
    * A relay with its stores under `dataDir` (`mailbox/`, `prekeys/`, as relay/cli.ts lays them
@@ -311,7 +316,7 @@ export class RelayPeer {
     const addr = multiaddr(p.relayAddr)
     const port = Number(/\/tcp\/(\d+)/.exec(p.relayAddr)?.[1])
     const run: FloodRun = { elapsedMs: 0, dials: 0, admitted: 0, refused: 0, streamsOpened: 0, streamsRefused: 0, held: 0, socketsOpened: 0, socketsClosedByRelay: 0 }
-    const f = { run, startedAt: sharedNow(), stopping: false, workers: [] as Array<Promise<void>>, nodes: [] as Libp2p[], streams: [] as Stream[], sockets: new Set<Socket>() }
+    const f = { run, startedAt: sharedNow(), stopping: false, workers: [] as Array<Promise<void>>, held: [] as Array<{ node: Libp2p, streams: Stream[] }>, sockets: new Set<Socket>() }
     this.flood = f
     const dialer = async (): Promise<void> => {
       while (!f.stopping) {
@@ -325,15 +330,20 @@ export class RelayPeer {
           await node.stop()
           continue
         }
-        f.nodes.push(node)
-        // Hold the newest connections only (this process's memory, not the relay's limits, would run out first).
-        const oldest = f.nodes.length > p.hold ? f.nodes.shift() : undefined
-        if (oldest !== undefined) void Promise.resolve(oldest.stop()).catch(() => {})
+        const entry = { node, streams: [] as Stream[] }
+        f.held.push(entry)
+        // Hold the newest connections only (this process's memory, not the relay's limits, would
+        // run out first). An evicted one's streams are counted now: closing it ourselves is no refusal.
+        const oldest = f.held.length > p.hold ? f.held.shift() : undefined
+        if (oldest !== undefined) {
+          run.streamsRefused += unopened(oldest.streams)
+          void Promise.resolve(oldest.node.stop()).catch(() => {})
+        }
         const streams = await Promise.allSettled(Array.from({ length: p.streamsPerConnection }, async () => await node.dialProtocol(addr, MAILBOX_PROTOCOL, { signal: AbortSignal.timeout(5_000) })))
         for (const st of streams) {
           if (st.status === 'rejected') { run.streamsRefused++; continue }
           run.streamsOpened++
-          f.streams.push(st.value)
+          entry.streams.push(st.value)
         }
       }
     }
@@ -364,10 +374,10 @@ export class RelayPeer {
     f.run.elapsedMs = sharedNow() - f.startedAt
     await Promise.allSettled(f.workers)
     // Streams the relay reset (over the per-connection limit) or that ended with their connection.
-    f.run.streamsRefused += f.streams.filter((st) => st.status !== 'open').length
-    f.run.held = f.nodes.filter((n) => n.getConnections().some((c) => c.status === 'open')).length
+    for (const h of f.held) f.run.streamsRefused += unopened(h.streams)
+    f.run.held = f.held.filter((h) => h.node.getConnections().some((c) => c.status === 'open')).length
     for (const s of f.sockets) s.destroy()
-    await Promise.allSettled(f.nodes.map(async (n) => { await n.stop() }))
+    await Promise.allSettled(f.held.map(async (h) => { await h.node.stop() }))
     return f.run
   }
 
