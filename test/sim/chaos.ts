@@ -20,7 +20,7 @@
  * `npm run sim` runs the full scenarios (20 peers, 30% of them killed; see run.ts);
  * test/integration/chaos.test.ts runs short ones in `npm test`.
  */
-import { freePort, type Cluster, type NodeProcess } from '../helpers/node-process.js'
+import { freePort, type Cluster, type NodeProcess, type StartOptions } from '../helpers/node-process.js'
 import { Rng } from '../helpers/prng.js'
 import type { MessageView } from '../../core/api/contract.js'
 import { MAX_HISTORY_LIMIT } from '../../core/api/contract.js'
@@ -179,16 +179,14 @@ export async function runChaos (o: ChaosOptions, cluster: Cluster): Promise<Chao
   const victimCount = Math.round(o.peers * o.killFraction)
   const victims = new Set(rng.shuffle(Array.from({ length: o.peers }, (_, i) => i)).slice(0, victimCount))
 
-  const startPeer = async (index: number, port: number, dataDir?: string): Promise<NodeProcess> => {
-    const options = {
-      label: `p${index}`,
-      name: `p${index}`,
-      listen: [`/ip4/127.0.0.1/tcp/${port}`, '/p2p-circuit'],
-      extraArgs: ['--relay', relayAddr],
-      readyTimeoutMs: 60_000
-    }
-    return dataDir === undefined ? await cluster.start({ ...options, port }) : await cluster.start({ ...options, port, dataDir })
-  }
+  // How every peer runs, on its fixed port (restarts keep it, and its data dir: Cluster.restart).
+  const peerOptions = (index: number, port: number): StartOptions => ({
+    label: `p${index}`,
+    name: `p${index}`,
+    listen: [`/ip4/127.0.0.1/tcp/${port}`, '/p2p-circuit'],
+    extraArgs: ['--relay', relayAddr],
+    readyTimeoutMs: 60_000
+  })
 
   // Start the peers a few at a time (each start loads libsignal, opens level, dials the relay).
   const slots: Slot[] = []
@@ -196,7 +194,7 @@ export async function runChaos (o: ChaosOptions, cluster: Cluster): Promise<Chao
     const batch = await Promise.all(Array.from({ length: Math.min(4, o.peers - i) }, async (_, j) => {
       const index = i + j
       const port = await freePort()
-      const node = await startPeer(index, port)
+      const node = await cluster.start({ ...peerOptions(index, port), port })
       const slot: Slot = { index, label: `p${index}`, port, peerId: node.ready.peerId, node, lives: [node], up: true, victim: victims.has(index), sending: false, partners: partners[index] ?? [], nextSeq: new Map() }
       return slot
     }))
@@ -245,7 +243,7 @@ export async function runChaos (o: ChaosOptions, cluster: Cluster): Promise<Chao
   }
 
   const restart = async (s: Slot): Promise<void> => {
-    const node = await startPeer(s.index, s.port, s.node.dataDir)
+    const node = await cluster.restart(s.node, peerOptions(s.index, s.port))
     if (node.ready.peerId !== s.peerId) throw new Error(`${s.label} came back as ${node.ready.peerId}`)
     s.node = node
     s.lives.push(node)
